@@ -1,0 +1,25 @@
+"""The ingest service: the front door for everything a seller knows about its customers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from services.ingest.api import router
+from services.ingest.consumer import workers
+from services.ingest.settings import IngestSettings, get_settings
+from shared.web import create_service_app
+
+SERVICE_DIR = Path(__file__).parent
+
+
+def create_app(settings: IngestSettings | None = None) -> FastAPI:
+    return create_service_app(
+        settings=settings or get_settings(),
+        service_dir=SERVICE_DIR,
+        title="Clientela ingest",
+        description="Orders and customer data in, from every channel; tenants and API keys.",
+        routers=[router],
+        workers=workers,
+    )

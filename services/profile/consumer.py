@@ -1,0 +1,43 @@
+"""The profile service's Kafka side: consumers of tenants and orders, and its outbox relay.
+
+Run inside the API process (default) or alone: ``python -m services.profile.consumer``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from sqlalchemy.engine import Engine
+
+from services.profile.profiles import apply_order
+from services.profile.settings import get_settings
+from shared.auth import TENANT_HANDLERS
+from shared.consumer import ConsumerWorker, Handler
+from shared.events import Event, OrderIngested
+from shared.outbox import OutboxRelay
+from shared.settings import ServiceSettings
+from shared.topics import ORDERS, PROFILE_DLQ, TENANTS, Topic
+from shared.web import Worker, run_workers
+
+
+def workers(engine: Engine, settings: ServiceSettings) -> Sequence[tuple[str, Worker]]:
+    def consumer(name: str, topic: Topic, handlers: Mapping[type[Event], Handler]) -> ConsumerWorker:
+        return ConsumerWorker(
+            name=name,
+            engine=engine,
+            settings=settings,
+            topics=[topic],
+            handlers=handlers,
+            dead_letter=PROFILE_DLQ,
+        )
+
+    return [
+        ("profile-outbox-relay", OutboxRelay(engine, settings)),
+        # Tenants/keys have their own consumer so a backlog of orders never delays a new key.
+        ("profile-tenants", consumer("tenants", TENANTS, TENANT_HANDLERS)),
+        ("profile-orders", consumer("orders", ORDERS, {OrderIngested: apply_order})),
+    ]
+
+
+if __name__ == "__main__":
+    run_workers(get_settings(), workers)

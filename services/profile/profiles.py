@@ -1,0 +1,125 @@
+"""Profile domain logic: one profile per normalised e-mail within a tenant, traits from its orders."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from uuid import UUID
+
+import sqlalchemy as sa
+from sqlmodel import Session, col, select
+
+from services.profile.models import Profile, ProfileOrder
+from shared.db import utcnow
+from shared.errors import Invalid, NotFound
+from shared.events import Envelope, OrderIngested, ProfileUpdated
+from shared.normalize import normalize_email
+from shared.outbox import add_event
+from shared.records import OrderStatus
+
+COUNTED_STATUSES = [s.value for s in OrderStatus if s.counts_as_spend]
+
+
+def profile_key(tenant_id: UUID, profile_id: UUID) -> str:
+    return f"{tenant_id}:{profile_id}"
+
+
+def from_minor(minor: int) -> Decimal:
+    return Decimal(minor).scaleb(-2)
+
+
+def apply_order(session: Session, envelope: Envelope, event: OrderIngested) -> None:
+    """Handler for OrderIngested: attach the order version to its profile and recompute the traits."""
+    tenant_id = envelope.tenant_id
+    order = event.order
+    profile = session.exec(
+        select(Profile).where(Profile.tenant_id == tenant_id, Profile.email == order.customer.email)
+    ).first()
+    if profile is None:
+        profile = Profile(tenant_id=tenant_id, email=order.customer.email)
+        session.add(profile)
+        session.flush()
+
+    stored = session.get(ProfileOrder, event.order_id)
+    if stored is not None and stored.order_version >= event.order_version:
+        return  # an older version arriving late never overwrites a newer one
+    previous_profile_id = stored.profile_id if stored is not None else None
+    if stored is None:
+        stored = ProfileOrder(
+            order_id=event.order_id,
+            tenant_id=tenant_id,
+            profile_id=profile.id,
+            order_version=event.order_version,
+            source=order.source,
+            status=order.status.value,
+            total_minor=int(order.total.scaleb(2)),
+            placed_at=order.placed_at,
+        )
+    stored.profile_id = profile.id
+    stored.order_version = event.order_version
+    stored.status = order.status.value
+    stored.total_minor = int(order.total.scaleb(2))
+    stored.placed_at = order.placed_at
+    session.add(stored)
+    session.flush()
+
+    recompute(session, profile, correlation_id=envelope.correlation_id)
+    if previous_profile_id is not None and previous_profile_id != profile.id:
+        # The order's e-mail changed: the profile it left must be recomputed too.
+        previous = session.get(Profile, previous_profile_id)
+        if previous is not None:
+            recompute(session, previous, correlation_id=envelope.correlation_id)
+
+
+def recompute(session: Session, profile: Profile, *, correlation_id: str | None = None) -> None:
+    """Recompute purchase traits from the stored orders and announce them (ProfileUpdated)."""
+    count, total, first, last = session.execute(
+        sa.select(
+            sa.func.count(),
+            sa.func.coalesce(sa.func.sum(ProfileOrder.total_minor), 0),
+            sa.func.min(ProfileOrder.placed_at),
+            sa.func.max(ProfileOrder.placed_at),
+        ).where(col(ProfileOrder.profile_id) == profile.id, col(ProfileOrder.status).in_(COUNTED_STATUSES))
+    ).one()
+    profile.orders_count = int(count)
+    profile.total_spent_minor = int(total)
+    profile.first_order_at = first
+    profile.last_order_at = last
+    profile.version += 1
+    profile.updated_at = utcnow()
+    session.add(profile)
+    add_event(
+        session,
+        ProfileUpdated(
+            profile_id=profile.id,
+            profile_version=profile.version,
+            orders_count=profile.orders_count,
+            total_spent=from_minor(profile.total_spent_minor),
+            first_order_at=profile.first_order_at,
+            last_order_at=profile.last_order_at,
+        ),
+        tenant_id=profile.tenant_id,
+        key=profile_key(profile.tenant_id, profile.id),
+        correlation_id=correlation_id,
+    )
+
+
+def get_profile(profile_id: UUID, *, tenant_id: UUID, session: Session) -> Profile:
+    profile = session.get(Profile, profile_id)
+    if profile is None or profile.tenant_id != tenant_id:
+        raise NotFound("No profile with this id.")
+    return profile
+
+
+def list_profiles(
+    *, tenant_id: UUID, session: Session, email: str | None, after: UUID | None, limit: int
+) -> list[Profile]:
+    query = select(Profile).where(Profile.tenant_id == tenant_id)
+    if email is not None:
+        try:
+            normalised = normalize_email(email)
+        except ValueError:
+            raise Invalid("`email` is not a valid e-mail address.") from None
+        query = query.where(Profile.email == normalised)
+    if after is not None:
+        query = query.where(col(Profile.id) > after)
+    return list(session.exec(query.order_by(col(Profile.id)).limit(limit)).all())

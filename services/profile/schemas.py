@@ -1,0 +1,56 @@
+"""The profile service's API models."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from uuid import UUID
+
+from pydantic import BaseModel, Field
+
+from services.profile.models import Profile
+from services.profile.profiles import from_minor
+
+
+def mask_email(email: str) -> str:
+    local, _, domain = email.partition("@")
+    return f"{local[:1]}***@{domain}"
+
+
+class ProfileRead(BaseModel):
+    """A unified customer profile with its purchase traits."""
+
+    id: UUID
+    email: str = Field(description="Normalised e-mail; masked (`m***@example.com`) in lists.")
+    orders_count: int = Field(description="Orders that count (not cancelled or returned).")
+    total_spent: Decimal = Field(description="Sum of the counted orders' totals.")
+    average_order_value: Decimal | None
+    first_order_at: datetime | None
+    last_order_at: datetime | None
+    version: int = Field(description="Grows with every change of the profile.")
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, profile: Profile, *, masked: bool = False) -> ProfileRead:
+        total = from_minor(profile.total_spent_minor)
+        aov = (total / profile.orders_count).quantize(Decimal("0.01")) if profile.orders_count else None
+        return cls(
+            id=profile.id,
+            email=mask_email(profile.email) if masked else profile.email,
+            orders_count=profile.orders_count,
+            total_spent=total,
+            average_order_value=aov,
+            first_order_at=profile.first_order_at,
+            last_order_at=profile.last_order_at,
+            version=profile.version,
+            created_at=profile.created_at,
+            updated_at=profile.updated_at,
+        )
+
+
+class ProfilePage(BaseModel):
+    items: list[ProfileRead]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` to get the next page; null on the last page."
+    )

@@ -1,0 +1,24 @@
+"""Profile settings: ``PROFILE_*`` variables plus the common ``CLIENTELA_*`` ones."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic_settings import SettingsConfigDict
+
+from shared.settings import ServiceSettings
+
+
+class ProfileSettings(ServiceSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="PROFILE_", extra="ignore", validate_by_name=True, frozen=True
+    )
+
+    service_name: str = "profile"
+    database_url: str = "sqlite:///.data/profile.db"
+    port: int = 8002
+
+
+@lru_cache
+def get_settings() -> ProfileSettings:
+    return ProfileSettings()

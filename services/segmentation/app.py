@@ -1,0 +1,25 @@
+"""The segmentation service: live segments of profiles and their members."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from services.segmentation.api import router
+from services.segmentation.consumer import workers
+from services.segmentation.settings import SegmentationSettings, get_settings
+from shared.web import create_service_app
+
+SERVICE_DIR = Path(__file__).parent
+
+
+def create_app(settings: SegmentationSettings | None = None) -> FastAPI:
+    return create_service_app(
+        settings=settings or get_settings(),
+        service_dir=SERVICE_DIR,
+        title="Clientela segmentation",
+        description="Segments of unified profiles, evaluated live as profiles change.",
+        routers=[router],
+        workers=workers,
+    )

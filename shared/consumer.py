@@ -1,0 +1,192 @@
+"""Idempotent Kafka consumer: effects and processed-event ids commit in one DB transaction, then offsets.
+
+A poll's records are applied in one transaction. If that fails, each record is retried alone (bounded),
+and a record that still fails goes to the service's dead-letter topic with its origin in the headers;
+the partition keeps flowing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.errors import CommitFailedError, KafkaError
+from pydantic import ValidationError
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import Session, col, select
+
+from shared.events import Envelope, Event, decode
+from shared.infra import ProcessedEvent
+from shared.kafka import make_consumer, make_producer
+from shared.logs import event_id_var, tenant_id_var
+from shared.settings import ServiceSettings
+from shared.topics import Topic
+
+log = logging.getLogger("clientela.consumer")
+
+Handler = Callable[[Session, Envelope, Any], None]
+
+
+# Failures of the infrastructure, not of the record: never dead-letter for these, reconnect and redeliver.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    KafkaError,
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    sa_exc.DisconnectionError,
+    sa_exc.TimeoutError,
+)
+
+
+def describe_error(exc: BaseException) -> str:
+    """A description of a processing error that quotes no record data (no personal data in headers/logs)."""
+    if isinstance(exc, ValidationError):
+        fields = sorted({".".join(str(p) for p in err["loc"]) + ":" + err["type"] for err in exc.errors()})
+        return f"ValidationError: {', '.join(fields)}"[:1000]
+    return type(exc).__name__
+
+
+class ConsumerWorker:
+    def __init__(
+        self,
+        *,
+        name: str,
+        engine: Engine,
+        settings: ServiceSettings,
+        topics: Sequence[Topic],
+        handlers: Mapping[type[Event], Handler],
+        dead_letter: Topic | None,
+    ) -> None:
+        self.name = name
+        self.engine = engine
+        self.settings = settings
+        self.topics = [t.full(settings.topic_prefix) for t in topics]
+        self.handlers = dict(handlers)
+        self.dead_letter = dead_letter.full(settings.topic_prefix) if dead_letter else None
+        self.group_id = f"{settings.consumer_group_prefix}.{settings.service_name}.{name}"
+        self.applied_total = 0
+        self.dead_lettered_total = 0
+
+    # -- processing ------------------------------------------------------------------------------
+    def apply(self, values: Sequence[bytes]) -> int:
+        """Apply raw messages in one transaction; return how many were new (not already processed)."""
+        envelopes = [Envelope.from_bytes(v) for v in values]
+        applied = 0
+        with Session(self.engine) as session:
+            ids = {e.event_id for e in envelopes}
+            done = set(
+                session.exec(
+                    select(ProcessedEvent.event_id).where(
+                        ProcessedEvent.consumer == self.name, col(ProcessedEvent.event_id).in_(ids)
+                    )
+                ).all()
+            )
+            for envelope in envelopes:
+                if envelope.event_id in done:
+                    continue
+                done.add(envelope.event_id)
+                event = decode(envelope)
+                handler = self.handlers.get(type(event)) if event is not None else None
+                if handler is not None:
+                    event_token = event_id_var.set(str(envelope.event_id))
+                    tenant_token = tenant_id_var.set(str(envelope.tenant_id))
+                    try:
+                        handler(session, envelope, event)
+                    finally:
+                        event_id_var.reset(event_token)
+                        tenant_id_var.reset(tenant_token)
+                session.add(ProcessedEvent(consumer=self.name, event_id=envelope.event_id))
+                applied += 1
+            session.commit()
+        self.applied_total += applied
+        return applied
+
+    def handle(self, records: Sequence[Any], dlq_producer: Callable[[], KafkaProducer]) -> None:
+        try:
+            self.apply([r.value for r in records])
+            return
+        except TRANSIENT_ERRORS:
+            raise
+        except Exception as exc:  # one bad record must not block the others: retry one by one
+            if len(records) > 1:
+                log.warning("batch failed; retrying records one by one", extra={"error": describe_error(exc)})
+        for record in records:
+            error: BaseException | None = None
+            for attempt in range(self.settings.consumer_max_attempts):
+                try:
+                    self.apply([record.value])
+                    error = None
+                    break
+                except TRANSIENT_ERRORS:
+                    raise
+                except Exception as exc:
+                    error = exc
+                    time.sleep(0.05 * (attempt + 1))
+            if error is not None:
+                self._dead_letter(record, error, dlq_producer())
+
+    def _dead_letter(self, record: Any, error: BaseException, producer: KafkaProducer) -> None:
+        description = describe_error(error)
+        log.error(
+            "record dead-lettered",
+            extra={
+                "topic": record.topic,
+                "partition": record.partition,
+                "offset": record.offset,
+                "error": description,
+            },
+        )
+        if self.dead_letter is None:
+            raise RuntimeError("no dead-letter topic configured") from error
+        headers = [
+            ("dlq.original.topic", record.topic.encode()),
+            ("dlq.original.partition", str(record.partition).encode()),
+            ("dlq.original.offset", str(record.offset).encode()),
+            ("dlq.consumer", self.group_id.encode()),
+            ("dlq.error", description.encode()),
+        ]
+        producer.send(self.dead_letter, key=record.key, value=record.value, headers=headers).get(timeout=30)
+        self.dead_lettered_total += 1
+
+    # -- loop ------------------------------------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        consumer: KafkaConsumer | None = None
+        producer: KafkaProducer | None = None
+
+        def dlq_producer() -> KafkaProducer:
+            nonlocal producer
+            if producer is None:
+                producer = make_producer(self.settings)
+            return producer
+
+        while not stop.is_set():
+            try:
+                if consumer is None:
+                    consumer = make_consumer(self.settings, self.group_id, self.topics)
+                polled = consumer.poll(timeout_ms=200)
+                records = [r for partition_records in polled.values() for r in partition_records]
+                if not records:
+                    continue
+                self.handle(records, dlq_producer)
+                consumer.commit()
+            except CommitFailedError:
+                # The group rebalanced: these records will be redelivered and skipped as processed.
+                log.warning("offset commit failed after rebalance", extra={"group": self.group_id})
+            except (KafkaError, SQLAlchemyError) as exc:
+                log.warning(
+                    "consumer error; reconnecting",
+                    extra={"group": self.group_id, "error_type": type(exc).__name__},
+                )
+                if consumer is not None:
+                    consumer.close(autocommit=False)
+                    consumer = None
+                stop.wait(1.0)
+        if consumer is not None:
+            consumer.close(autocommit=False)
+        if producer is not None:
+            producer.close(timeout=5)

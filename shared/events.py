@@ -1,0 +1,135 @@
+"""The event envelope and every event, each defined once as a frozen, versioned pydantic model.
+
+Wire format (JSON, orjson)::
+
+    {"event_id": "...", "type": "order.ingested", "version": 1, "tenant_id": "...",
+     "occurred_at": "2026-11-23T12:00:00Z", "correlation_id": "...", "payload": {...}}
+
+Within a version only optional fields are added; consumers ignore unknown fields and unknown types;
+a breaking change is a new version (a new class with the same TYPE and VERSION + 1).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, ClassVar, Literal
+from uuid import UUID, uuid4
+
+import orjson
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from shared.db import utcnow
+from shared.records import Order
+from shared.topics import MEMBERSHIPS, ORDERS, PROFILES, TENANTS, Topic
+
+
+class Envelope(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    event_id: UUID
+    type: str
+    version: int
+    tenant_id: UUID
+    occurred_at: AwareDatetime
+    correlation_id: str | None = None
+    payload: dict[str, Any]
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(self.model_dump(mode="json"))
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> Envelope:
+        return cls.model_validate(orjson.loads(raw))
+
+
+class Event(BaseModel):
+    """Base of every event payload. Subclasses set TYPE, VERSION and TOPIC."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+    TYPE: ClassVar[str]
+    VERSION: ClassVar[int]
+    TOPIC: ClassVar[Topic]
+
+    def envelope(self, tenant_id: UUID, *, correlation_id: str | None = None) -> Envelope:
+        return Envelope(
+            event_id=uuid4(),
+            type=self.TYPE,
+            version=self.VERSION,
+            tenant_id=tenant_id,
+            occurred_at=utcnow(),
+            correlation_id=correlation_id,
+            payload=self.model_dump(mode="json"),
+        )
+
+
+class TenantCreated(Event):
+    TYPE = "tenant.created"
+    VERSION = 1
+    TOPIC = TENANTS
+
+    name: str
+    created_at: AwareDatetime
+
+
+class ApiKeyIssued(Event):
+    """A key was issued. Only its SHA-256 hash travels; the key itself is shown once to its owner."""
+
+    TYPE = "api_key.issued"
+    VERSION = 1
+    TOPIC = TENANTS
+
+    key_id: UUID
+    key_hash: str
+    prefix: str
+    created_at: AwareDatetime
+
+
+class OrderIngested(Event):
+    """An order, or a new version of one, was accepted by ingest."""
+
+    TYPE = "order.ingested"
+    VERSION = 1
+    TOPIC = ORDERS
+
+    order_id: UUID
+    order_version: int = Field(ge=1)
+    order: Order
+
+
+class ProfileUpdated(Event):
+    """A profile's segmentable traits changed. Carries no contact data."""
+
+    TYPE = "profile.updated"
+    VERSION = 1
+    TOPIC = PROFILES
+
+    profile_id: UUID
+    profile_version: int = Field(ge=1, description="Grows with every change; consumers drop older versions.")
+    orders_count: int
+    total_spent: Decimal
+    first_order_at: datetime | None
+    last_order_at: datetime | None
+
+
+class SegmentMembershipChanged(Event):
+    TYPE = "segment.membership_changed"
+    VERSION = 1
+    TOPIC = MEMBERSHIPS
+
+    segment_id: UUID
+    profile_id: UUID
+    change: Literal["entered", "exited"]
+    profile_version: int
+
+
+EVENT_TYPES: dict[tuple[str, int], type[Event]] = {
+    (cls.TYPE, cls.VERSION): cls
+    for cls in (TenantCreated, ApiKeyIssued, OrderIngested, ProfileUpdated, SegmentMembershipChanged)
+}
+
+
+def decode(envelope: Envelope) -> Event | None:
+    """The typed payload, or None for a type/version this code does not know (ignored by design)."""
+    cls = EVENT_TYPES.get((envelope.type, envelope.version))
+    return None if cls is None else cls.model_validate(envelope.payload)

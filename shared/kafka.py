@@ -1,0 +1,48 @@
+"""kafka-python helpers: the producer every service uses and the consumer settings.
+
+kafka-python is blocking: these objects live in worker threads (see `shared.workers`), never in
+``async def`` code paths.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer
+
+from shared.settings import ServiceSettings
+
+
+def make_producer(settings: ServiceSettings, **overrides: Any) -> KafkaProducer:
+    """An idempotent producer with acks=all: retries never duplicate or reorder within a partition."""
+    config: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap_servers,
+        "client_id": f"{settings.service_name}-producer",
+        "acks": "all",
+        "enable_idempotence": True,
+        "linger_ms": 5,
+        "compression_type": None,
+        "bootstrap_timeout_ms": 10_000,
+    }
+    config.update(overrides)
+    return KafkaProducer(**config)
+
+
+def make_consumer(
+    settings: ServiceSettings, group_id: str, topics: list[str], **overrides: Any
+) -> KafkaConsumer:
+    """A consumer in `group_id` that never auto-commits: offsets are committed after the DB commit."""
+    config: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap_servers,
+        "client_id": f"{settings.service_name}-{group_id}",
+        "group_id": group_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "max_poll_records": 500,
+        "fetch_max_wait_ms": 100,
+        "bootstrap_timeout_ms": 10_000,
+    }
+    config.update(overrides)
+    consumer = KafkaConsumer(**config)
+    consumer.subscribe(topics)
+    return consumer

@@ -1,0 +1,43 @@
+"""Base settings shared by every service.
+
+Each service subclasses `ServiceSettings` with its own `env_prefix` (``INGEST_``, ``PROFILE_``, ...), so
+``INGEST_DATABASE_URL`` and ``PROFILE_DATABASE_URL`` are separate, while the ``CLIENTELA_*`` variables
+below are common to all services.
+"""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _common(name: str) -> AliasChoices:
+    # Accept the field name too, so tests can build settings with keyword arguments.
+    return AliasChoices(f"CLIENTELA_{name.upper()}", name)
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", validate_by_name=True, frozen=True)
+
+    service_name: str = "clientela"
+    database_url: str = "sqlite:///.data/clientela.db"
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    kafka_bootstrap_servers: str = Field(
+        "127.0.0.1:9092", validation_alias=_common("kafka_bootstrap_servers")
+    )
+    topic_prefix: str = Field(
+        "", validation_alias=_common("topic_prefix"), description="Prepended to every topic name."
+    )
+    consumer_group_prefix: str = Field("clientela", validation_alias=_common("consumer_group_prefix"))
+    run_workers: bool = Field(
+        True,
+        validation_alias=_common("run_workers"),
+        description="Run the Kafka consumers and the outbox relay inside the API process.",
+    )
+    run_migrations: bool = Field(True, validation_alias=_common("run_migrations"))
+    log_level: str = Field("INFO", validation_alias=_common("log_level"))
+    admin_token: SecretStr | None = Field(None, validation_alias=_common("admin_token"))
+    outbox_poll_interval_s: float = Field(0.05, validation_alias=_common("outbox_poll_interval_s"))
+    consumer_max_attempts: int = Field(3, validation_alias=_common("consumer_max_attempts"))

@@ -1,0 +1,194 @@
+"""The pieces every service's FastAPI app shares: lifespan (migrations, workers), health, logging, limits."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Protocol
+
+import sqlalchemy as sa
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from sqlalchemy.engine import Engine
+
+from shared.db import make_engine
+from shared.errors import install_problem_handlers, problem
+from shared.logs import configure_logging, request_id_var
+from shared.migrations import upgrade
+from shared.settings import ServiceSettings
+
+log = logging.getLogger("clientela.web")
+
+MAX_BODY_BYTES = 1_048_576
+
+
+class Worker(Protocol):
+    def run(self, stop: threading.Event) -> None: ...
+
+
+class WorkerThreads:
+    """Background workers (Kafka consumers, outbox relay) as daemon threads with one stop flag."""
+
+    def __init__(self, workers: Sequence[tuple[str, Worker]]) -> None:
+        self.stop_event = threading.Event()
+        self.threads = [
+            threading.Thread(target=self._guard, args=(name, worker), name=name, daemon=True)
+            for name, worker in workers
+        ]
+
+    def _guard(self, name: str, worker: Worker) -> None:
+        while not self.stop_event.is_set():
+            try:
+                worker.run(self.stop_event)
+            except Exception:
+                log.exception("worker crashed; restarting", extra={"worker": name})
+                self.stop_event.wait(1.0)
+
+    def start(self) -> None:
+        for thread in self.threads:
+            thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.stop_event.set()
+        for thread in self.threads:
+            thread.join(timeout)
+
+
+def kafka_reachable(bootstrap_servers: str, timeout: float = 1.0) -> bool:
+    for server in bootstrap_servers.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            with socket.create_connection((host or "127.0.0.1", int(port or 9092)), timeout=timeout):
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def create_service_app(
+    *,
+    settings: ServiceSettings,
+    service_dir: Path,
+    title: str,
+    description: str,
+    routers: Sequence[APIRouter],
+    workers: Callable[[Engine, ServiceSettings], Sequence[tuple[str, Worker]]],
+) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging(settings.service_name, settings.log_level)
+        if settings.run_migrations:
+            await run_in_threadpool(upgrade, service_dir, settings.database_url)
+        threads = WorkerThreads(workers(app.state.engine, settings) if settings.run_workers else [])
+        app.state.workers = threads
+        threads.start()
+        log.info("service started", extra={"workers": [t.name for t in threads.threads]})
+        try:
+            yield
+        finally:
+            await run_in_threadpool(threads.stop)
+            app.state.engine.dispose()
+
+    app = FastAPI(title=title, description=description, version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.engine = make_engine(settings.database_url)
+    install_problem_handlers(app)
+
+    @app.middleware("http")
+    async def request_context(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        token = request_id_var.set(request_id[:64])
+        started = time.perf_counter()
+        try:
+            length = request.headers.get("content-length")
+            if length and length.isdigit() and int(length) > MAX_BODY_BYTES:
+                response: Response = problem(
+                    413, "Content too large", f"The body limit is {MAX_BODY_BYTES} bytes."
+                )
+            else:
+                response = await call_next(request)
+            route = request.scope.get("route")
+            # The route template, never the raw URL: query strings and paths may carry personal data.
+            extra: dict[str, Any] = {
+                "method": request.method,
+                "route": getattr(route, "path", "unmatched"),
+                "status": response.status_code,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+            }
+            tenant_id = getattr(request.state, "tenant_id", None)
+            if tenant_id:
+                extra["tenant_id"] = tenant_id
+            log.info("request", extra=extra)
+            response.headers["x-request-id"] = request_id
+            return response
+        finally:
+            request_id_var.reset(token)
+
+    @app.get("/healthz", tags=["health"], summary="Liveness")
+    def healthz() -> dict[str, str]:
+        """The process is alive."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"], summary="Readiness", responses={503: {"description": "Not ready"}})
+    def readyz() -> Response:
+        """The service's database and the Kafka broker are reachable."""
+        checks: dict[str, str] = {}
+        try:
+            with app.state.engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+            checks["database"] = "ok"
+        except sa.exc.SQLAlchemyError:
+            checks["database"] = "unreachable"
+        checks["kafka"] = "ok" if kafka_reachable(settings.kafka_bootstrap_servers) else "unreachable"
+        ready = all(v == "ok" for v in checks.values())
+        if ready:
+            return JSONResponse({"status": "ready", "checks": checks})
+        return problem(503, "Not ready", "A dependency is unreachable.", checks=checks)
+
+    for router in routers:
+        app.include_router(router)
+    return app
+
+
+def serve(factory: str, settings: ServiceSettings) -> None:
+    """Run a service's app factory under uvicorn (used by ``python -m services.<name>``)."""
+    import uvicorn
+
+    configure_logging(settings.service_name, settings.log_level)
+    uvicorn.run(
+        factory,
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+    )
+
+
+def run_workers(
+    settings: ServiceSettings, workers: Callable[[Engine, ServiceSettings], Sequence[tuple[str, Worker]]]
+) -> None:
+    """Run a service's Kafka workers without the HTTP API, until SIGINT/SIGTERM."""
+    import signal
+
+    configure_logging(settings.service_name, settings.log_level)
+    engine = make_engine(settings.database_url)
+    threads = WorkerThreads(workers(engine, settings))
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    threads.start()
+    log.info("workers started", extra={"workers": [t.name for t in threads.threads]})
+    done.wait()
+    threads.stop()
+    engine.dispose()
