@@ -21,6 +21,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
+from shared.errors import safe_loc
 from shared.events import Envelope, Event, decode
 from shared.infra import ProcessedEvent
 from shared.kafka import make_consumer, make_producer
@@ -46,7 +47,9 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 def describe_error(exc: BaseException) -> str:
     """A description of a processing error that quotes no record data (no personal data in headers/logs)."""
     if isinstance(exc, ValidationError):
-        fields = sorted({".".join(str(p) for p in err["loc"]) + ":" + err["type"] for err in exc.errors()})
+        fields = sorted(
+            {".".join(safe_loc(err["loc"], err["type"])) + ":" + err["type"] for err in exc.errors()}
+        )
         return f"ValidationError: {', '.join(fields)}"[:1000]
     return type(exc).__name__
 

@@ -54,21 +54,37 @@ class Forbidden(DomainError):
     title = "Forbidden"
 
 
-def problem(status: int, title: str, detail: str | None = None, **extra: Any) -> JSONResponse:
+def problem(
+    status: int, title: str, detail: str | None = None, *, headers: dict[str, str] | None = None, **extra: Any
+) -> JSONResponse:
     body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
     if detail:
         body["detail"] = detail
     body.update(extra)
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+    headers = dict(headers or {})
+    if status == 401:
+        headers.setdefault("WWW-Authenticate", "Bearer")
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers or None)
 
 
 def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     # Deliberately drop pydantic's "input" and "ctx": they echo the submitted (possibly personal) data.
     return [
-        {"loc": [str(p) for p in err.get("loc", ())], "msg": err.get("msg", ""), "type": err.get("type", "")}
+        {
+            "loc": safe_loc(err.get("loc", ()), err.get("type", "")),
+            "msg": err.get("msg", ""),
+            "type": err.get("type", ""),
+        }
         for err in exc.errors()
     ]
+
+
+def safe_loc(loc: Any, error_type: str) -> list[str]:
+    """An error location; the name of an unknown field is the client's own text, so it is not repeated."""
+    parts = [str(p) for p in loc]
+    if error_type == "extra_forbidden" and parts:
+        parts[-1] = "(unknown field)"
+    return parts
 
 
 def install_problem_handlers(app: FastAPI) -> None:
@@ -88,7 +104,7 @@ def install_problem_handlers(app: FastAPI) -> None:
             exc.status_code, "HTTP error"
         )
         detail = exc.detail if isinstance(exc.detail, str) else None
-        return problem(exc.status_code, title, detail)
+        return problem(exc.status_code, title, detail, headers=dict(exc.headers or {}))
 
     async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.error("unhandled error", extra={"error_type": type(exc).__name__})

@@ -132,4 +132,5 @@ EVENT_TYPES: dict[tuple[str, int], type[Event]] = {
 def decode(envelope: Envelope) -> Event | None:
     """The typed payload, or None for a type/version this code does not know (ignored by design)."""
     cls = EVENT_TYPES.get((envelope.type, envelope.version))
-    return None if cls is None else cls.model_validate(envelope.payload)
+    # extra="ignore" reaches the nested records too: an optional field added within a version never breaks us.
+    return None if cls is None else cls.model_validate(envelope.payload, extra="ignore")

@@ -6,9 +6,11 @@ kafka-python is blocking: these objects live in worker threads (see `shared.work
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
+from kafka.errors import KafkaTimeoutError
 
 from shared.settings import ServiceSettings
 
@@ -41,8 +43,19 @@ def make_consumer(
         "max_poll_records": 500,
         "fetch_max_wait_ms": 100,
         "bootstrap_timeout_ms": 10_000,
+        # Refresh metadata often enough to notice new topics/partitions without a restart.
+        "metadata_max_age_ms": 10_000,
     }
     config.update(overrides)
     consumer = KafkaConsumer(**config)
+    # Load the topics' partition metadata before joining the group: a group leader that assigns
+    # without it gives out no partitions (seen with freshly created topics).
+    for topic in topics:
+        deadline = time.monotonic() + 30
+        while not consumer.partitions_for_topic(topic):
+            if time.monotonic() > deadline:
+                consumer.close()
+                raise KafkaTimeoutError(f"no partition metadata for topic {topic}")
+            time.sleep(0.1)
     consumer.subscribe(topics)
     return consumer

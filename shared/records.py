@@ -23,13 +23,20 @@ def _to_utc(value: datetime) -> datetime:
 UTCTimestamp = Annotated[AwareDatetime, AfterValidator(_to_utc)]
 
 
+CENT = Decimal("0.01")
+
+
 def _money(value: Decimal) -> Decimal:
     if not value.is_finite():
         raise ValueError("must be a finite amount")
-    exponent = value.as_tuple().exponent
-    if isinstance(exponent, int) and exponent < -2:
+    if value != value.quantize(CENT):
         raise ValueError("at most two decimal places")
-    return value
+    return value.quantize(CENT)
+
+
+def average_order_value(total: Decimal, orders: int) -> Decimal | None:
+    """Rounded to cents, the same everywhere (profile API and segment rules)."""
+    return (total / orders).quantize(CENT) if orders else None
 
 
 Money = Annotated[Decimal, Field(ge=0, max_digits=14, decimal_places=2), AfterValidator(_money)]

@@ -64,6 +64,12 @@ def ensure_topics(bootstrap_servers: str, prefix: str = "", timeout_s: float = 6
                 created.append(topic.name)
             except TopicAlreadyExistsError:
                 pass
+        # Creation is asynchronous: return once the broker lists every topic.
+        names = {t.full(prefix) for t in ALL_TOPICS}
+        while not names <= set(admin.list_topics()):
+            if time.monotonic() > deadline:
+                raise TimeoutError("topics not visible in time")
+            time.sleep(0.1)
         return created
     finally:
         admin.close()

@@ -47,7 +47,7 @@ def to_minor(amount: Decimal) -> int:
 
 def customer_key(tenant_id: UUID, order: Order) -> str:
     """Kafka key that keeps one customer's orders in order. Hashed: keys show up in tools and logs."""
-    digest = hashlib.sha256(order.customer.email.encode()).hexdigest()[:32]
+    digest = hashlib.sha256(f"{tenant_id}:{order.customer.email}".encode()).hexdigest()[:32]
     return f"{tenant_id}:{digest}"
 
 

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from services.profile.models import Profile
 from services.profile.profiles import from_minor
+from shared.records import average_order_value
 
 
 def mask_email(email: str) -> str:
@@ -34,13 +35,12 @@ class ProfileRead(BaseModel):
     @classmethod
     def of(cls, profile: Profile, *, masked: bool = False) -> ProfileRead:
         total = from_minor(profile.total_spent_minor)
-        aov = (total / profile.orders_count).quantize(Decimal("0.01")) if profile.orders_count else None
         return cls(
             id=profile.id,
             email=mask_email(profile.email) if masked else profile.email,
             orders_count=profile.orders_count,
             total_spent=total,
-            average_order_value=aov,
+            average_order_value=average_order_value(total, profile.orders_count),
             first_order_at=profile.first_order_at,
             last_order_at=profile.last_order_at,
             version=profile.version,

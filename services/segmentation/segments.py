@@ -15,6 +15,7 @@ from shared.db import utcnow
 from shared.errors import NotFound
 from shared.events import Envelope, ProfileUpdated, SegmentMembershipChanged
 from shared.outbox import add_event
+from shared.records import average_order_value
 
 
 def traits(projection: ProfileProjection) -> dict[str, Decimal | int | None]:
@@ -23,7 +24,7 @@ def traits(projection: ProfileProjection) -> dict[str, Decimal | int | None]:
     return {
         "orders_count": count,
         "total_spent": total,
-        "average_order_value": total / count if count else None,
+        "average_order_value": average_order_value(total, count),
     }
 
 

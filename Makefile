@@ -1,0 +1,60 @@
+# Clientela — `make help` lists the targets. Two commands do everything on a fresh machine:
+#   make run    set up (uv, Kafka, migrations) and run the three services on SQLite
+#   make test   set up (uv, Kafka, PostgreSQL) and run the whole test suite
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+UV := $(shell deploy/uv.sh)
+SERVICES := ingest profile segmentation
+
+.PHONY: help setup lint fmt test test-unit test-integration test-e2e run migrate topics kafka-up kafka-down db-up db-down clean
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
+
+setup: ## Install the locked Python dependencies (uv sync)
+	@$(UV) sync --frozen --quiet
+
+lint: setup ## ruff format --check, ruff check, mypy --strict
+	$(UV) run --no-sync ruff format --check .
+	$(UV) run --no-sync ruff check .
+	$(UV) run --no-sync mypy .
+
+fmt: setup ## Format and autofix
+	$(UV) run --no-sync ruff format .
+	$(UV) run --no-sync ruff check --fix .
+
+kafka-up: ## Start the real Kafka broker (KRaft) on 127.0.0.1:9092, fetching it from Maven Central once
+	@deploy/kafka.sh up
+
+kafka-down: ## Stop the Kafka broker
+	@deploy/kafka.sh down
+
+db-up: ## Start PostgreSQL on 127.0.0.1:5432 (installing it when absent) and create the databases
+	@deploy/postgres.sh up
+
+db-down: ## Stop the PostgreSQL cluster started by db-up
+	@deploy/postgres.sh down
+
+topics: setup kafka-up ## Create the Kafka topics (idempotent)
+	@$(UV) run --no-sync python -m shared.topics
+
+migrate: setup ## Apply every service's migrations to its database (*_DATABASE_URL, SQLite by default)
+	@for s in $(SERVICES); do $(UV) run --no-sync alembic -c services/$$s/alembic.ini upgrade head || exit 1; done
+
+run: setup kafka-up topics migrate ## Run the three services with their consumers (Ctrl-C stops them)
+	@UV=$(UV) deploy/run.sh
+
+test: setup kafka-up db-up ## Run the whole test suite against real Kafka and PostgreSQL
+	$(UV) run --no-sync pytest
+
+test-unit: setup ## Unit and contract tests only (no infrastructure)
+	$(UV) run --no-sync pytest tests/unit tests/contract
+
+test-integration: setup kafka-up db-up ## Integration tests (real Kafka + PostgreSQL)
+	$(UV) run --no-sync pytest tests/integration
+
+test-e2e: setup kafka-up db-up ## End-to-end tests (the services as processes)
+	$(UV) run --no-sync pytest tests/e2e
+
+clean: ## Delete local SQLite data and caches (not Kafka's or PostgreSQL's data)
+	rm -rf .data .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,118 @@
+"""Contract: a JSON sample per event type and version, as it appears on Kafka, must keep parsing.
+
+A new version gets a new sample file (`samples/<type>.v<version>.json`); an existing sample is never edited
+to fit changed code, since producers already running still send exactly that.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from shared.events import EVENT_TYPES, Envelope, Event, OrderIngested, decode
+
+SAMPLES = Path(__file__).parent / "samples"
+
+
+def sample_path(key: tuple[str, int]) -> Path:
+    type_, version = key
+    return SAMPLES / f"{type_}.v{version}.json"
+
+
+def load(key: tuple[str, int]) -> dict[str, Any]:
+    data: dict[str, Any] = orjson.loads(sample_path(key).read_bytes())
+    return data
+
+
+def parse(data: dict[str, Any]) -> tuple[Envelope, Event | None]:
+    envelope = Envelope.from_bytes(orjson.dumps(data))
+    return envelope, decode(envelope)
+
+
+KEYS = sorted(EVENT_TYPES)
+IDS = [f"{t}.v{v}" for t, v in KEYS]
+
+
+@pytest.mark.parametrize("key", KEYS, ids=IDS)
+def test_every_event_version_has_a_sample(key: tuple[str, int]) -> None:
+    assert sample_path(key).is_file(), f"add tests/contract/samples/{sample_path(key).name}"
+
+
+def test_every_sample_is_a_known_event_version() -> None:
+    names = {p.name for p in SAMPLES.glob("*.json")}
+    assert names == {sample_path(key).name for key in KEYS}
+
+
+@pytest.mark.parametrize("key", KEYS, ids=IDS)
+def test_sample_parses_into_its_class(key: tuple[str, int]) -> None:
+    raw = sample_path(key).read_bytes()
+    envelope = Envelope.from_bytes(raw)
+    assert (envelope.type, envelope.version) == key
+    assert envelope.occurred_at.utcoffset() is not None
+    event = decode(envelope)
+    assert type(event) is EVENT_TYPES[key]
+
+
+@pytest.mark.parametrize("key", KEYS, ids=IDS)
+def test_sample_is_in_the_form_producers_write(key: tuple[str, int]) -> None:
+    data = load(key)
+    envelope, event = parse(data)
+    assert event is not None
+    assert set(data) == set(Envelope.model_fields)
+    assert orjson.loads(envelope.to_bytes()) == data
+    # Every payload field present, in its canonical JSON form.
+    assert event.model_dump(mode="json") == data["payload"]
+
+
+@pytest.mark.parametrize("key", KEYS, ids=IDS)
+def test_unknown_payload_field_is_ignored(key: tuple[str, int]) -> None:
+    data = load(key)
+    _, original = parse(data)
+    data["payload"]["added_in_a_later_release"] = {"nested": [1, "two", None]}
+    _, event = parse(data)
+    assert type(event) is EVENT_TYPES[key]
+    assert event == original
+
+
+@pytest.mark.parametrize("key", KEYS, ids=IDS)
+def test_unknown_envelope_field_is_ignored(key: tuple[str, int]) -> None:
+    data = load(key)
+    _, original = parse(data)
+    data["schema_hint"] = "ignored"
+    envelope, event = parse(data)
+    assert (envelope.type, envelope.version) == key
+    assert event == original
+
+
+@pytest.mark.parametrize("key", KEYS, ids=IDS)
+def test_unknown_later_version_is_ignored_not_misread(key: tuple[str, int]) -> None:
+    data = load(key)
+    data["version"] = max(v for t, v in EVENT_TYPES if t == key[0]) + 1
+    envelope, event = parse(data)
+    assert envelope.type == key[0]
+    assert event is None
+
+
+def test_unknown_nested_order_fields_are_ignored() -> None:
+    data = load((OrderIngested.TYPE, OrderIngested.VERSION))
+    _, original = parse(data)
+    order = copy.deepcopy(data["payload"]["order"])
+    order["channel"] = "app"
+    order["customer"]["phone_verified"] = True
+    order["items"][0]["gtin"] = "7890000000000"
+    data["payload"]["order"] = order
+    _, event = parse(data)
+    assert event == original
+
+
+def test_only_order_ingested_carries_contact_data() -> None:
+    for key in KEYS:
+        text = sample_path(key).read_text(encoding="utf-8")
+        if key == (OrderIngested.TYPE, OrderIngested.VERSION):
+            assert "@example.com" in text
+        else:
+            assert "@" not in text, f"{key} must not carry e-mails"
