@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from services.segmentation.settings import SegmentationSettings
 from shared.migrations import upgrade
 from shared.settings import ServiceSettings
 from shared.topics import ensure_topics
-from tests.support import ADMIN_TOKEN, KAFKA, Stack
+from tests.support import ADMIN_TOKEN, KAFKA, SettingsFactory, Stack
 
 ROOT = Path(__file__).resolve().parents[1]
 PG = os.environ.get("CLIENTELA_TEST_PG", "postgresql+psycopg://clientela:clientela@127.0.0.1:5432")
@@ -40,8 +40,11 @@ SETTINGS: dict[str, type[ServiceSettings]] = {
 }
 
 
+DB_SUFFIX = os.environ.get("CLIENTELA_TEST_DB_SUFFIX", "test")
+
+
 def db_url(service: str) -> str:
-    return f"{PG}/clientela_{service}_test"
+    return f"{PG}/clientela_{service}_{DB_SUFFIX}"
 
 
 def _answers(host: str, port: int) -> bool:
@@ -106,9 +109,6 @@ def topic_prefix(infrastructure: None) -> Iterator[str]:
         admin.delete_topics([t for t in admin.list_topics() if t.startswith(prefix)])
     finally:
         admin.close()
-
-
-SettingsFactory = Callable[..., Any]
 
 
 @pytest.fixture

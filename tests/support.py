@@ -13,6 +13,8 @@ from fastapi.testclient import TestClient
 KAFKA = os.environ.get("CLIENTELA_TEST_KAFKA", "127.0.0.1:9092")
 ADMIN_TOKEN = "test-admin-token"
 T = TypeVar("T")
+# make_settings(service, **overrides) -> that service's settings for the test databases and topics
+SettingsFactory = Callable[..., Any]
 
 
 def eventually(check: Callable[[], T], timeout: float = 20.0, interval: float = 0.1) -> T:

@@ -1,0 +1,158 @@
+"""The idempotent consumer against real Kafka and PostgreSQL: duplicates, poison messages, dead letters."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from decimal import Decimal
+from uuid import UUID, uuid4
+
+import orjson
+import pytest
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, func, select
+
+from services.profile.consumer import workers
+from services.profile.models import Profile, ProfileOrder
+from shared.consumer import ConsumerWorker
+from shared.db import make_engine
+from shared.events import OrderIngested
+from shared.infra import OutboxMessage, ProcessedEvent
+from shared.kafka import make_producer
+from shared.records import Order
+from shared.settings import ServiceSettings
+from shared.topics import ORDERS, PROFILE_DLQ
+from shared.web import WorkerThreads
+from tests.support import KAFKA, SettingsFactory, eventually, order_body
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def settings(make_settings: SettingsFactory) -> ServiceSettings:
+    result: ServiceSettings = make_settings("profile")
+    return result
+
+
+@pytest.fixture
+def engine(settings: ServiceSettings) -> Iterator[Engine]:
+    engine = make_engine(settings.database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def producer(settings: ServiceSettings) -> Iterator[KafkaProducer]:
+    producer = make_producer(settings)
+    yield producer
+    producer.close()
+
+
+def orders_worker(engine: Engine, settings: ServiceSettings) -> ConsumerWorker:
+    worker = dict(workers(engine, settings))["profile-orders"]
+    assert isinstance(worker, ConsumerWorker)
+    return worker
+
+
+def order_event(tenant_id: UUID, external_id: str, email: str, total: str) -> bytes:
+    order = Order.model_validate(order_body(external_id, email, total))
+    return OrderIngested(order_id=uuid4(), order_version=1, order=order).envelope(tenant_id).to_bytes()
+
+
+def count(engine: Engine, model: type[Profile] | type[ProfileOrder] | type[ProcessedEvent]) -> int:
+    with Session(engine) as session:
+        return int(session.exec(select(func.count()).select_from(model)).one())
+
+
+def test_the_same_event_delivered_twice_leaves_one_effect(
+    engine: Engine, settings: ServiceSettings, producer: KafkaProducer
+) -> None:
+    tenant_id = uuid4()
+    raw = order_event(tenant_id, "A-1", "maria@example.com", "100.00")
+    topic = ORDERS.full(settings.topic_prefix)
+    for _ in range(2):  # a redelivery, as after a crash between DB commit and offset commit
+        producer.send(topic, key=b"k", value=raw).get(timeout=10)
+
+    worker = orders_worker(engine, settings)
+    threads = WorkerThreads([("orders", worker)])
+    threads.start()
+    try:
+
+        def both_seen() -> None:
+            assert worker.applied_total == 1
+            assert count(engine, ProcessedEvent) == 1
+
+        eventually(both_seen)
+    finally:
+        threads.stop()
+
+    assert worker.apply([raw]) == 0  # and once more, directly: already processed
+    with Session(engine) as session:
+        profile = session.exec(select(Profile)).one()
+        assert (profile.orders_count, profile.total_spent_minor, profile.version) == (1, 10000, 1)
+        assert count(engine, ProfileOrder) == 1
+        events = session.exec(select(OutboxMessage.event_type)).all()
+        assert events == ["profile.updated"]  # one effect, one announcement
+
+
+def dead_letters(topic: str, expect: int) -> list[tuple[bytes, dict[str, bytes]]]:
+    consumer = KafkaConsumer(bootstrap_servers=KAFKA, enable_auto_commit=False, group_id=None)
+    try:
+        partition = TopicPartition(topic, 0)
+        consumer.assign([partition])
+        consumer.seek_to_beginning(partition)
+        found: list[tuple[bytes, dict[str, bytes]]] = []
+        for _ in range(50):
+            for records in consumer.poll(timeout_ms=200).values():
+                found.extend((r.value, dict(r.headers)) for r in records)
+            if len(found) >= expect:
+                break
+        return found
+    finally:
+        consumer.close()
+
+
+def test_poison_messages_go_to_the_dead_letter_topic_and_the_partition_keeps_flowing(
+    engine: Engine, settings: ServiceSettings, producer: KafkaProducer
+) -> None:
+    tenant_id = uuid4()
+    topic = ORDERS.full(settings.topic_prefix)
+    good_before = order_event(tenant_id, "G-1", "ana@example.com", "10.00")
+    # Valid JSON, impossible content: a negative total.
+    impossible = orjson.loads(order_event(tenant_id, "P-1", "ana@example.com", "20.00"))
+    impossible["payload"]["order"]["total"] = "-5.00"
+    not_json = b"\x00not json"
+    good_after = order_event(tenant_id, "G-2", "ana@example.com", "30.00")
+    sent = [good_before, orjson.dumps(impossible), not_json, good_after]
+    metadata = [producer.send(topic, key=b"same-key", value=v).get(timeout=10) for v in sent]
+    assert len({m.partition for m in metadata}) == 1  # one partition: the poison sits between good ones
+
+    threads = WorkerThreads([("orders", orders_worker(engine, settings))])
+    threads.start()
+    try:
+
+        def both_good_orders_applied() -> None:
+            with Session(engine) as session:
+                profile = session.exec(select(Profile)).first()
+                assert profile is not None
+                assert profile.orders_count == 2
+                assert Decimal(profile.total_spent_minor) == Decimal(4000)
+
+        eventually(both_good_orders_applied)
+        letters = eventually(lambda: _two(dead_letters(PROFILE_DLQ.full(settings.topic_prefix), expect=2)))
+    finally:
+        threads.stop()
+
+    assert [value for value, _ in letters] == [orjson.dumps(impossible), not_json]
+    for (_, headers), original in zip(letters, metadata[1:3], strict=True):
+        assert headers["dlq.original.topic"] == topic.encode()
+        assert headers["dlq.original.partition"] == str(original.partition).encode()
+        assert headers["dlq.original.offset"] == str(original.offset).encode()
+    assert b"ValidationError" in letters[0][1]["dlq.error"]
+    assert b"order.total" in letters[0][1]["dlq.error"]
+    assert b"ana@example.com" not in b"".join(h for _, hs in letters for h in hs.values())
+
+
+def _two(letters: list[tuple[bytes, dict[str, bytes]]]) -> list[tuple[bytes, dict[str, bytes]]]:
+    assert len(letters) == 2
+    return letters

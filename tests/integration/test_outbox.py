@@ -1,0 +1,116 @@
+"""The transactional outbox against real PostgreSQL and Kafka: publish after commit only, in order."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from uuid import uuid4
+
+import pytest
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, func, select
+
+from shared.db import make_engine, utcnow
+from shared.events import Envelope, TenantCreated
+from shared.infra import OutboxMessage
+from shared.kafka import make_producer
+from shared.outbox import OutboxRelay, add_event
+from shared.settings import ServiceSettings
+from shared.topics import TENANTS
+from tests.support import KAFKA, SettingsFactory
+
+pytestmark = pytest.mark.integration
+
+
+def read_topic(topic: str, *, expect: int, timeout_s: float = 10.0) -> list[Envelope]:
+    """Every message on `topic` (all partitions, from the start), once `expect` have arrived or time is up."""
+    consumer = KafkaConsumer(bootstrap_servers=KAFKA, enable_auto_commit=False, group_id=None)
+    try:
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        found: list[Envelope] = []
+        attempts = int(timeout_s / 0.2)
+        for _ in range(attempts):
+            for records in consumer.poll(timeout_ms=200).values():
+                found.extend(Envelope.from_bytes(r.value) for r in records)
+            if len(found) >= expect:
+                # One more short poll: anything beyond `expect` would be a duplicate to report.
+                for records in consumer.poll(timeout_ms=500).values():
+                    found.extend(Envelope.from_bytes(r.value) for r in records)
+                break
+        return found
+    finally:
+        consumer.close()
+
+
+@pytest.fixture
+def settings(make_settings: SettingsFactory) -> ServiceSettings:
+    result: ServiceSettings = make_settings("ingest")
+    return result
+
+
+@pytest.fixture
+def engine(settings: ServiceSettings) -> Iterator[Engine]:
+    engine = make_engine(settings.database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def producer(settings: ServiceSettings) -> Iterator[KafkaProducer]:
+    producer = make_producer(settings)
+    yield producer
+    producer.close()
+
+
+def tenant_created() -> TenantCreated:
+    return TenantCreated(name="Loja", created_at=utcnow())
+
+
+def test_relay_publishes_committed_events_only(
+    engine: Engine, settings: ServiceSettings, producer: KafkaProducer
+) -> None:
+    relay = OutboxRelay(engine, settings)
+    tenant_id = uuid4()
+
+    with Session(engine) as session:
+        add_event(session, tenant_created(), tenant_id=tenant_id, key=str(tenant_id))
+        session.flush()  # the row exists inside this open transaction...
+        assert relay.publish_batch(producer) == 0  # ...but the relay cannot see it
+        session.rollback()
+    assert relay.publish_batch(producer) == 0  # rolled back: never published
+
+    with Session(engine) as session:
+        committed = add_event(session, tenant_created(), tenant_id=tenant_id, key=str(tenant_id))
+        session.commit()
+    assert relay.publish_batch(producer) == 1
+    assert relay.publish_batch(producer) == 0  # marked as published
+
+    on_kafka = read_topic(TENANTS.full(settings.topic_prefix), expect=1)
+    assert [e.event_id for e in on_kafka] == [committed.event_id]
+    assert on_kafka[0] == committed
+    with Session(engine) as session:
+        unpublished = session.exec(
+            select(func.count()).select_from(OutboxMessage).where(OutboxMessage.published_at == None)  # noqa: E711
+        ).one()
+        assert unpublished == 0
+
+
+def test_relay_keeps_the_order_of_events_with_the_same_key(
+    engine: Engine, settings: ServiceSettings, producer: KafkaProducer
+) -> None:
+    relay = OutboxRelay(engine, settings, batch_size=40)  # several batches
+    tenant_id = uuid4()
+    written = []
+    for _ in range(5):
+        with Session(engine) as session:
+            written += [
+                add_event(session, tenant_created(), tenant_id=tenant_id, key=str(tenant_id)).event_id
+                for _ in range(30)
+            ]
+            session.commit()
+    while relay.publish_batch(producer):
+        pass
+    on_kafka = read_topic(TENANTS.full(settings.topic_prefix), expect=len(written))
+    assert [e.event_id for e in on_kafka] == written
