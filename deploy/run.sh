@@ -19,8 +19,10 @@ stop() {
   wait "${pids[@]}" 2>/dev/null || true
 }
 trap stop INT TERM EXIT
+PYTHON="$("$UV" run --no-sync python -c 'import sys; print(sys.executable)')"
 for service in ingest profile segmentation; do
-  "$UV" run --no-sync python -m "services.$service" 2>&1 | sed -u "s/^/[$service] /" &
+  # Process substitution, not a pipe: $! must be the service itself so that `stop` reaches it.
+  "$PYTHON" -m "services.$service" > >(sed -u "s/^/[$service] /") 2>&1 &
   pids+=($!)
 done
 echo "run: ingest http://127.0.0.1:${INGEST_PORT:-8001}/docs  profile http://127.0.0.1:${PROFILE_PORT:-8002}/docs  segmentation http://127.0.0.1:${SEGMENTATION_PORT:-8003}/docs"

@@ -14,7 +14,13 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
-from kafka.errors import CommitFailedError, KafkaError
+from kafka.errors import (
+    CommitFailedError,
+    IllegalGenerationError,
+    KafkaError,
+    RebalanceInProgressError,
+    UnknownMemberIdError,
+)
 from pydantic import ValidationError
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
@@ -177,7 +183,12 @@ class ConsumerWorker:
                     continue
                 self.handle(records, dlq_producer)
                 consumer.commit()
-            except CommitFailedError:
+            except (
+                CommitFailedError,
+                RebalanceInProgressError,
+                IllegalGenerationError,
+                UnknownMemberIdError,
+            ):
                 # The group rebalanced: these records will be redelivered and skipped as processed.
                 log.warning("offset commit failed after rebalance", extra={"group": self.group_id})
             except (KafkaError, SQLAlchemyError) as exc:

@@ -45,6 +45,9 @@ def make_consumer(
         "bootstrap_timeout_ms": 10_000,
         # Refresh metadata often enough to notice new topics/partitions without a restart.
         "metadata_max_age_ms": 10_000,
+        # A crashed member's partitions move on after 10 s (kafka-python's default is 45 s).
+        "session_timeout_ms": 10_000,
+        "heartbeat_interval_ms": 2_000,
     }
     config.update(overrides)
     consumer = KafkaConsumer(**config)

@@ -21,6 +21,17 @@ event_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("event
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName", "color_message"}
 
 
+def _scrub(message: str) -> str:
+    """Tracebacks logged as text (uvicorn does) keep their frames but lose the exception's message,
+    which can quote data (a row, a URL with credentials, an e-mail)."""
+    if "Traceback (most recent call last)" not in message:
+        return message
+    lines = message.rstrip().splitlines()
+    frames = [line.strip() for line in lines if line.lstrip().startswith("File ")]
+    error_type = lines[-1].split(":", 1)[0].strip() if lines else "Error"
+    return "Traceback (message removed): " + " | ".join([*frames, error_type])
+
+
 class JsonFormatter(logging.Formatter):
     def __init__(self, service: str) -> None:
         super().__init__()
@@ -32,7 +43,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "service": self.service,
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": _scrub(record.getMessage()),
         }
         for key, var in (
             ("request_id", request_id_var),

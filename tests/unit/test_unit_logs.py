@@ -110,3 +110,18 @@ def test_exceptions_are_logged_by_type_only(logged: tuple[logging.Logger, io.Str
     assert entry["error_type"] == "ValueError"
     assert "maria" not in stream.getvalue()
     assert "Traceback" not in stream.getvalue()
+
+
+def test_tracebacks_logged_as_text_lose_the_exception_message() -> None:
+    # uvicorn logs start-up failures as a formatted traceback in the message itself.
+    traceback_text = (
+        "Traceback (most recent call last):\n"
+        '  File "/app/shared/db.py", line 10, in connect\n'
+        "    engine.connect()\n"
+        'psycopg.OperationalError: connection failed for "maria@example.com"'
+    )
+    record = logging.LogRecord("uvicorn.error", logging.ERROR, __file__, 1, traceback_text, None, None)
+    line = json.loads(JsonFormatter("ingest").format(record))
+    assert "maria@example.com" not in line["msg"]
+    assert 'File "/app/shared/db.py", line 10, in connect' in line["msg"]
+    assert line["msg"].endswith("psycopg.OperationalError")
