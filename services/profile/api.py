@@ -11,11 +11,11 @@ from services.profile import profiles
 from services.profile.schemas import ProfilePage, ProfileRead
 from shared.auth import TenantDep
 from shared.db import SessionDep
-from shared.errors import problem_responses
+from shared.errors import Invalid, problem_responses
 
 router = APIRouter(prefix="/v1", tags=["profiles"])
 
-ERRORS = problem_responses(401, 404)
+ERRORS = problem_responses(401, 404, 422)
 
 
 @router.get("/profiles/{profile_id}", responses=ERRORS)
@@ -28,17 +28,22 @@ def get_profile(profile_id: UUID, tenant_id: TenantDep, session: SessionDep) -> 
 def list_profiles(
     tenant_id: TenantDep,
     session: SessionDep,
-    email: Annotated[
-        str | None, Query(description="Find the profile with this e-mail (normalised first).")
-    ] = None,
+    email: Annotated[str | None, Query(description="Profiles owning this e-mail (normalised first).")] = None,
+    phone: Annotated[str | None, Query(description="... this phone (any format; Brazil by default).")] = None,
+    document: Annotated[str | None, Query(description="... this CPF/CNPJ (with or without mask).")] = None,
+    source: Annotated[str | None, Query(description="With `external_id`: the source's customer id.")] = None,
+    external_id: Annotated[str | None, Query(description="The customer's id on `source`.")] = None,
     cursor: Annotated[UUID | None, Query(description="`next_cursor` of the previous page.")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> ProfilePage:
-    """Profiles of the tenant, or the one matching `email`; e-mails are masked except in an e-mail lookup."""
+    """Profiles of the tenant, or those owning the given identifiers; e-mails are masked in plain lists."""
+    lookup = {k: v for k, v in (("email", email), ("phone", phone), ("document", document)) if v is not None}
+    if (source is None) != (external_id is None):
+        raise Invalid("`source` and `external_id` go together.")
+    if source is not None and external_id is not None:
+        lookup["customer_id"] = f"{source.strip().lower()}:{external_id}"
     found = profiles.list_profiles(
-        tenant_id=tenant_id, session=session, email=email, after=cursor, limit=limit
+        tenant_id=tenant_id, session=session, lookup=lookup, after=cursor, limit=limit
     )
     next_cursor = str(found[-1].id) if len(found) == limit else None
-    return ProfilePage(
-        items=[ProfileRead.of(p, masked=email is None) for p in found], next_cursor=next_cursor
-    )
+    return ProfilePage(items=[ProfileRead.of(p, masked=not lookup) for p in found], next_cursor=next_cursor)

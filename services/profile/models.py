@@ -21,11 +21,10 @@ class Profile(ProfileTable, table=True):
     """One unified customer profile per person within a tenant."""
 
     __tablename__ = "profile"
-    __table_args__ = (sa.UniqueConstraint("tenant_id", "email"),)
 
     id: UUID = Field(default_factory=uuid4, sa_column=sa.Column(sa.Uuid(), primary_key=True))
-    tenant_id: UUID = Field(sa_column=sa.Column(sa.Uuid(), nullable=False))
-    email: str = Field(max_length=254)
+    tenant_id: UUID = Field(sa_column=sa.Column(sa.Uuid(), nullable=False, index=True))
+    email: str | None = Field(default=None, max_length=254, description="The first e-mail seen (display).")
     orders_count: int = 0
     total_spent_minor: int = Field(default=0, sa_column=sa.Column(sa.BigInteger(), nullable=False))
     first_order_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime(), nullable=True))
@@ -48,3 +47,18 @@ class ProfileOrder(ProfileTable, table=True):
     status: str = Field(max_length=20)
     total_minor: int = Field(sa_column=sa.Column(sa.BigInteger(), nullable=False))
     placed_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
+
+
+class ProfileIdentifier(ProfileTable, table=True):
+    """Which profile an identifier belongs to, within a tenant: the identity graph's edges.
+
+    kinds: `email`, `phone` (E.164), `document` (CPF/CNPJ), `customer_id` (`<source>:<id on source>`).
+    """
+
+    __tablename__ = "profile_identifier"
+
+    tenant_id: UUID = Field(sa_column=sa.Column(sa.Uuid(), primary_key=True))
+    kind: str = Field(sa_column=sa.Column(sa.String(20), primary_key=True))
+    value: str = Field(sa_column=sa.Column(sa.String(300), primary_key=True))
+    profile_id: UUID = Field(sa_column=sa.Column(sa.Uuid(), nullable=False, index=True))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))

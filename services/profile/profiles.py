@@ -1,20 +1,27 @@
-"""Profile domain logic: one profile per normalised e-mail within a tenant, traits from its orders."""
+"""Profile domain logic: a profile per person within a tenant, found through its identifiers, with
+traits recomputed from its orders.
+
+Identity, first stage: an order's identifiers (e-mail, phone, document, the source's customer id) are
+looked up; the order joins the oldest profile that owns any of them, and the identifiers nobody owns yet
+are attached to it. Merging two existing profiles (and undoing a merge) is the next stage.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 from uuid import UUID
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from services.profile.models import Profile, ProfileOrder
+from services.profile.models import Profile, ProfileIdentifier, ProfileOrder
 from shared.db import utcnow
 from shared.errors import Invalid, NotFound
 from shared.events import Envelope, OrderIngested, ProfileUpdated
-from shared.normalize import normalize_email
+from shared.normalize import normalize_document, normalize_email, normalize_phone
 from shared.outbox import add_event
-from shared.records import OrderStatus
+from shared.records import Customer, CustomerRef, OrderStatus
 
 COUNTED_STATUSES = [s.value for s in OrderStatus if s.counts_as_spend]
 
@@ -31,13 +38,7 @@ def apply_order(session: Session, envelope: Envelope, event: OrderIngested) -> N
     """Handler for OrderIngested: attach the order version to its profile and recompute the traits."""
     tenant_id = envelope.tenant_id
     order = event.order
-    profile = session.exec(
-        select(Profile).where(Profile.tenant_id == tenant_id, Profile.email == order.customer.email)
-    ).first()
-    if profile is None:
-        profile = Profile(tenant_id=tenant_id, email=order.customer.email)
-        session.add(profile)
-        session.flush()
+    profile = resolve(session, tenant_id, identifiers_of(order.customer, order.source), order.customer.email)
 
     stored = session.get(ProfileOrder, event.order_id)
     if stored is not None and stored.order_version >= event.order_version:
@@ -68,6 +69,54 @@ def apply_order(session: Session, envelope: Envelope, event: OrderIngested) -> N
         previous = session.get(Profile, previous_profile_id)
         if previous is not None:
             recompute(session, previous, correlation_id=envelope.correlation_id)
+
+
+def identifiers_of(customer: Customer | CustomerRef, source: str) -> list[tuple[str, str]]:
+    """The (kind, normalised value) pairs that identify a customer, strongest first."""
+    found: list[tuple[str, str]] = []
+    if customer.document:
+        found.append(("document", customer.document))
+    if customer.email:
+        found.append(("email", customer.email))
+    if customer.phone:
+        found.append(("phone", customer.phone))
+    if customer.external_id:
+        found.append(("customer_id", f"{source}:{customer.external_id}"))
+    return found
+
+
+def resolve(
+    session: Session, tenant_id: UUID, identifiers: list[tuple[str, str]], email: str | None
+) -> Profile:
+    """The profile these identifiers belong to (created when none does); unowned identifiers join it."""
+    owned = {
+        (row.kind, row.value): row.profile_id
+        for row in session.exec(
+            select(ProfileIdentifier).where(
+                ProfileIdentifier.tenant_id == tenant_id,
+                sa.tuple_(col(ProfileIdentifier.kind), col(ProfileIdentifier.value)).in_(identifiers),
+            )
+        )
+    }
+    owners = set(owned.values())
+    profile: Profile | None = None
+    if owners:
+        profile = session.exec(
+            select(Profile)
+            .where(col(Profile.id).in_(owners))
+            .order_by(col(Profile.created_at), col(Profile.id))
+        ).first()
+    if profile is None:
+        profile = Profile(tenant_id=tenant_id, email=email)
+        session.add(profile)
+        session.flush()
+    elif profile.email is None and email is not None and owned.get(("email", email)) in (None, profile.id):
+        profile.email = email
+    for kind, value in identifiers:
+        if (kind, value) not in owned:
+            session.add(ProfileIdentifier(tenant_id=tenant_id, kind=kind, value=value, profile_id=profile.id))
+    session.flush()
+    return profile
 
 
 def recompute(session: Session, profile: Profile, *, correlation_id: str | None = None) -> None:
@@ -110,16 +159,33 @@ def get_profile(profile_id: UUID, *, tenant_id: UUID, session: Session) -> Profi
     return profile
 
 
+def _document(value: str) -> str:
+    return normalize_document(value)[1]
+
+
+LOOKUPS: dict[str, Callable[[str], str]] = {
+    "email": normalize_email,
+    "phone": normalize_phone,
+    "document": _document,
+}
+
+
 def list_profiles(
-    *, tenant_id: UUID, session: Session, email: str | None, after: UUID | None, limit: int
+    *, tenant_id: UUID, session: Session, lookup: dict[str, str], after: UUID | None, limit: int
 ) -> list[Profile]:
+    """Profiles of a tenant, optionally only those owning the given identifiers (normalised first)."""
     query = select(Profile).where(Profile.tenant_id == tenant_id)
-    if email is not None:
+    for kind, raw in lookup.items():
         try:
-            normalised = normalize_email(email)
+            value = LOOKUPS[kind](raw) if kind in LOOKUPS else raw
         except ValueError:
-            raise Invalid("`email` is not a valid e-mail address.") from None
-        query = query.where(Profile.email == normalised)
+            raise Invalid(f"`{kind}` is not valid.") from None
+        owner = select(ProfileIdentifier.profile_id).where(
+            ProfileIdentifier.tenant_id == tenant_id,
+            ProfileIdentifier.kind == kind,
+            ProfileIdentifier.value == value,
+        )
+        query = query.where(col(Profile.id).in_(owner))
     if after is not None:
         query = query.where(col(Profile.id) > after)
     return list(session.exec(query.order_by(col(Profile.id)).limit(limit)).all())

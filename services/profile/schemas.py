@@ -13,7 +13,9 @@ from services.profile.profiles import from_minor
 from shared.records import average_order_value
 
 
-def mask_email(email: str) -> str:
+def mask_email(email: str | None) -> str | None:
+    if email is None:
+        return None
     local, _, domain = email.partition("@")
     return f"{local[:1]}***@{domain}"
 
@@ -22,7 +24,9 @@ class ProfileRead(BaseModel):
     """A unified customer profile with its purchase traits."""
 
     id: UUID
-    email: str = Field(description="Normalised e-mail; masked (`m***@example.com`) in lists.")
+    email: str | None = Field(
+        description="First e-mail seen, normalised; masked (`m***@example.com`) in lists."
+    )
     orders_count: int = Field(description="Orders that count (not cancelled or returned).")
     total_spent: Decimal = Field(description="Sum of the counted orders' totals.")
     average_order_value: Decimal | None

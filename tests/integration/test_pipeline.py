@@ -138,3 +138,39 @@ def test_segment_created_after_the_profiles_is_evaluated_over_them(stack: Stack)
         assert response.json()["size"] == 2
 
     eventually(segment_has_two_members)
+
+
+def test_orders_without_an_email_are_found_by_their_other_identifiers(stack: Stack) -> None:
+    key = stack.create_tenant()
+    phone_only = order_body("P-1", "x@example.com", "30.00", source="shopee")
+    phone_only["customer"] = {"phone": "(11) 91234-5678", "external_id": "shopee-buyer-1"}
+    with_document = order_body("D-1", "doc@example.com", "40.00")
+    with_document["customer"] = {"document": "529.982.247-25", "name": "MARIA DA SILVA"}
+    # The same phone, in another format, with an e-mail: joins the first profile and adds the e-mail.
+    same_person = order_body("P-2", "bia@example.com", "50.00", source="site")
+    same_person["customer"] = {"email": "bia@example.com", "phone": "+55 11 91234 5678"}
+    for body in (phone_only, with_document, same_person):
+        response = stack.ingest.post("/v1/orders", json=body, headers=auth(key))
+        assert response.status_code == 202, response.text
+
+    def lookup(**params: str) -> dict[str, Any]:
+        response = stack.profile.get("/v1/profiles", params=params, headers=auth(key))
+        assert response.status_code == 200, response.text
+        items = response.json()["items"]
+        assert len(items) == 1, params
+        found: dict[str, Any] = items[0]
+        return found
+
+    def all_three_applied() -> None:
+        by_phone = lookup(phone="11912345678")
+        assert by_phone["orders_count"] == 2
+        assert Decimal(by_phone["total_spent"]) == Decimal("80.00")
+        assert lookup(email="BIA@example.com")["id"] == by_phone["id"]
+        assert lookup(source="shopee", external_id="shopee-buyer-1")["id"] == by_phone["id"]
+        assert lookup(document="52998224725")["orders_count"] == 1
+
+    eventually(all_three_applied)
+    assert stack.profile.get("/v1/profiles", params={"phone": "123"}, headers=auth(key)).status_code == 422
+    assert (
+        stack.profile.get("/v1/profiles", params={"source": "shopee"}, headers=auth(key)).status_code == 422
+    )

@@ -34,7 +34,7 @@ def test_validation_error_lists_locations_and_types_only() -> None:
     )
     description = describe_error(error)
     assert description == (
-        "ValidationError: customer.email:value_error, placed_at:timezone_aware, "
+        "ValidationError: customer.email:value_error, "
         "source:string_pattern_mismatch, total:decimal_max_places"
     )
     for value in (EMAIL, "Maria", "Mercado Livre", "12.345", "2026-11-20"):

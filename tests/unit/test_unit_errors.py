@@ -48,7 +48,7 @@ def make_app() -> FastAPI:
         raise Unauthorized("Send the tenant's API key as `Authorization: Bearer <key>`.")
 
     @app.post("/customers")
-    def create_customer(customer: Customer) -> dict[str, str]:
+    def create_customer(customer: Customer) -> dict[str, str | None]:
         return {"email": customer.email}
 
     @app.get("/boom")
@@ -129,7 +129,7 @@ def test_valid_body_passes(client: TestClient) -> None:
         ({"email": "maria.silva@example"}, ["body", "email"], "value_error"),
         ({"email": EMAIL, "name": ["Maria", "Silva"]}, ["body", "name"], "string_type"),
         # The unknown key is the client's own text (it could be personal data): it is not repeated.
-        ({"email": EMAIL, "phone": "+55 11 91234-5678"}, ["body", "(unknown field)"], "extra_forbidden"),
+        ({"email": EMAIL, "nickname": "Mari 1990"}, ["body", "(unknown field)"], "extra_forbidden"),
         ({"email": "maria.silva" + "a" * 300 + "@example.com"}, ["body", "email"], "string_too_long"),
     ],
 )

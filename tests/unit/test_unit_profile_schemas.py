@@ -21,5 +21,7 @@ def test_mask_email(email: str, masked: str) -> None:
 
 def test_mask_hides_the_local_part_and_its_length() -> None:
     short, long = mask_email("mo@example.com"), mask_email("maria.silva.souza@example.com")
+    assert short is not None
+    assert long is not None
     assert "maria" not in long
     assert short.split("@")[0] == long.split("@")[0] == "m***"

@@ -1,0 +1,1 @@
+"""The `clientela` command line: ops tasks and data tools (`uv run clientela --help`)."""
