@@ -49,6 +49,21 @@ class Unauthorized(DomainError):
     title = "Unauthorized"
 
 
+class MalformedRequest(DomainError):
+    status = 400
+    title = "Malformed request"
+
+
+class ContentTooLarge(DomainError):
+    status = 413
+    title = "Content too large"
+
+
+class UnsupportedMediaType(DomainError):
+    status = 415
+    title = "Unsupported media type"
+
+
 class Forbidden(DomainError):
     status = 403
     title = "Forbidden"
@@ -119,8 +134,10 @@ def install_problem_handlers(app: FastAPI) -> None:
 _DESCRIPTIONS = {
     401: "Missing or invalid API key",
     404: "Not found (or owned by another tenant)",
-    409: "Conflict",
+    400: "Malformed JSON",
+    409: "A request with the same Idempotency-Key is in progress",
     413: "Body larger than 1 MB",
+    415: "Not application/json",
     422: "Invalid request",
 }
 

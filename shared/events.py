@@ -20,8 +20,8 @@ import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from shared.db import utcnow
-from shared.records import Order
-from shared.topics import MEMBERSHIPS, ORDERS, PROFILES, TENANTS, Topic
+from shared.records import BehaviourEvent, CustomerRecord, Order
+from shared.topics import BEHAVIOUR, CUSTOMERS, MEMBERSHIPS, ORDERS, PROFILES, TENANTS, Topic
 
 
 class Envelope(BaseModel):
@@ -97,6 +97,29 @@ class OrderIngested(Event):
     order: Order
 
 
+class CustomerRecorded(Event):
+    """A customer record (registration form, CRM export), or a new version of one, was accepted."""
+
+    TYPE = "customer.recorded"
+    VERSION = 1
+    TOPIC = CUSTOMERS
+
+    record_id: UUID
+    record_version: int = Field(ge=1)
+    customer: CustomerRecord
+
+
+class BehaviourRecorded(Event):
+    """A behaviour event (page view, search, cart, ...) was accepted."""
+
+    TYPE = "behaviour.recorded"
+    VERSION = 1
+    TOPIC = BEHAVIOUR
+
+    record_id: UUID
+    event: BehaviourEvent
+
+
 class ProfileUpdated(Event):
     """A profile's segmentable traits changed. Carries no contact data."""
 
@@ -125,7 +148,15 @@ class SegmentMembershipChanged(Event):
 
 EVENT_TYPES: dict[tuple[str, int], type[Event]] = {
     (cls.TYPE, cls.VERSION): cls
-    for cls in (TenantCreated, ApiKeyIssued, OrderIngested, ProfileUpdated, SegmentMembershipChanged)
+    for cls in (
+        TenantCreated,
+        ApiKeyIssued,
+        OrderIngested,
+        CustomerRecorded,
+        BehaviourRecorded,
+        ProfileUpdated,
+        SegmentMembershipChanged,
+    )
 }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Any
 from uuid import UUID
 
 import sqlalchemy as sa
@@ -30,20 +31,30 @@ log = logging.getLogger("clientela.outbox")
 _RELAY_LOCK_ID = 0x636C_6E74_6F62
 
 
+def _row(envelope: Envelope, topic: str, key: str) -> dict[str, Any]:
+    return {
+        "event_id": envelope.event_id,
+        "topic": topic,
+        "key": key,
+        "event_type": envelope.type,
+        "body": envelope.to_bytes(),
+        "created_at": envelope.occurred_at,
+    }
+
+
+def outbox_row(
+    event: Event, *, tenant_id: UUID, key: str, correlation_id: str | None = None
+) -> dict[str, Any]:
+    """The outbox row for `event`, for bulk inserts (`insert(OutboxMessage)` with many rows)."""
+    return _row(event.envelope(tenant_id, correlation_id=correlation_id), event.TOPIC.name, key)
+
+
 def add_event(
     session: Session, event: Event, *, tenant_id: UUID, key: str, correlation_id: str | None = None
 ) -> Envelope:
     """Stage `event` for publication in the caller's transaction."""
     envelope = event.envelope(tenant_id, correlation_id=correlation_id)
-    session.add(
-        OutboxMessage(
-            event_id=envelope.event_id,
-            topic=event.TOPIC.name,
-            key=key,
-            event_type=envelope.type,
-            body=envelope.to_bytes(),
-        )
-    )
+    session.add(OutboxMessage(**_row(envelope, event.TOPIC.name, key)))
     return envelope
 
 

@@ -29,12 +29,14 @@ class Topic:
 
 TENANTS = Topic("ingest.tenants.v1", 3, "tenant id", "ingest", ("profile", "segmentation"))
 ORDERS = Topic("ingest.orders.v1", 12, "tenant id + customer key", "ingest", ("profile",))
+CUSTOMERS = Topic("ingest.customers.v1", 12, "tenant id + customer key", "ingest", ("profile",))
+BEHAVIOUR = Topic("ingest.behaviour.v1", 12, "tenant id + customer or anonymous key", "ingest", ("profile",))
 PROFILES = Topic("profile.profiles.v1", 12, "tenant id + profile id", "profile", ("segmentation",))
 MEMBERSHIPS = Topic("segmentation.memberships.v1", 6, "tenant id + profile id", "segmentation", ())
 PROFILE_DLQ = Topic("profile.dlq.v1", 1, "original key", "profile", ())
 SEGMENTATION_DLQ = Topic("segmentation.dlq.v1", 1, "original key", "segmentation", ())
 
-ALL_TOPICS = (TENANTS, ORDERS, PROFILES, MEMBERSHIPS, PROFILE_DLQ, SEGMENTATION_DLQ)
+ALL_TOPICS = (TENANTS, ORDERS, CUSTOMERS, BEHAVIOUR, PROFILES, MEMBERSHIPS, PROFILE_DLQ, SEGMENTATION_DLQ)
 
 
 def ensure_topics(bootstrap_servers: str, prefix: str = "", timeout_s: float = 60.0) -> list[str]:

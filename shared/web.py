@@ -12,14 +12,23 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
+import orjson
 import sqlalchemy as sa
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy.engine import Engine
 
 from shared.db import make_engine
-from shared.errors import install_problem_handlers, problem
+from shared.errors import (
+    ContentTooLarge,
+    MalformedRequest,
+    UnsupportedMediaType,
+    install_problem_handlers,
+    problem,
+)
 from shared.logs import configure_logging, request_id_var
 from shared.migrations import upgrade
 from shared.settings import ServiceSettings
@@ -61,6 +70,34 @@ class WorkerThreads:
             thread.join(timeout)
 
 
+async def read_json(request: Request, limit: int = MAX_BODY_BYTES) -> tuple[bytes, Any]:
+    """The raw body and its parsed JSON; 415 unless JSON, 413 past `limit` (chunked bodies too), 400 if
+    malformed."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        raise UnsupportedMediaType("Send the body as `application/json`.")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise ContentTooLarge(f"The body limit is {limit} bytes.")
+    try:
+        return bytes(body), orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise MalformedRequest("The body is not valid JSON.") from None
+
+
+def json_body(model: type[BaseModel]) -> dict[str, Any]:
+    """`openapi_extra` documenting a JSON body read by hand (see `read_json`); list `model` in the app's
+    `schemas` so that its schema is published."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}},
+        }
+    }
+
+
 def kafka_reachable(bootstrap_servers: str, timeout: float = 1.0) -> bool:
     for server in bootstrap_servers.split(","):
         host, _, port = server.strip().rpartition(":")
@@ -80,6 +117,7 @@ def create_service_app(
     description: str,
     routers: Sequence[APIRouter],
     workers: Callable[[Engine, ServiceSettings], Sequence[tuple[str, Worker]]],
+    schemas: Sequence[type[BaseModel]] = (),
 ) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -156,6 +194,21 @@ def create_service_app(
 
     for router in routers:
         app.include_router(router)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            spec = get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes
+            )
+            components = spec.setdefault("components", {}).setdefault("schemas", {})
+            for model in schemas:
+                schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                components.update(schema.pop("$defs", {}))
+                components[model.__name__] = schema
+            app.openapi_schema = spec
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
 
 

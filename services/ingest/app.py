@@ -8,7 +8,9 @@ from fastapi import FastAPI
 
 from services.ingest.api import router
 from services.ingest.consumer import workers
+from services.ingest.schemas import BehaviourBatch, CustomerBatch, OrderBatch
 from services.ingest.settings import IngestSettings, get_settings
+from shared.records import BehaviourEvent, CustomerRecord, Order
 from shared.web import create_service_app
 
 SERVICE_DIR = Path(__file__).parent
@@ -22,4 +24,5 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
         description="Orders and customer data in, from every channel; tenants and API keys.",
         routers=[router],
         workers=workers,
+        schemas=[Order, OrderBatch, CustomerRecord, CustomerBatch, BehaviourEvent, BehaviourBatch],
     )

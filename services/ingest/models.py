@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -18,17 +18,18 @@ class IngestTable(SQLModel, registry=ingest_registry):
     pass
 
 
-class OrderRecord(IngestTable, table=True):
-    """The latest accepted version of an order, as accepted (normalised canonical JSON)."""
+class InboundRecord(IngestTable, table=True):
+    """The latest accepted version of each record (order, customer record, behaviour event), as accepted:
+    the normalised canonical JSON. One row per (tenant, kind, source, external_id)."""
 
-    __tablename__ = "order_record"
-    __table_args__ = (sa.UniqueConstraint("tenant_id", "source", "external_id"),)
+    __tablename__ = "inbound_record"
+    __table_args__ = (sa.UniqueConstraint("tenant_id", "kind", "source", "external_id"),)
 
     id: UUID = Field(default_factory=uuid4, sa_column=sa.Column(sa.Uuid(), primary_key=True))
     tenant_id: UUID = Field(sa_column=sa.Column(sa.Uuid(), nullable=False))
+    kind: str = Field(max_length=20, description="order, customer or behaviour")
     source: str = Field(max_length=40)
-    external_id: str = Field(max_length=200)
-    status: str = Field(max_length=20)
+    external_id: str = Field(max_length=200, description="The record's id on its source (or a content hash).")
     version: int = 1
     body_hash: str = Field(
         max_length=64, description="SHA-256 of the canonical JSON: detects identical resends."
@@ -36,9 +37,34 @@ class OrderRecord(IngestTable, table=True):
     source_updated_at: datetime | None = Field(
         default=None, sa_column=sa.Column(UTCDateTime(), nullable=True)
     )
-    placed_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
-    total_minor: int = Field(sa_column=sa.Column(sa.BigInteger(), nullable=False))
-    currency: str = Field(max_length=3)
     payload: dict[str, Any] = Field(sa_column=sa.Column(sa.JSON(), nullable=False))
     received_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))
+
+
+class IdempotencyRecord(IngestTable, table=True):
+    """A POST's `Idempotency-Key` with the first response, kept at least 24 hours (per tenant)."""
+
+    __tablename__ = "idempotency_record"
+
+    scope: str = Field(
+        sa_column=sa.Column(sa.String(64), primary_key=True), description="tenant id or 'admin'"
+    )
+    key: str = Field(sa_column=sa.Column(sa.String(200), primary_key=True))
+    request_hash: str = Field(max_length=64)
+    status_code: int | None = None
+    response_body: bytes | None = Field(default=None, sa_column=sa.Column(sa.LargeBinary(), nullable=True))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))
+    completed_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime(), nullable=True))
+
+
+class QualityCounter(IngestTable, table=True):
+    """Daily data-quality counts per tenant and record kind (received, rejected by reason, completeness)."""
+
+    __tablename__ = "quality_counter"
+
+    tenant_id: UUID = Field(sa_column=sa.Column(sa.Uuid(), primary_key=True))
+    day: date = Field(sa_column=sa.Column(sa.Date(), primary_key=True))
+    kind: str = Field(sa_column=sa.Column(sa.String(20), primary_key=True))
+    metric: str = Field(sa_column=sa.Column(sa.String(200), primary_key=True))
+    count: int = Field(sa_column=sa.Column(sa.BigInteger(), nullable=False))

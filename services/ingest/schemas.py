@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
+from typing import Any
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.ingest.orders import Outcome
+from services.ingest.intake import ItemResult, Outcome
+from shared.records import BehaviourEvent, CustomerRecord, Order
+
+MAX_BATCH = 1000
 
 
 class TenantCreate(BaseModel):
@@ -27,10 +31,98 @@ class TenantWithKey(BaseModel):
     )
 
 
-class OrderAccepted(BaseModel):
-    order_id: UUID = Field(description="Clientela's id for this order (stable across versions).")
+class FieldError(BaseModel):
+    loc: list[str] = Field(description="Path of the offending field, e.g. `['customer', 'document']`.")
+    msg: str
+    type: str
+
+
+class Accepted(BaseModel):
+    """What became of one record."""
+
+    id: UUID | None = Field(None, description="Clientela's id for the record (stable across versions).")
     status: Outcome = Field(
-        description="accepted (new), updated (new version), duplicate (identical resend), "
-        "stale (older than the stored version: ignored)."
+        description="accepted (new), updated (new version), duplicate (identical resend: nothing changed), "
+        "stale (older than the stored version: ignored), rejected (see errors)."
     )
-    version: int = Field(description="The stored version of the order.")
+    version: int | None = Field(None, description="The stored version of the record.")
+    errors: list[FieldError] | None = None
+
+    @classmethod
+    def of(cls, result: ItemResult) -> Accepted:
+        errors = [FieldError(**e) for e in result.errors] if result.errors else None
+        return cls(id=result.id, status=result.outcome, version=result.version, errors=errors)
+
+
+class BatchItemResult(Accepted):
+    index: int = Field(description="Position of the record in `items`.")
+
+
+class BatchResult(BaseModel):
+    """One result per item, in order, and the counts."""
+
+    accepted: int
+    updated: int
+    duplicates: int
+    stale: int
+    rejected: int
+    results: list[BatchItemResult]
+
+    @classmethod
+    def of(cls, results: list[ItemResult]) -> BatchResult:
+        counts = {o: sum(1 for r in results if r.outcome == o) for o in Outcome}
+        return cls(
+            accepted=counts[Outcome.accepted],
+            updated=counts[Outcome.updated],
+            duplicates=counts[Outcome.duplicate],
+            stale=counts[Outcome.stale],
+            rejected=counts[Outcome.rejected],
+            results=[BatchItemResult(index=r.index, **Accepted.of(r).model_dump()) for r in results],
+        )
+
+
+class OrderBatch(BaseModel):
+    """Up to 1,000 orders; each is accepted or rejected on its own."""
+
+    items: list[Order] = Field(max_length=MAX_BATCH)
+
+
+class CustomerBatch(BaseModel):
+    """Up to 1,000 customer records; each is accepted or rejected on its own."""
+
+    items: list[CustomerRecord] = Field(max_length=MAX_BATCH)
+
+
+class BehaviourBatch(BaseModel):
+    """Up to 1,000 behaviour events; each is accepted or rejected on its own."""
+
+    items: list[BehaviourEvent] = Field(max_length=MAX_BATCH)
+
+
+class KindQuality(BaseModel):
+    received: int
+    accepted: int
+    updated: int
+    duplicates: int
+    stale: int
+    rejected: int
+    rejections_by_reason: dict[str, int] = Field(
+        description="`field.path:error_type` → count, most frequent first."
+    )
+    completeness: dict[str, float | None] = Field(
+        description="Share of valid records carrying each optional field."
+    )
+
+
+class QualityReport(BaseModel):
+    from_: date = Field(alias="from")
+    to: date
+    days: int
+    kinds: dict[str, KindQuality] = Field(description="Per record kind: order, customer, behaviour.")
+
+    model_config = ConfigDict(populate_by_name=True)
+
+
+def body_of(model: BaseModel, **dump: Any) -> dict[str, Any]:
+    data: dict[str, Any] = model.model_dump(mode="json", by_alias=True, **dump)
+    return data

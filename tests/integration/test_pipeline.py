@@ -77,7 +77,7 @@ def test_orders_build_one_profile_per_email_and_feed_a_segment(stack: Stack) -> 
     )
     response = stack.ingest.post("/v1/orders", json=cancel, headers=auth(key))
     assert response.status_code == 202
-    assert response.json() == {"order_id": response.json()["order_id"], "status": "updated", "version": 2}
+    assert response.json() == {"id": response.json()["id"], "status": "updated", "version": 2}
 
     def left_segment() -> None:
         profile = _profile_by_email(stack, key, "maria.silva@example.com")
@@ -102,7 +102,7 @@ def test_resends_are_duplicates_and_late_versions_are_stale(stack: Stack) -> Non
     older = order_body("X-1", "ana@example.com", "10.00", updated_at="2026-11-20T10:00:00Z")
     stale = stack.ingest.post("/v1/orders", json=older, headers=auth(key))
     assert stale.status_code == 200
-    assert stale.json() == {"order_id": again.json()["order_id"], "status": "stale", "version": 1}
+    assert stale.json() == {"id": again.json()["id"], "status": "stale", "version": 1}
 
     def counted_once() -> None:
         profile = _profile_by_email(stack, key, "ana@example.com")

@@ -1,0 +1,304 @@
+"""Accepting records — orders, customer records, behaviour events — one or a thousand at a time.
+
+Every record is validated and normalised on its own: one bad record never blocks the others. The valid
+ones are stored, with their outbox events, in one transaction (bulk inserts), so a 2xx means durable.
+
+A record is identified by (tenant, kind, source, external_id). Sent again it is
+- a *duplicate* when its canonical body is identical (no new event),
+- *stale* when it carries an `updated_at` not later than the stored version's (never overwrites),
+- otherwise a new *version* (status change, return, corrected data), published as a new event.
+When either version lacks `updated_at`, the later arrival wins. Behaviour events are immutable: the
+same event id is always a duplicate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Generic, TypeVar
+from uuid import UUID, uuid4
+
+import orjson
+import sqlalchemy as sa
+from pydantic import BaseModel, TypeAdapter, ValidationError
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col
+
+from services.ingest import quality
+from services.ingest.models import InboundRecord
+from shared.db import utcnow
+from shared.errors import safe_loc
+from shared.events import BehaviourRecorded, CustomerRecorded, Event, OrderIngested
+from shared.infra import OutboxMessage
+from shared.outbox import outbox_row
+from shared.records import BehaviourEvent, Customer, CustomerRecord, Order
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class Outcome(StrEnum):
+    accepted = "accepted"
+    updated = "updated"
+    duplicate = "duplicate"
+    stale = "stale"
+    rejected = "rejected"
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    index: int
+    outcome: Outcome
+    id: UUID | None = None
+    version: int | None = None
+    errors: list[dict[str, Any]] | None = None
+
+
+def digest(*parts: str) -> str:
+    return hashlib.sha256(":".join(parts).encode()).hexdigest()
+
+
+def customer_identity(customer: Customer, source: str) -> str:
+    """The strongest identifier, for Kafka keys (keeps one person's records in order) and for keying
+    customer records that have no id of their own. Hashed by the callers: keys show up in tools."""
+    if customer.document:
+        return f"document:{customer.document}"
+    if customer.email:
+        return f"email:{customer.email}"
+    if customer.phone:
+        return f"phone:{customer.phone}"
+    return f"customer_id:{source}:{customer.external_id}"
+
+
+@dataclass(frozen=True)
+class Kind(Generic[M]):
+    """How one kind of record is identified, versioned and announced."""
+
+    name: str
+    model: type[M]
+    external_id: Callable[[M, str], str]  # (record, body hash) -> id on its source
+    updated_at: Callable[[M], datetime | None]
+    event: Callable[[UUID, int, M], Event]
+    kafka_key: Callable[[UUID, M], str]
+    immutable: bool = False
+    adapter: TypeAdapter[M] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "adapter", TypeAdapter(self.model))
+
+
+def _order_key(tenant_id: UUID, order: Order) -> str:
+    return f"{tenant_id}:{digest(str(tenant_id), customer_identity(order.customer, order.source))[:32]}"
+
+
+def _customer_key(tenant_id: UUID, record: CustomerRecord) -> str:
+    return f"{tenant_id}:{digest(str(tenant_id), customer_identity(record, record.source))[:32]}"
+
+
+def _behaviour_key(tenant_id: UUID, event: BehaviourEvent) -> str:
+    ref = event.customer
+    if ref is not None and (ref.document or ref.email or ref.phone or ref.external_id):
+        identity = customer_identity(Customer.model_construct(**ref.model_dump()), event.source)
+    else:
+        identity = f"anonymous:{event.anonymous_id}"
+    return f"{tenant_id}:{digest(str(tenant_id), identity)[:32]}"
+
+
+ORDERS: Kind[Order] = Kind(
+    name="order",
+    model=Order,
+    external_id=lambda order, _: order.external_id,
+    updated_at=lambda order: order.updated_at,
+    event=lambda record_id, version, order: OrderIngested(
+        order_id=record_id, order_version=version, order=order
+    ),
+    kafka_key=_order_key,
+)
+CUSTOMERS: Kind[CustomerRecord] = Kind(
+    name="customer",
+    model=CustomerRecord,
+    # A record without the source's customer id is keyed by its strongest identifier (hashed).
+    external_id=lambda rec, _: rec.external_id or "h:" + digest(customer_identity(rec, rec.source))[:40],
+    updated_at=lambda rec: rec.updated_at,
+    event=lambda record_id, version, rec: CustomerRecorded(
+        record_id=record_id, record_version=version, customer=rec
+    ),
+    kafka_key=_customer_key,
+)
+BEHAVIOUR: Kind[BehaviourEvent] = Kind(
+    name="behaviour",
+    model=BehaviourEvent,
+    external_id=lambda ev, body_hash: ev.event_id or "h:" + body_hash[:40],
+    updated_at=lambda ev: None,
+    event=lambda record_id, _version, ev: BehaviourRecorded(record_id=record_id, event=ev),
+    kafka_key=_behaviour_key,
+    immutable=True,
+)
+
+
+def validation_errors(exc: ValidationError) -> list[dict[str, Any]]:
+    """Field errors without the submitted values (they may be personal data)."""
+    return [
+        {"loc": safe_loc(err["loc"], err["type"]), "msg": err["msg"], "type": err["type"]}
+        for err in exc.errors()
+    ]
+
+
+@dataclass
+class _State:
+    id: UUID
+    version: int
+    body_hash: str
+    source_updated_at: datetime | None
+    new: bool
+    changed: bool = False
+    payload: dict[str, Any] | None = None
+
+
+def accept(
+    kind: Kind[M],
+    items: Sequence[Any],
+    *,
+    tenant_id: UUID,
+    session: Session,
+    correlation_id: str | None = None,
+    _retry: bool = True,
+) -> list[ItemResult]:
+    """Validate, store and announce `items` (raw JSON values); a result per item, in order."""
+    results: list[ItemResult | None] = [None] * len(items)
+    tally = quality.Tally(kind.name)
+    valid: list[tuple[int, M, dict[str, Any], str, tuple[str, str]]] = []
+    for index, raw in enumerate(items):
+        try:
+            record = kind.adapter.validate_python(raw)
+        except ValidationError as exc:
+            errors = validation_errors(exc)
+            results[index] = ItemResult(index, Outcome.rejected, errors=errors)
+            tally.rejected(errors)
+            continue
+        body = record.model_dump(mode="json")
+        body_hash = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+        source: str = body["source"]
+        valid.append((index, record, body, body_hash, (source, kind.external_id(record, body_hash))))
+        tally.valid(body)
+
+    states = _load_states(session, tenant_id, kind.name, {key for *_, key in valid})
+    outbox: list[dict[str, Any]] = []
+    for index, record, body, body_hash, key in valid:
+        state = states.get(key)
+        updated_at = kind.updated_at(record)
+        if state is None:
+            state = states[key] = _State(
+                uuid4(), 1, body_hash, updated_at, new=True, changed=True, payload=body
+            )
+            outcome = Outcome.accepted
+        elif state.body_hash == body_hash or kind.immutable:
+            outcome = Outcome.duplicate
+        elif not (
+            updated_at is None or state.source_updated_at is None or updated_at > state.source_updated_at
+        ):
+            outcome = Outcome.stale
+        else:
+            state.version += 1
+            state.body_hash, state.source_updated_at, state.payload, state.changed = (
+                body_hash,
+                updated_at,
+                body,
+                True,
+            )
+            outcome = Outcome.updated
+        results[index] = ItemResult(index, outcome, state.id, state.version)
+        tally.outcome(outcome.value)
+        if outcome in (Outcome.accepted, Outcome.updated):
+            outbox.append(
+                outbox_row(
+                    kind.event(state.id, state.version, record),
+                    tenant_id=tenant_id,
+                    key=kind.kafka_key(tenant_id, record),
+                    correlation_id=correlation_id,
+                )
+            )
+    try:
+        _write(session, tenant_id, kind.name, states, outbox)
+        quality.add(session, tenant_id, tally)
+        session.commit()
+    except IntegrityError:
+        # The same record was inserted concurrently: decide again against the rows that won.
+        session.rollback()
+        if not _retry:
+            raise
+        return accept(
+            kind, items, tenant_id=tenant_id, session=session, correlation_id=correlation_id, _retry=False
+        )
+    return [r for r in results if r is not None]
+
+
+def _load_states(
+    session: Session, tenant_id: UUID, kind: str, keys: set[tuple[str, str]]
+) -> dict[tuple[str, str], _State]:
+    if not keys:
+        return {}
+    rows = session.execute(
+        sa.select(
+            col(InboundRecord.source),
+            col(InboundRecord.external_id),
+            col(InboundRecord.id),
+            col(InboundRecord.version),
+            col(InboundRecord.body_hash),
+            col(InboundRecord.source_updated_at),
+        ).where(
+            col(InboundRecord.tenant_id) == tenant_id,
+            col(InboundRecord.kind) == kind,
+            sa.tuple_(col(InboundRecord.source), col(InboundRecord.external_id)).in_(keys),
+        )
+    )
+    return {
+        (r.source, r.external_id): _State(r.id, r.version, r.body_hash, r.source_updated_at, new=False)
+        for r in rows
+    }
+
+
+def _write(
+    session: Session,
+    tenant_id: UUID,
+    kind: str,
+    states: dict[tuple[str, str], _State],
+    outbox: list[dict[str, Any]],
+) -> None:
+    now = utcnow()
+    inserts = [
+        {
+            "id": s.id,
+            "tenant_id": tenant_id,
+            "kind": kind,
+            "source": source,
+            "external_id": external_id,
+            "version": s.version,
+            "body_hash": s.body_hash,
+            "source_updated_at": s.source_updated_at,
+            "payload": s.payload,
+            "received_at": now,
+            "updated_at": now,
+        }
+        for (source, external_id), s in states.items()
+        if s.new
+    ]
+    if inserts:
+        session.execute(sa.insert(InboundRecord), inserts)
+    for s in states.values():
+        if s.changed and not s.new:
+            session.execute(
+                sa.update(InboundRecord)
+                .where(col(InboundRecord.id) == s.id)
+                .values(
+                    version=s.version,
+                    body_hash=s.body_hash,
+                    source_updated_at=s.source_updated_at,
+                    payload=s.payload,
+                    updated_at=now,
+                )
+            )
+    if outbox:
+        session.execute(sa.insert(OutboxMessage), outbox)

@@ -1,0 +1,133 @@
+"""Data-quality counts per tenant, day and record kind: what was received, accepted, deduplicated,
+rejected (by field and reason) and how complete the accepted records are.
+
+Counts are tallied in memory while a request is processed and added to `quality_counter` in the same
+transaction as the records (one upsert per metric), so they stay exact under retries and replays.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Session, col
+
+from services.ingest.models import QualityCounter
+
+# The optional fields whose completeness is tracked, per kind (dotted paths into the canonical JSON).
+TRACKED: dict[str, tuple[str, ...]] = {
+    "order": (
+        "customer.email",
+        "customer.phone",
+        "customer.document",
+        "customer.name",
+        "customer.birth_date",
+        "customer.gender",
+        "customer.address.zip",
+        "customer.address.city",
+        "customer.address.state",
+        "items",
+        "payments",
+    ),
+    "customer": ("email", "phone", "document", "name", "birth_date", "gender", "address.zip", "address.city"),
+    "behaviour": ("customer", "anonymous_id"),
+}
+
+
+def _present(body: dict[str, Any], path: str) -> bool:
+    value: Any = body
+    for part in path.split("."):
+        if not isinstance(value, dict):
+            return False
+        value = value.get(part)
+    return value not in (None, "", [], {})
+
+
+@dataclass
+class Tally:
+    kind: str
+    counts: Counter[str] = field(default_factory=Counter)
+
+    def rejected(self, errors: Iterable[dict[str, Any]]) -> None:
+        self.counts["received"] += 1
+        self.counts["rejected"] += 1
+        for reason in {f"{'.'.join(e['loc'])}:{e['type']}" for e in errors}:
+            self.counts[f"rejected:{reason}"[:200]] += 1
+
+    def valid(self, body: dict[str, Any]) -> None:
+        self.counts["received"] += 1
+        self.counts["valid"] += 1
+        for path in TRACKED.get(self.kind, ()):
+            if _present(body, path):
+                self.counts[f"present:{path}"] += 1
+
+    def outcome(self, outcome: str) -> None:
+        self.counts[outcome] += 1
+
+
+def add(session: Session, tenant_id: UUID, tally: Tally, *, day: date | None = None) -> None:
+    """Add a tally to today's counters (an upsert per metric), in the caller's transaction."""
+    if not tally.counts:
+        return
+    day = day or datetime.now(UTC).date()
+    rows = [
+        {"tenant_id": tenant_id, "day": day, "kind": tally.kind, "metric": metric, "count": count}
+        for metric, count in sorted(tally.counts.items())  # sorted: concurrent upserts lock in one order
+    ]
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert(QualityCounter).values(rows)
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["tenant_id", "day", "kind", "metric"],
+            set_={"count": col(QualityCounter.count) + statement.excluded["count"]},
+        )
+    )
+
+
+def report(session: Session, tenant_id: UUID, *, days: int, today: date | None = None) -> dict[str, Any]:
+    """Totals over the last `days` days (today included), per kind."""
+    today = today or datetime.now(UTC).date()
+    since = today - timedelta(days=days - 1)
+    rows = session.execute(
+        sa.select(
+            col(QualityCounter.kind), col(QualityCounter.metric), sa.func.sum(col(QualityCounter.count))
+        )
+        .where(col(QualityCounter.tenant_id) == tenant_id, col(QualityCounter.day) >= since)
+        .group_by(col(QualityCounter.kind), col(QualityCounter.metric))
+    ).all()
+    by_kind: dict[str, Counter[str]] = {}
+    for kind, metric, total in rows:
+        by_kind.setdefault(kind, Counter())[metric] = int(total)
+    kinds = {}
+    for kind in TRACKED:
+        counts = by_kind.get(kind, Counter())
+        valid = counts["valid"]
+        kinds[kind] = {
+            "received": counts["received"],
+            "accepted": counts["accepted"],
+            "updated": counts["updated"],
+            "duplicates": counts["duplicate"],
+            "stale": counts["stale"],
+            "rejected": counts["rejected"],
+            "rejections_by_reason": dict(
+                sorted(
+                    (
+                        (m.removeprefix("rejected:"), n)
+                        for m, n in counts.items()
+                        if m.startswith("rejected:")
+                    ),
+                    key=lambda item: (-item[1], item[0]),
+                )
+            ),
+            "completeness": {
+                path: round(counts[f"present:{path}"] / valid, 4) if valid else None for path in TRACKED[kind]
+            },
+        }
+    return {"from": since.isoformat(), "to": today.isoformat(), "days": days, "kinds": kinds}

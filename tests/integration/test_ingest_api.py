@@ -1,0 +1,239 @@
+"""The ingest front door over HTTP, on the real stack: batches, customer records, behaviour events,
+limits, Idempotency-Key and data-quality counts."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlmodel import Session, func, select
+
+from services.ingest.models import IdempotencyRecord, InboundRecord
+from shared.db import make_engine
+from shared.infra import OutboxMessage
+from tests.support import Stack, auth, eventually, order_body
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def ingest_db(clean_databases: dict[str, str]) -> Iterator[sa.Engine]:
+    engine = make_engine(clean_databases["ingest"])
+    yield engine
+    engine.dispose()
+
+
+def count(engine: sa.Engine, model: Any, *where: Any) -> int:
+    with Session(engine) as session:
+        return int(session.exec(select(func.count()).select_from(model).where(*where)).one())
+
+
+def test_a_batch_gives_a_result_per_item_and_one_bad_record_blocks_nothing(
+    stack: Stack, ingest_db: sa.Engine
+) -> None:
+    key = stack.create_tenant()
+    bad_document = order_body("B-2", "b@example.com", "20.00")
+    bad_document["customer"]["document"] = "111.444.777-00"
+    items = [
+        order_body("B-1", "a@example.com", "10.00"),
+        bad_document,
+        {"external_id": "B-3"},  # nearly empty
+        order_body("B-1", "a@example.com", "10.00"),  # the first again, in the same batch
+        order_body("B-4", "c@example.com", "30.00", updated_at="2026-11-21T00:00:00Z"),
+        order_body("B-4", "c@example.com", "35.00", updated_at="2026-11-22T00:00:00Z"),  # a later version
+    ]
+    response = stack.ingest.post("/v1/orders:batch", json={"items": items}, headers=auth(key))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert [r["status"] for r in body["results"]] == [
+        "accepted",
+        "rejected",
+        "rejected",
+        "duplicate",
+        "accepted",
+        "updated",
+    ]
+    assert [r["index"] for r in body["results"]] == list(range(6))
+    assert (body["accepted"], body["updated"], body["duplicates"], body["rejected"]) == (2, 1, 1, 2)
+    assert body["results"][1]["errors"] == [
+        {
+            "loc": ["customer", "document"],
+            "msg": "Value error, CPF check digits do not match",
+            "type": "value_error",
+        }
+    ]
+    assert "111.444.777-00" not in response.text
+    assert {tuple(e["loc"]) for e in body["results"][2]["errors"]} >= {
+        ("source",),
+        ("status",),
+        ("customer",),
+    }
+    assert body["results"][0]["id"] == body["results"][3]["id"]
+    assert body["results"][5] == {**body["results"][4], "index": 5, "status": "updated", "version": 2}
+
+    assert count(ingest_db, InboundRecord) == 2
+    # Three events: B-1 v1, B-4 v1 and v2; all published by the relay.
+    assert count(ingest_db, OutboxMessage, OutboxMessage.event_type == "order.ingested") == 3
+    eventually(lambda: _none_unpublished(ingest_db))
+
+
+def _none_unpublished(engine: sa.Engine) -> None:
+    assert count(engine, OutboxMessage, OutboxMessage.published_at == None) == 0  # noqa: E711
+
+
+def test_customer_records_and_behaviour_events(stack: Stack, ingest_db: sa.Engine) -> None:
+    key = stack.create_tenant()
+    record = {
+        "source": "site",
+        "external_id": "C-1",
+        "name": "JOÃO PEREIRA",
+        "email": "Joao@Example.com",
+        "phone": "(31) 98765-4321",
+        "consents": [{"purpose": "marketing_email", "status": "granted", "text_version": "v3"}],
+    }
+    first = stack.ingest.post("/v1/customers", json=record, headers=auth(key))
+    assert first.status_code == 202, first.text
+    assert first.json()["status"] == "accepted"
+    assert stack.ingest.post("/v1/customers", json=record, headers=auth(key)).json()["status"] == "duplicate"
+    moved = {**record, "address": {"city": "Curitiba", "state": "PR"}}
+    assert stack.ingest.post("/v1/customers", json=moved, headers=auth(key)).json()["version"] == 2
+
+    no_identifier = stack.ingest.post(
+        "/v1/customers", json={"source": "site", "name": "Ana"}, headers=auth(key)
+    )
+    assert no_identifier.status_code == 422
+    assert no_identifier.headers["content-type"] == "application/problem+json"
+
+    event = {
+        "event_id": "ev-1",
+        "type": "product_view",
+        "anonymous_id": "dev-1",
+        "occurred_at": "2026-11-20T10:00:00Z",
+        "properties": {"sku": "CAFE"},
+    }
+    assert stack.ingest.post("/v1/events", json=event, headers=auth(key)).status_code == 202
+    changed = {**event, "properties": {"sku": "OTHER"}}
+    again = stack.ingest.post("/v1/events", json=changed, headers=auth(key))
+    assert (again.status_code, again.json()["status"]) == (200, "duplicate")  # events are immutable
+    batch = stack.ingest.post(
+        "/v1/events:batch",
+        json={"items": [{**event, "event_id": f"ev-{i}", "type": "search"} for i in range(2, 12)]},
+        headers=auth(key),
+    )
+    assert batch.json()["accepted"] == 10
+    kinds = {"customer": 1, "behaviour": 11}
+    for kind, expected in kinds.items():
+        assert count(ingest_db, InboundRecord, InboundRecord.kind == kind) == expected
+
+
+def test_limits_give_clear_problems(stack: Stack) -> None:
+    key = stack.create_tenant()
+    headers = auth(key)
+    too_many = stack.ingest.post("/v1/orders:batch", json={"items": [{}] * 1001}, headers=headers)
+    assert too_many.status_code == 422
+    assert "1000" in too_many.json()["detail"]
+    huge = json.dumps(order_body("H-1", "h@example.com", "1.00") | {"coupon": "x" * 1_100_000})
+    assert (
+        stack.ingest.post(
+            "/v1/orders", content=huge, headers={**headers, "content-type": "application/json"}
+        ).status_code
+        == 413
+    )
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the limit holds for streamed bodies too
+        yield b'{"items": ['
+        for _ in range(2000):
+            yield b'"' + b"y" * 1000 + b'",'
+        yield b"1]}"
+
+    streamed = stack.ingest.post(
+        "/v1/orders:batch", content=chunks(), headers={**headers, "content-type": "application/json"}
+    )
+    assert streamed.status_code == 413
+    form = stack.ingest.post(
+        "/v1/orders", content=b"a=1", headers={**headers, "content-type": "application/x-www-form-urlencoded"}
+    )
+    assert form.status_code == 415
+    broken = stack.ingest.post(
+        "/v1/orders", content=b'{"external_id": ', headers={**headers, "content-type": "application/json"}
+    )
+    assert broken.status_code == 400
+    not_object = stack.ingest.post("/v1/orders:batch", json=[1, 2], headers=headers)
+    assert not_object.status_code == 422
+    for response in (too_many, form, broken, not_object):
+        assert response.headers["content-type"] == "application/problem+json"
+
+
+def test_idempotency_key_replays_refuses_reuse_and_in_flight(stack: Stack, ingest_db: sa.Engine) -> None:
+    key = stack.create_tenant()
+    body = order_body("I-1", "i@example.com", "10.00")
+    headers = {**auth(key), "Idempotency-Key": "order-I-1"}
+    first = stack.ingest.post("/v1/orders", json=body, headers=headers)
+    assert first.status_code == 202
+    replay = stack.ingest.post("/v1/orders", json=body, headers=headers)
+    assert (replay.status_code, replay.json(), replay.headers["idempotent-replayed"]) == (
+        202,
+        first.json(),
+        "true",
+    )
+
+    other = stack.ingest.post("/v1/orders", json=order_body("I-2", "i@example.com", "10.00"), headers=headers)
+    assert other.status_code == 422
+
+    with Session(ingest_db) as session:  # a first request still in flight
+        tenant_scope = session.exec(select(IdempotencyRecord.scope)).first()
+        session.add(IdempotencyRecord(scope=tenant_scope or "", key="busy", request_hash="x"))
+        session.commit()
+    busy = stack.ingest.post("/v1/orders", json=body, headers={**auth(key), "Idempotency-Key": "busy"})
+    assert busy.status_code == 409
+
+    # Another tenant may use the same key for its own request.
+    other_key = stack.create_tenant("Outra")
+    assert (
+        stack.ingest.post(
+            "/v1/orders", json=body, headers={**auth(other_key), "Idempotency-Key": "order-I-1"}
+        ).status_code
+        == 202
+    )
+
+
+@pytest.mark.parametrize("with_key", [True, False])
+def test_fifty_identical_parallel_posts_create_exactly_one_order(
+    stack: Stack, ingest_db: sa.Engine, with_key: bool
+) -> None:
+    key = stack.create_tenant()
+    body = order_body("PAR-1", "p@example.com", "99.00")
+    headers = {**auth(key), **({"Idempotency-Key": "par-1"} if with_key else {})}
+
+    def post(_: int) -> int:
+        return stack.ingest.post("/v1/orders", json=body, headers=headers).status_code
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        codes = list(pool.map(post, range(50)))
+    assert set(codes) <= {200, 202, 409}
+    assert codes.count(202) >= 1
+    assert count(ingest_db, InboundRecord) == 1
+    assert count(ingest_db, OutboxMessage, OutboxMessage.event_type == "order.ingested") == 1
+
+
+def test_quality_report_counts_outcomes_rejections_and_completeness(stack: Stack) -> None:
+    key = stack.create_tenant()
+    full = order_body("Q-1", "q@example.com", "10.00")
+    full["customer"] |= {"phone": "11912345678", "name": "Ana"}
+    bad_phone = order_body("Q-2", "q2@example.com", "10.00")
+    bad_phone["customer"]["phone"] = "123"
+    items = [full, order_body("Q-3", "q3@example.com", "5.00"), bad_phone, full]
+    stack.ingest.post("/v1/orders:batch", json={"items": items}, headers=auth(key))
+    report = stack.ingest.get("/v1/quality", params={"days": 7}, headers=auth(key))
+    assert report.status_code == 200, report.text
+    orders = report.json()["kinds"]["order"]
+    assert (orders["received"], orders["accepted"], orders["duplicates"], orders["rejected"]) == (4, 2, 1, 1)
+    assert orders["rejections_by_reason"] == {"customer.phone:value_error": 1}
+    assert orders["completeness"]["customer.email"] == 1.0
+    assert orders["completeness"]["customer.phone"] == pytest.approx(2 / 3, abs=1e-4)
+    other = stack.create_tenant("Outra")
+    assert stack.ingest.get("/v1/quality", headers=auth(other)).json()["kinds"]["order"]["received"] == 0
