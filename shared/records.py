@@ -35,6 +35,15 @@ def _money(value: Decimal) -> Decimal:
     return value.quantize(CENT)
 
 
+def to_minor(amount: Decimal) -> int:
+    """Cents, for storage and arithmetic (`Decimal("259.90")` → 25990)."""
+    return int(amount.scaleb(2))
+
+
+def from_minor(minor: int) -> Decimal:
+    return Decimal(minor).scaleb(-2).quantize(CENT)
+
+
 def average_order_value(total: Decimal, orders: int) -> Decimal | None:
     """Rounded to cents, the same everywhere (profile API and segment rules)."""
     return (total / orders).quantize(CENT) if orders else None

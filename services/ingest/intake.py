@@ -157,6 +157,19 @@ class _State:
     payload: dict[str, Any] | None = None
 
 
+def decide(stored: _State, body_hash: str, updated_at: datetime | None, *, immutable: bool) -> Outcome:
+    """What a stored record becomes when it arrives again (see the module docstring)."""
+    if stored.body_hash == body_hash or immutable:
+        return Outcome.duplicate
+    if (
+        updated_at is not None
+        and stored.source_updated_at is not None
+        and updated_at <= stored.source_updated_at
+    ):
+        return Outcome.stale
+    return Outcome.updated
+
+
 def accept(
     kind: Kind[M],
     items: Sequence[Any],
@@ -194,21 +207,12 @@ def accept(
                 uuid4(), 1, body_hash, updated_at, new=True, changed=True, payload=body
             )
             outcome = Outcome.accepted
-        elif state.body_hash == body_hash or kind.immutable:
-            outcome = Outcome.duplicate
-        elif not (
-            updated_at is None or state.source_updated_at is None or updated_at > state.source_updated_at
-        ):
-            outcome = Outcome.stale
         else:
-            state.version += 1
-            state.body_hash, state.source_updated_at, state.payload, state.changed = (
-                body_hash,
-                updated_at,
-                body,
-                True,
-            )
-            outcome = Outcome.updated
+            outcome = decide(state, body_hash, updated_at, immutable=kind.immutable)
+            if outcome == Outcome.updated:
+                state.version += 1
+                state.body_hash, state.source_updated_at, state.payload = body_hash, updated_at, body
+                state.changed = True
         results[index] = ItemResult(index, outcome, state.id, state.version)
         tally.outcome(outcome.value)
         if outcome in (Outcome.accepted, Outcome.updated):

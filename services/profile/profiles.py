@@ -9,7 +9,6 @@ are attached to it. Merging two existing profiles (and undoing a merge) is the n
 from __future__ import annotations
 
 from collections.abc import Callable
-from decimal import Decimal
 from uuid import UUID
 
 import sqlalchemy as sa
@@ -21,17 +20,13 @@ from shared.errors import Invalid, NotFound
 from shared.events import Envelope, OrderIngested, ProfileUpdated
 from shared.normalize import normalize_document, normalize_email, normalize_phone
 from shared.outbox import add_event
-from shared.records import Customer, CustomerRef, OrderStatus
+from shared.records import Customer, CustomerRef, OrderStatus, from_minor, to_minor
 
 COUNTED_STATUSES = [s.value for s in OrderStatus if s.counts_as_spend]
 
 
 def profile_key(tenant_id: UUID, profile_id: UUID) -> str:
     return f"{tenant_id}:{profile_id}"
-
-
-def from_minor(minor: int) -> Decimal:
-    return Decimal(minor).scaleb(-2)
 
 
 def apply_order(session: Session, envelope: Envelope, event: OrderIngested) -> None:
@@ -52,13 +47,13 @@ def apply_order(session: Session, envelope: Envelope, event: OrderIngested) -> N
             order_version=event.order_version,
             source=order.source,
             status=order.status.value,
-            total_minor=int(order.total.scaleb(2)),
+            total_minor=to_minor(order.total),
             placed_at=order.placed_at,
         )
     stored.profile_id = profile.id
     stored.order_version = event.order_version
     stored.status = order.status.value
-    stored.total_minor = int(order.total.scaleb(2))
+    stored.total_minor = to_minor(order.total)
     stored.placed_at = order.placed_at
     session.add(stored)
     session.flush()

@@ -9,8 +9,7 @@ from uuid import UUID
 from pydantic import BaseModel, Field
 
 from services.profile.models import Profile
-from services.profile.profiles import from_minor
-from shared.records import average_order_value
+from shared.records import average_order_value, from_minor
 
 
 def mask_email(email: str | None) -> str | None:

@@ -15,11 +15,11 @@ from shared.db import utcnow
 from shared.errors import NotFound
 from shared.events import Envelope, ProfileUpdated, SegmentMembershipChanged
 from shared.outbox import add_event
-from shared.records import average_order_value
+from shared.records import average_order_value, from_minor, to_minor
 
 
 def traits(projection: ProfileProjection) -> dict[str, Decimal | int | None]:
-    total = Decimal(projection.total_spent_minor).scaleb(-2)
+    total = from_minor(projection.total_spent_minor)
     count = projection.orders_count
     return {
         "orders_count": count,
@@ -73,11 +73,11 @@ def apply_profile_updated(session: Session, envelope: Envelope, event: ProfileUp
             tenant_id=envelope.tenant_id,
             profile_version=event.profile_version,
             orders_count=event.orders_count,
-            total_spent_minor=int(event.total_spent.scaleb(2)),
+            total_spent_minor=to_minor(event.total_spent),
         )
     projection.profile_version = event.profile_version
     projection.orders_count = event.orders_count
-    projection.total_spent_minor = int(event.total_spent.scaleb(2))
+    projection.total_spent_minor = to_minor(event.total_spent)
     projection.first_order_at = event.first_order_at
     projection.last_order_at = event.last_order_at
     projection.updated_at = utcnow()
