@@ -62,6 +62,25 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+class RepeatFilter(logging.Filter):
+    """Let a message (its first 60 characters, per logger) through once per `seconds`."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+        self.last: dict[tuple[str, str], float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = (record.name, str(record.msg)[:60])
+        now = record.created
+        if now - self.last.get(key, float("-inf")) < self.seconds:
+            return False
+        if len(self.last) > 1000:
+            self.last.clear()
+        self.last[key] = now
+        return True
+
+
 def configure_logging(service: str, level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter(service))
@@ -73,5 +92,8 @@ def configure_logging(service: str, level: str = "INFO") -> None:
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").disabled = True
-    # kafka-python is chatty at INFO and can print record contents at DEBUG.
-    logging.getLogger("kafka").setLevel(logging.WARNING)
+    # kafka-python is chatty at INFO and can print record contents at DEBUG; while a broker is down it
+    # logs every reconnection attempt, so repeats are dropped for a while.
+    kafka_logger = logging.getLogger("kafka")
+    kafka_logger.setLevel(logging.WARNING)
+    kafka_logger.filters[:] = [RepeatFilter(seconds=30)]

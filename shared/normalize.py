@@ -55,6 +55,23 @@ def normalize_phone(value: str, region: str = "BR") -> str:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
+# Marketplaces that hide the buyer's address hand out relay addresses: one per buyer (and seller), valid
+# only through that marketplace. They identify a buyer within that marketplace, never across sources, and
+# must not be used for campaigns.
+RELAY_EMAIL_DOMAINS = (
+    "mail.mercadolivre.com",
+    "mail.mercadolibre.com",
+    "marketplace.amazon.com.br",
+    "marketplace.amazon.com",
+    "ct.vtex.com.br",
+)
+
+
+def is_relay_email(email: str) -> bool:
+    domain = email.rpartition("@")[2]
+    return any(domain == relay or domain.endswith("." + relay) for relay in RELAY_EMAIL_DOMAINS)
+
+
 DocumentKind = Literal["cpf", "cnpj"]
 
 

@@ -84,7 +84,7 @@ class OutboxRelay:
             futures = [
                 producer.send(prefix + topic, key=key.encode(), value=body) for _id, topic, key, body in rows
             ]
-            producer.flush(timeout=30)
+            producer.flush(timeout=10)
             for future in futures:
                 future.get(timeout=0)  # raises the send error, if any: nothing is marked then
             ids = [row[0] for row in rows]

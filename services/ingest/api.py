@@ -6,13 +6,14 @@ from collections.abc import Callable
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Header, Query, Request, Response, status
+from fastapi import APIRouter, Header, Path, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlmodel import Session
 
 from services.ingest import idempotency, intake, quality, tenants
+from services.ingest.adapters import ADAPTERS, AdapterError
 from services.ingest.intake import Kind, Outcome
 from services.ingest.schemas import (
     MAX_BATCH,
@@ -28,7 +29,7 @@ from services.ingest.schemas import (
 )
 from shared.auth import AdminDep, TenantDep
 from shared.db import SessionDep
-from shared.errors import Invalid, problem, problem_responses
+from shared.errors import Invalid, NotFound, problem, problem_responses
 from shared.logs import request_id_var
 from shared.records import BehaviourEvent, CustomerRecord, Order
 from shared.web import json_body, read_json
@@ -207,6 +208,52 @@ async def post_events(
 ) -> Response:
     """Accept up to 1,000 behaviour events; a result per item."""
     return await _batch(request, tenant_id, session, key, intake.BEHAVIOUR)
+
+
+@router.post(
+    "/sources/{source}/orders",
+    tags=["orders"],
+    responses={**SINGLE, **problem_responses(404)},
+    response_model=None,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {"type": "object", "description": "The platform's order JSON."}
+                }
+            },
+        }
+    },
+)
+async def post_source_order(
+    source: Annotated[str, Path(description=f"One of: {', '.join(sorted(ADAPTERS))}.")],
+    request: Request,
+    tenant_id: TenantDep,
+    session: SessionDep,
+    key: IdempotencyKey = None,
+) -> Response:
+    """Accept one order as the marketplace's own API returns it; mapped to the canonical order."""
+    adapter = ADAPTERS.get(source)
+    if adapter is None:
+        raise NotFound(f"No adapter for this source; known: {', '.join(sorted(ADAPTERS))}.")
+    raw, data = await read_json(request)
+
+    def handle() -> Response:
+        if not isinstance(data, dict):
+            raise Invalid("The body must be the platform's order object.")
+        try:
+            order = adapter(data)
+        except AdapterError as exc:
+            quality.record_rejection(session, tenant_id, "order", f"adapter:{source}")
+            return problem(422, "Invalid record", str(exc))
+        [result] = intake.accept(
+            intake.ORDERS, [order], tenant_id=tenant_id, session=session, correlation_id=request_id_var.get()
+        )
+        code = 202 if result.outcome in (Outcome.accepted, Outcome.updated) else 200
+        return JSONResponse(body_of(Accepted.of(result), exclude_none=True), status_code=code)
+
+    return await _idempotent(request, session, str(tenant_id), key, raw, handle)
 
 
 @router.get("/quality", tags=["quality"], responses=problem_responses(401, 422), response_model=QualityReport)

@@ -179,13 +179,14 @@ def accept(
     correlation_id: str | None = None,
     _retry: bool = True,
 ) -> list[ItemResult]:
-    """Validate, store and announce `items` (raw JSON values); a result per item, in order."""
+    """Validate, store and announce `items` (raw JSON values, or records already validated); a result per
+    item, in order."""
     results: list[ItemResult | None] = [None] * len(items)
     tally = quality.Tally(kind.name)
     valid: list[tuple[int, M, dict[str, Any], str, tuple[str, str]]] = []
     for index, raw in enumerate(items):
         try:
-            record = kind.adapter.validate_python(raw)
+            record = raw if isinstance(raw, kind.model) else kind.adapter.validate_python(raw)
         except ValidationError as exc:
             errors = validation_errors(exc)
             results[index] = ItemResult(index, Outcome.rejected, errors=errors)

@@ -91,6 +91,14 @@ def add(session: Session, tenant_id: UUID, tally: Tally, *, day: date | None = N
     )
 
 
+def record_rejection(session: Session, tenant_id: UUID, kind: str, reason: str) -> None:
+    """Count a record refused before validation (e.g. a marketplace payload that cannot be mapped)."""
+    tally = Tally(kind)
+    tally.counts.update({"received": 1, "rejected": 1, f"rejected:{reason}": 1})
+    add(session, tenant_id, tally)
+    session.commit()
+
+
 def report(session: Session, tenant_id: UUID, *, days: int, today: date | None = None) -> dict[str, Any]:
     """Totals over the last `days` days (today included), per kind."""
     today = today or datetime.now(UTC).date()

@@ -52,7 +52,8 @@ class ProfileOrder(ProfileTable, table=True):
 class ProfileIdentifier(ProfileTable, table=True):
     """Which profile an identifier belongs to, within a tenant: the identity graph's edges.
 
-    kinds: `email`, `phone` (E.164), `document` (CPF/CNPJ), `customer_id` (`<source>:<id on source>`).
+    kinds: `email`, `phone` (E.164), `document` (CPF/CNPJ), `customer_id` (`<source>:<id on source>`),
+    `relay_email` (`<source>:<address>`: a marketplace relay address identifies a buyer only there).
     """
 
     __tablename__ = "profile_identifier"

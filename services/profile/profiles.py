@@ -18,7 +18,7 @@ from services.profile.models import Profile, ProfileIdentifier, ProfileOrder
 from shared.db import utcnow
 from shared.errors import Invalid, NotFound
 from shared.events import Envelope, OrderIngested, ProfileUpdated
-from shared.normalize import normalize_document, normalize_email, normalize_phone
+from shared.normalize import is_relay_email, normalize_document, normalize_email, normalize_phone
 from shared.outbox import add_event
 from shared.records import Customer, CustomerRef, OrderStatus, from_minor, to_minor
 
@@ -33,7 +33,9 @@ def apply_order(session: Session, envelope: Envelope, event: OrderIngested) -> N
     """Handler for OrderIngested: attach the order version to its profile and recompute the traits."""
     tenant_id = envelope.tenant_id
     order = event.order
-    profile = resolve(session, tenant_id, identifiers_of(order.customer, order.source), order.customer.email)
+    email = order.customer.email
+    contact_email = email if email and not is_relay_email(email) else None
+    profile = resolve(session, tenant_id, identifiers_of(order.customer, order.source), contact_email)
 
     stored = session.get(ProfileOrder, event.order_id)
     if stored is not None and stored.order_version >= event.order_version:
@@ -71,7 +73,9 @@ def identifiers_of(customer: Customer | CustomerRef, source: str) -> list[tuple[
     found: list[tuple[str, str]] = []
     if customer.document:
         found.append(("document", customer.document))
-    if customer.email:
+    if customer.email and is_relay_email(customer.email):
+        found.append(("relay_email", f"{source}:{customer.email}"))  # identifies only within its marketplace
+    elif customer.email:
         found.append(("email", customer.email))
     if customer.phone:
         found.append(("phone", customer.phone))

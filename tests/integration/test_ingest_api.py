@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -237,3 +238,56 @@ def test_quality_report_counts_outcomes_rejections_and_completeness(stack: Stack
     assert orders["completeness"]["customer.phone"] == pytest.approx(2 / 3, abs=1e-4)
     other = stack.create_tenant("Outra")
     assert stack.ingest.get("/v1/quality", headers=auth(other)).json()["kinds"]["order"]["received"] == 0
+
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "marketplaces"
+
+
+def test_native_marketplace_orders_are_mapped_and_accepted(stack: Stack, ingest_db: sa.Engine) -> None:
+    key = stack.create_tenant()
+    posted = 0
+    for path in sorted(FIXTURES.glob("*/*.json")):
+        source = path.parent.name
+        response = stack.ingest.post(
+            f"/v1/sources/{source}/orders",
+            content=path.read_bytes(),
+            headers={**auth(key), "content-type": "application/json"},
+        )
+        assert response.status_code == 202, (path.name, response.text)
+        posted += 1
+    assert posted >= 12
+    with Session(ingest_db) as session:
+        sources = set(session.exec(select(InboundRecord.source)).all())
+    assert sources == {"mercadolivre", "shopee", "amazon", "shopify", "vtex", "magalu"}
+
+    unknown = stack.ingest.post("/v1/sources/orkut/orders", json={}, headers=auth(key))
+    assert unknown.status_code == 404
+    broken = stack.ingest.post("/v1/sources/mercadolivre/orders", json={"status": "paid"}, headers=auth(key))
+    assert broken.status_code == 422
+    assert broken.headers["content-type"] == "application/problem+json"
+    rejected = stack.ingest.get("/v1/quality", headers=auth(key)).json()["kinds"]["order"][
+        "rejections_by_reason"
+    ]
+    assert rejected == {"adapter:mercadolivre": 1}
+
+
+def test_relay_emails_identify_a_buyer_only_within_their_marketplace(stack: Stack) -> None:
+    key = stack.create_tenant()
+    relay = "4f7a2c1b9e@mail.mercadolivre.com"
+    on_ml = order_body("ML-1", relay, "10.00", source="mercadolivre")
+    on_ml["customer"]["external_id"] = "ML-BUYER-1"
+    # The same relay address on another source must not join the Mercado Livre buyer's profile.
+    elsewhere = order_body("S-1", relay, "20.00", source="site")
+    for body in (on_ml, elsewhere):
+        assert stack.ingest.post("/v1/orders", json=body, headers=auth(key)).status_code == 202
+
+    def two_profiles() -> None:
+        listed = stack.profile.get("/v1/profiles", headers=auth(key)).json()["items"]
+        assert len(listed) == 2
+        assert all(p["email"] is None for p in listed)  # a relay address is never a contact e-mail
+        by_buyer = stack.profile.get(
+            "/v1/profiles", params={"source": "mercadolivre", "external_id": "ML-BUYER-1"}, headers=auth(key)
+        ).json()["items"]
+        assert [p["orders_count"] for p in by_buyer] == [1]
+
+    eventually(two_profiles)

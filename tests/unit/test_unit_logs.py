@@ -125,3 +125,19 @@ def test_tracebacks_logged_as_text_lose_the_exception_message() -> None:
     assert "maria@example.com" not in line["msg"]
     assert 'File "/app/shared/db.py", line 10, in connect' in line["msg"]
     assert line["msg"].endswith("psycopg.OperationalError")
+
+
+def test_repeat_filter_lets_a_message_through_once_per_period() -> None:
+    from shared.logs import RepeatFilter
+
+    repeat = RepeatFilter(seconds=30)
+
+    def record(msg: str, at: float) -> logging.LogRecord:
+        made = logging.LogRecord("kafka.net.manager", logging.ERROR, __file__, 1, msg, None, None)
+        made.created = at
+        return made
+
+    assert repeat.filter(record("Connection failed: ECONNREFUSED", 100.0))
+    assert not repeat.filter(record("Connection failed: ECONNREFUSED", 110.0))
+    assert repeat.filter(record("Metadata refresh failed", 110.0))
+    assert repeat.filter(record("Connection failed: ECONNREFUSED", 131.0))

@@ -112,7 +112,7 @@ _COMMON = (
 )
 
 
-def _table(name: str, *extra: sa.Column[Any]) -> sa.Table:
+def _table(name: str, *extra: sa.ColumnClause[Any]) -> sa.TableClause:
     return sa.table(
         name,
         sa.column("id", sa.Uuid()),
