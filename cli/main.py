@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import typer
 
+from cli.generate import generate_command
+
 app = typer.Typer(help="Clientela: ops tasks and data tools.", no_args_is_help=True)
 
 
 @app.callback()
 def main() -> None:
     """Clientela's command line."""
+
+
+app.command("generate")(generate_command)

@@ -118,6 +118,7 @@ def create_service_app(
     routers: Sequence[APIRouter],
     workers: Callable[[Engine, ServiceSettings], Sequence[tuple[str, Worker]]],
     schemas: Sequence[type[BaseModel]] = (),
+    body_limits: dict[str, int] | None = None,
 ) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -148,10 +149,12 @@ def create_service_app(
         started = time.perf_counter()
         try:
             length = request.headers.get("content-length")
-            if length and length.isdigit() and int(length) > MAX_BODY_BYTES:
-                response: Response = problem(
-                    413, "Content too large", f"The body limit is {MAX_BODY_BYTES} bytes."
-                )
+            limit = next(
+                (n for prefix, n in (body_limits or {}).items() if request.url.path.startswith(prefix)),
+                MAX_BODY_BYTES,
+            )
+            if length and length.isdigit() and int(length) > limit:
+                response: Response = problem(413, "Content too large", f"The body limit is {limit} bytes.")
             else:
                 response = await call_next(request)
             route = request.scope.get("route")

@@ -2,25 +2,31 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Header, Path, Query, Request, Response, status
+from fastapi import APIRouter, File, Form, Header, Query, Request, Response, UploadFile, status
+from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
-from services.ingest import idempotency, intake, quality, tenants
+from services.ingest import idempotency, imports, intake, quality, tenants
 from services.ingest.adapters import ADAPTERS, AdapterError
 from services.ingest.intake import Kind, Outcome
+from services.ingest.models import ImportJob
 from services.ingest.schemas import (
     MAX_BATCH,
     Accepted,
     BatchResult,
     BehaviourBatch,
     CustomerBatch,
+    ImportList,
+    ImportRead,
     OrderBatch,
     QualityReport,
     TenantCreate,
@@ -28,7 +34,7 @@ from services.ingest.schemas import (
     body_of,
 )
 from shared.auth import AdminDep, TenantDep
-from shared.db import SessionDep
+from shared.db import SessionDep, utcnow
 from shared.errors import Invalid, NotFound, problem, problem_responses
 from shared.logs import request_id_var
 from shared.records import BehaviourEvent, CustomerRecord, Order
@@ -227,7 +233,7 @@ async def post_events(
     },
 )
 async def post_source_order(
-    source: Annotated[str, Path(description=f"One of: {', '.join(sorted(ADAPTERS))}.")],
+    source: Annotated[str, PathParam(description=f"One of: {', '.join(sorted(ADAPTERS))}.")],
     request: Request,
     tenant_id: TenantDep,
     session: SessionDep,
@@ -254,6 +260,122 @@ async def post_source_order(
         return JSONResponse(body_of(Accepted.of(result), exclude_none=True), status_code=code)
 
     return await _idempotent(request, session, str(tenant_id), key, raw, handle)
+
+
+def _import_read(job: ImportJob) -> ImportRead:
+    rate = eta = None
+    if job.started_at is not None and job.rows_read:
+        elapsed = ((job.finished_at or utcnow()) - job.started_at).total_seconds()
+        rate = round(job.rows_read / elapsed, 1) if elapsed > 0 else None
+        if rate and job.status == "running" and job.rows_total is not None:
+            eta = round(max(job.rows_total - job.rows_read, 0) / rate, 1)
+    return ImportRead(
+        id=job.id,
+        kind=job.kind,
+        format=job.format,
+        status=job.status,
+        rows_total=job.rows_total,
+        rows_read=job.rows_read,
+        accepted=job.accepted,
+        updated=job.updated,
+        duplicates=job.duplicates,
+        stale=job.stale,
+        rejected=job.rejected,
+        rate_per_s=rate,
+        eta_seconds=eta,
+        error=job.error,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        rejected_report=f"/v1/imports/{job.id}/rejected",
+    )
+
+
+@router.post(
+    "/imports",
+    status_code=status.HTTP_202_ACCEPTED,
+    tags=["imports"],
+    responses=problem_responses(401, 409, 413, 422),
+    response_model=ImportRead,
+)
+async def create_import(
+    request: Request,
+    tenant_id: TenantDep,
+    session: SessionDep,
+    files: Annotated[
+        list[UploadFile], File(description="The file (csv, jsonl) or the Olist tables, .gz allowed.")
+    ],
+    format: Annotated[str, Form(description="csv, jsonl or olist")],
+    kind: Annotated[str, Form(description="orders, customers or events (olist: orders)")] = "orders",
+    key: IdempotencyKey = None,
+) -> Response:
+    """Upload a file to import in the background (202); follow it with GET /v1/imports/{id}."""
+    digest = hashlib.sha256(f"{format}\n{kind}\n".encode())
+    for upload in files:
+        digest.update((upload.filename or "").encode() + b"\n")
+        while chunk := await upload.read(1 << 20):
+            digest.update(chunk)
+        await upload.seek(0)
+    import_dir: Path = request.app.state.settings.import_dir
+
+    def handle() -> Response:
+        uploads = [(upload.filename or "", upload.file) for upload in files]
+        job = imports.create_job(
+            tenant_id=tenant_id,
+            kind=kind,
+            fmt=format,
+            uploads=uploads,
+            import_dir=import_dir,
+            session=session,
+        )
+        return JSONResponse(
+            body_of(_import_read(job)), status_code=202, headers={"Location": f"/v1/imports/{job.id}"}
+        )
+
+    fingerprint = idempotency.request_hash(request.method, request.url.path, digest.hexdigest().encode())
+    return await run_in_threadpool(
+        idempotency.run_idempotent,
+        session,
+        scope=str(tenant_id),
+        key=key,
+        fingerprint=fingerprint,
+        handler=handle,
+    )
+
+
+@router.get("/imports", tags=["imports"], responses=problem_responses(401))
+def list_imports(tenant_id: TenantDep, session: SessionDep) -> ImportList:
+    """The tenant's last 100 imports, newest first."""
+    jobs = session.exec(
+        select(ImportJob)
+        .where(ImportJob.tenant_id == tenant_id)
+        .order_by(col(ImportJob.created_at).desc())
+        .limit(100)
+    ).all()
+    return ImportList(items=[_import_read(job) for job in jobs])
+
+
+@router.get("/imports/{import_id}", tags=["imports"], responses=problem_responses(401, 404))
+def get_import(import_id: UUID, tenant_id: TenantDep, session: SessionDep) -> ImportRead:
+    """An import's progress: rows read, accepted, rejected, rate and ETA."""
+    return _import_read(imports.get_job(import_id, tenant_id=tenant_id, session=session))
+
+
+@router.get(
+    "/imports/{import_id}/rejected",
+    tags=["imports"],
+    responses={200: {"content": {"application/x-ndjson": {}}}, **problem_responses(401, 404)},
+    response_class=FileResponse,
+)
+def get_import_rejections(
+    import_id: UUID, request: Request, tenant_id: TenantDep, session: SessionDep
+) -> Response:
+    """The rejected rows of an import as JSON lines: row number and reasons (never the row's content)."""
+    job = imports.get_job(import_id, tenant_id=tenant_id, session=session)
+    path = imports.report_path(job, request.app.state.settings.import_dir)
+    if not path.exists():
+        return Response(b"", media_type="application/x-ndjson")
+    return FileResponse(path, media_type="application/x-ndjson", filename=f"import-{job.id}-rejected.jsonl")
 
 
 @router.get("/quality", tags=["quality"], responses=problem_responses(401, 422), response_model=QualityReport)

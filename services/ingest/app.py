@@ -17,12 +17,14 @@ SERVICE_DIR = Path(__file__).parent
 
 
 def create_app(settings: IngestSettings | None = None) -> FastAPI:
+    settings = settings or get_settings()
     return create_service_app(
-        settings=settings or get_settings(),
+        settings=settings,
         service_dir=SERVICE_DIR,
         title="Clientela ingest",
         description="Orders and customer data in, from every channel; tenants and API keys.",
         routers=[router],
         workers=workers,
         schemas=[Order, OrderBatch, CustomerRecord, CustomerBatch, BehaviourEvent, BehaviourBatch],
+        body_limits={"/v1/imports": settings.import_max_bytes},
     )

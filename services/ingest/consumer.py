@@ -1,4 +1,5 @@
-"""Ingest's Kafka side: it consumes nothing yet; its outbox relay publishes tenants, keys and orders.
+"""Ingest's background side: it consumes nothing yet; its outbox relay publishes tenants, keys and records,
+and its import worker processes bulk imports.
 
 Runs inside the API process (default) or alone: ``python -m services.ingest.consumer``.
 """
@@ -9,14 +10,19 @@ from collections.abc import Sequence
 
 from sqlalchemy.engine import Engine
 
-from services.ingest.settings import get_settings
+from services.ingest.imports import ImportWorker
+from services.ingest.settings import IngestSettings, get_settings
 from shared.outbox import OutboxRelay
 from shared.settings import ServiceSettings
 from shared.web import Worker, run_workers
 
 
 def workers(engine: Engine, settings: ServiceSettings) -> Sequence[tuple[str, Worker]]:
-    return [("ingest-outbox-relay", OutboxRelay(engine, settings))]
+    assert isinstance(settings, IngestSettings)
+    return [
+        ("ingest-outbox-relay", OutboxRelay(engine, settings)),
+        ("ingest-imports", ImportWorker(engine, settings.import_dir)),
+    ]
 
 
 if __name__ == "__main__":

@@ -68,3 +68,30 @@ class QualityCounter(IngestTable, table=True):
     kind: str = Field(sa_column=sa.Column(sa.String(20), primary_key=True))
     metric: str = Field(sa_column=sa.Column(sa.String(200), primary_key=True))
     count: int = Field(sa_column=sa.Column(sa.BigInteger(), nullable=False))
+
+
+class ImportJob(IngestTable, table=True):
+    """A bulk import: uploaded files processed in the background, with progress."""
+
+    __tablename__ = "import_job"
+
+    id: UUID = Field(default_factory=uuid4, sa_column=sa.Column(sa.Uuid(), primary_key=True))
+    tenant_id: UUID = Field(sa_column=sa.Column(sa.Uuid(), nullable=False, index=True))
+    kind: str = Field(max_length=20, description="order, customer or behaviour")
+    format: str = Field(max_length=10, description="csv, jsonl or olist")
+    status: str = Field(default="pending", max_length=10, description="pending, running, done, failed")
+    files: dict[str, str] = Field(
+        sa_column=sa.Column(sa.JSON(), nullable=False), description="role -> stored name"
+    )
+    rows_total: int | None = None
+    rows_read: int = 0
+    accepted: int = 0
+    updated: int = 0
+    duplicates: int = 0
+    stale: int = 0
+    rejected: int = 0
+    error: str | None = Field(default=None, max_length=500)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))
+    started_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime(), nullable=True))
+    finished_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime(), nullable=True))
+    heartbeat_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime(), nullable=True))

@@ -126,3 +126,32 @@ class QualityReport(BaseModel):
 def body_of(model: BaseModel, **dump: Any) -> dict[str, Any]:
     data: dict[str, Any] = model.model_dump(mode="json", by_alias=True, **dump)
     return data
+
+
+class ImportRead(BaseModel):
+    """A bulk import and its progress."""
+
+    id: UUID
+    kind: str = Field(description="order, customer or behaviour")
+    format: str = Field(description="csv, jsonl or olist")
+    status: str = Field(description="pending, running, done or failed")
+    rows_total: int | None = Field(description="Rows in the file(s), once counted.")
+    rows_read: int
+    accepted: int
+    updated: int
+    duplicates: int
+    stale: int
+    rejected: int
+    rate_per_s: float | None = Field(description="Rows per second so far.")
+    eta_seconds: float | None = Field(description="Estimated time left while running.")
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    rejected_report: str = Field(
+        description="Path of the rejected-rows report (JSONL: row number and reasons)."
+    )
+
+
+class ImportList(BaseModel):
+    items: list[ImportRead]

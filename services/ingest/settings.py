@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import ServiceSettings
@@ -17,6 +19,8 @@ class IngestSettings(ServiceSettings):
     service_name: str = "ingest"
     database_url: str = "sqlite:///.data/ingest.db"
     port: int = 8001
+    import_dir: Path = Field(Path(".data/imports"), description="Where uploaded import files are kept.")
+    import_max_bytes: int = Field(2 * 1024**3, description="Largest upload accepted by POST /v1/imports.")
 
 
 @lru_cache

@@ -45,7 +45,7 @@ def call(client: TestClient, method: str, url: str, key: str | None) -> Any:
 
 
 def test_every_route_refuses_requests_without_a_valid_key(stack: Stack) -> None:
-    random_ids = {"profile_id": str(uuid4()), "segment_id": str(uuid4())}
+    random_ids = {"profile_id": str(uuid4()), "segment_id": str(uuid4()), "import_id": str(uuid4())}
     checked = 0
     for name, client in stack.clients.items():
         for method, path, _ in operations(client):
@@ -96,7 +96,19 @@ def test_a_tenant_never_sees_another_tenants_data(stack: Stack) -> None:
         headers=auth(key_a),
     )
     assert segment.status_code == 201
-    ids = {"profile_id": profile_id, "segment_id": segment.json()["id"]}
+    upload = stack.ingest.post(
+        "/v1/imports",
+        data={"format": "jsonl", "kind": "events"},
+        files={
+            "files": (
+                "e.jsonl",
+                b'{"type": "search", "anonymous_id": "d", "occurred_at": "2026-11-20T10:00:00Z"}\n',
+            )
+        },
+        headers=auth(key_a),
+    )
+    assert upload.status_code == 202
+    ids = {"profile_id": profile_id, "segment_id": segment.json()["id"], "import_id": upload.json()["id"]}
 
     # Every route with an id: A sees its resource, B gets 404 for the very same URL.
     with_ids = 0
