@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from cli.generate import generate_command
+from cli.importer import import_command
 
 app = typer.Typer(help="Clientela: ops tasks and data tools.", no_args_is_help=True)
 
@@ -15,3 +16,4 @@ def main() -> None:
 
 
 app.command("generate")(generate_command)
+app.command("import")(import_command)
