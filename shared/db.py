@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
+import orjson
+import psycopg
 import sqlalchemy as sa
 from fastapi import Depends, Request
 from sqlalchemy import event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.orm import registry
 from sqlmodel import Session
@@ -39,8 +42,14 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
-    """An engine for PostgreSQL (psycopg 3) or the embedded SQLite default."""
+    """An engine for PostgreSQL (psycopg 3) or the embedded SQLite default; JSON columns use orjson."""
+    kwargs.setdefault("json_serializer", _json)
+    kwargs.setdefault("json_deserializer", orjson.loads)
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     if url.startswith("sqlite"):
@@ -85,3 +94,29 @@ NAMING_CONVENTION = {
 def new_registry() -> registry:
     """A mapper registry (and MetaData) per owner: no service's metadata holds another's tables."""
     return registry(metadata=sa.MetaData(naming_convention=NAMING_CONVENTION))
+
+
+def bulk_insert(session: Session, model: type[Any], rows: list[dict[str, Any]]) -> None:
+    """Insert many rows in the caller's transaction: PostgreSQL `COPY` (one stream, no per-row statement),
+    an executemany elsewhere. All rows must have the same keys."""
+    if not rows:
+        return
+    table = cast(sa.Table, sa.inspect(model).local_table)
+    connection = session.connection()
+    if connection.dialect.name != "postgresql":
+        connection.execute(sa.insert(table), rows)
+        return
+    columns = list(rows[0])
+    json_columns = {c for c in columns if isinstance(table.c[c].type, sa.JSON)}
+    copy_sql = (
+        f"COPY {table.name} ({', '.join(f'{c!r}'.replace(chr(39), chr(34)) for c in columns)}) FROM STDIN"
+    )
+    driver = connection.connection.driver_connection
+    assert driver is not None
+    try:
+        with driver.cursor() as cursor, cursor.copy(copy_sql) as copy:
+            for row in rows:
+                copy.write_row([_json(row[c]) if c in json_columns else row[c] for c in columns])
+    except psycopg.Error as exc:
+        # Raised as SQLAlchemy's own exceptions (IntegrityError, OperationalError, ...), like any statement.
+        raise sa_exc.DBAPIError.instance(copy_sql, None, exc, psycopg.Error) from exc

@@ -22,7 +22,8 @@ def make_producer(settings: ServiceSettings, **overrides: Any) -> KafkaProducer:
         "client_id": f"{settings.service_name}-producer",
         "acks": "all",
         "enable_idempotence": True,
-        "linger_ms": 5,
+        "linger_ms": 10,
+        "batch_size": 512 * 1024,
         "compression_type": None,
         "bootstrap_timeout_ms": 10_000,
     }

@@ -44,6 +44,11 @@ def run_env(metadata: Sequence[sa.MetaData], default_url: Callable[[], str]) -> 
         make_engine(url, poolclass=sa.pool.NullPool) if not url.startswith("sqlite") else make_engine(url)
     )
     with engine.connect() as connection:
+        if connection.dialect.name == "postgresql":
+            # Several processes of a service may start at once: one migrates, the others wait and find
+            # nothing left to do.
+            connection.execute(sa.text("SELECT pg_advisory_lock(7345012)"))
+            connection.commit()
         context.configure(
             connection=connection,
             target_metadata=list(metadata),

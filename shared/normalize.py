@@ -31,10 +31,11 @@ def normalize_email(value: str) -> str:
     if not _EMAIL.match(email) or len(email) > 254:
         raise ValueError("not a valid e-mail address")
     local, _, domain = email.rpartition("@")
-    try:
-        domain = idna.encode(domain, uts46=True).decode("ascii")
-    except idna.IDNAError:
-        raise ValueError("not a valid e-mail domain") from None
+    if not domain.isascii():  # ASCII domains are already in their encoded form
+        try:
+            domain = idna.encode(domain, uts46=True).decode("ascii")
+        except idna.IDNAError:
+            raise ValueError("not a valid e-mail domain") from None
     return f"{local}@{domain}"
 
 

@@ -43,10 +43,23 @@ def _row(envelope: Envelope, topic: str, key: str) -> dict[str, Any]:
 
 
 def outbox_row(
-    event: Event, *, tenant_id: UUID, key: str, correlation_id: str | None = None
+    event_type: type[Event],
+    payload: dict[str, Any],
+    *,
+    tenant_id: UUID,
+    key: str,
+    correlation_id: str | None = None,
 ) -> dict[str, Any]:
-    """The outbox row for `event`, for bulk inserts (`insert(OutboxMessage)` with many rows)."""
-    return _row(event.envelope(tenant_id, correlation_id=correlation_id), event.TOPIC.name, key)
+    """The outbox row for an event whose payload is already JSON-ready, for bulk inserts."""
+    event_id, occurred_at, body = event_type.envelope_bytes(payload, tenant_id, correlation_id=correlation_id)
+    return {
+        "event_id": event_id,
+        "topic": event_type.TOPIC.name,
+        "key": key,
+        "event_type": event_type.TYPE,
+        "body": body,
+        "created_at": occurred_at,
+    }
 
 
 def add_event(

@@ -23,6 +23,9 @@ class ServiceSettings(BaseSettings):
     database_url: str = "sqlite:///.data/clientela.db"
     host: str = "127.0.0.1"
     port: int = 8000
+    web_workers: int = Field(
+        1, ge=1, le=32, description="uvicorn worker processes (each runs its own workers)."
+    )
 
     kafka_bootstrap_servers: str = Field(
         "127.0.0.1:9092", validation_alias=_common("kafka_bootstrap_servers")

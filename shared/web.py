@@ -227,6 +227,7 @@ def serve(factory: str, settings: ServiceSettings) -> None:
         port=settings.port,
         log_config=None,
         access_log=False,
+        workers=settings.web_workers,
         timeout_graceful_shutdown=10,
     )
 

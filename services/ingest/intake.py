@@ -22,14 +22,15 @@ from typing import Any, Generic, TypeVar
 from uuid import UUID, uuid4
 
 import orjson
+import psycopg
 import sqlalchemy as sa
 from pydantic import BaseModel, TypeAdapter, ValidationError
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session, col
 
 from services.ingest import quality
 from services.ingest.models import InboundRecord
-from shared.db import utcnow
+from shared.db import bulk_insert, utcnow
 from shared.errors import safe_loc
 from shared.events import BehaviourRecorded, CustomerRecorded, Event, OrderIngested
 from shared.infra import OutboxMessage
@@ -37,6 +38,7 @@ from shared.outbox import outbox_row
 from shared.records import BehaviourEvent, Customer, CustomerRecord, Order
 
 M = TypeVar("M", bound=BaseModel)
+MAX_ATTEMPTS = 5
 
 
 class Outcome(StrEnum):
@@ -80,7 +82,8 @@ class Kind(Generic[M]):
     model: type[M]
     external_id: Callable[[M, str], str]  # (record, body hash) -> id on its source
     updated_at: Callable[[M], datetime | None]
-    event: Callable[[UUID, int, M], Event]
+    event_type: type[Event]
+    payload: Callable[[UUID, int, dict[str, Any]], dict[str, Any]]  # (record id, version, record JSON)
     kafka_key: Callable[[UUID, M], str]
     immutable: bool = False
     adapter: TypeAdapter[M] = field(init=False)
@@ -111,9 +114,12 @@ ORDERS: Kind[Order] = Kind(
     model=Order,
     external_id=lambda order, _: order.external_id,
     updated_at=lambda order: order.updated_at,
-    event=lambda record_id, version, order: OrderIngested(
-        order_id=record_id, order_version=version, order=order
-    ),
+    event_type=OrderIngested,
+    payload=lambda record_id, version, body: {
+        "order_id": str(record_id),
+        "order_version": version,
+        "order": body,
+    },
     kafka_key=_order_key,
 )
 CUSTOMERS: Kind[CustomerRecord] = Kind(
@@ -122,9 +128,12 @@ CUSTOMERS: Kind[CustomerRecord] = Kind(
     # A record without the source's customer id is keyed by its strongest identifier (hashed).
     external_id=lambda rec, _: rec.external_id or "h:" + digest(customer_identity(rec, rec.source))[:40],
     updated_at=lambda rec: rec.updated_at,
-    event=lambda record_id, version, rec: CustomerRecorded(
-        record_id=record_id, record_version=version, customer=rec
-    ),
+    event_type=CustomerRecorded,
+    payload=lambda record_id, version, body: {
+        "record_id": str(record_id),
+        "record_version": version,
+        "customer": body,
+    },
     kafka_key=_customer_key,
 )
 BEHAVIOUR: Kind[BehaviourEvent] = Kind(
@@ -132,7 +141,8 @@ BEHAVIOUR: Kind[BehaviourEvent] = Kind(
     model=BehaviourEvent,
     external_id=lambda ev, body_hash: ev.event_id or "h:" + body_hash[:40],
     updated_at=lambda ev: None,
-    event=lambda record_id, _version, ev: BehaviourRecorded(record_id=record_id, event=ev),
+    event_type=BehaviourRecorded,
+    payload=lambda record_id, _version, body: {"record_id": str(record_id), "event": body},
     kafka_key=_behaviour_key,
     immutable=True,
 )
@@ -177,7 +187,7 @@ def accept(
     tenant_id: UUID,
     session: Session,
     correlation_id: str | None = None,
-    _retry: bool = True,
+    _attempt: int = 1,
 ) -> list[ItemResult]:
     """Validate, store and announce `items` (raw JSON values, or records already validated); a result per
     item, in order."""
@@ -219,7 +229,8 @@ def accept(
         if outcome in (Outcome.accepted, Outcome.updated):
             outbox.append(
                 outbox_row(
-                    kind.event(state.id, state.version, record),
+                    kind.event_type,
+                    kind.payload(state.id, state.version, body),
                     tenant_id=tenant_id,
                     key=kind.kafka_key(tenant_id, record),
                     correlation_id=correlation_id,
@@ -229,13 +240,20 @@ def accept(
         _write(session, tenant_id, kind.name, states, outbox)
         quality.add(session, tenant_id, tally)
         session.commit()
-    except IntegrityError:
-        # The same record was inserted concurrently: decide again against the rows that won.
+    except (IntegrityError, OperationalError) as exc:
+        # The same record was inserted concurrently (or two batches deadlocked on it): decide again
+        # against the rows that won. Anything else (the database is down) is not ours to retry.
         session.rollback()
-        if not _retry:
+        retryable = isinstance(exc, IntegrityError) or isinstance(exc.orig, psycopg.errors.DeadlockDetected)
+        if not retryable or _attempt >= MAX_ATTEMPTS:
             raise
         return accept(
-            kind, items, tenant_id=tenant_id, session=session, correlation_id=correlation_id, _retry=False
+            kind,
+            items,
+            tenant_id=tenant_id,
+            session=session,
+            correlation_id=correlation_id,
+            _attempt=_attempt + 1,
         )
     return [r for r in results if r is not None]
 
@@ -287,23 +305,33 @@ def _write(
             "received_at": now,
             "updated_at": now,
         }
-        for (source, external_id), s in states.items()
+        for (source, external_id), s in sorted(states.items())  # one lock order for concurrent batches
         if s.new
     ]
-    if inserts:
-        session.execute(sa.insert(InboundRecord), inserts)
-    for s in states.values():
-        if s.changed and not s.new:
-            session.execute(
-                sa.update(InboundRecord)
-                .where(col(InboundRecord.id) == s.id)
-                .values(
-                    version=s.version,
-                    body_hash=s.body_hash,
-                    source_updated_at=s.source_updated_at,
-                    payload=s.payload,
-                    updated_at=now,
-                )
-            )
-    if outbox:
-        session.execute(sa.insert(OutboxMessage), outbox)
+    bulk_insert(session, InboundRecord, inserts)
+    updates = [
+        {
+            "record_id": s.id,
+            "version": s.version,
+            "body_hash": s.body_hash,
+            "source_updated_at": s.source_updated_at,
+            "payload": s.payload,
+            "updated_at": now,
+        }
+        for _key, s in sorted(states.items())
+        if s.changed and not s.new
+    ]
+    if updates:  # one executemany (pipelined), not a round trip per row
+        table = InboundRecord.metadata.tables[InboundRecord.__tablename__]
+        session.connection().execute(
+            sa.update(table)
+            .where(table.c.id == sa.bindparam("record_id"))
+            .values(
+                {
+                    c: sa.bindparam(c)
+                    for c in ("version", "body_hash", "source_updated_at", "payload", "updated_at")
+                }
+            ),
+            updates,
+        )
+    bulk_insert(session, OutboxMessage, outbox)

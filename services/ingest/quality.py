@@ -40,13 +40,16 @@ TRACKED: dict[str, tuple[str, ...]] = {
 }
 
 
-def _present(body: dict[str, Any], path: str) -> bool:
+_SPLIT = {kind: tuple((path, tuple(path.split("."))) for path in paths) for kind, paths in TRACKED.items()}
+
+
+def _present(body: dict[str, Any], parts: tuple[str, ...]) -> bool:
     value: Any = body
-    for part in path.split("."):
+    for part in parts:
         if not isinstance(value, dict):
             return False
         value = value.get(part)
-    return value not in (None, "", [], {})
+    return bool(value)
 
 
 @dataclass
@@ -63,8 +66,8 @@ class Tally:
     def valid(self, body: dict[str, Any]) -> None:
         self.counts["received"] += 1
         self.counts["valid"] += 1
-        for path in TRACKED.get(self.kind, ()):
-            if _present(body, path):
+        for path, parts in _SPLIT.get(self.kind, ()):
+            if _present(body, parts):
                 self.counts[f"present:{path}"] += 1
 
     def outcome(self, outcome: str) -> None:

@@ -9,6 +9,7 @@ from uuid import UUID, uuid4
 import pytest
 
 from services.ingest.intake import BEHAVIOUR, CUSTOMERS, ORDERS, Outcome, _State, customer_identity, decide
+from shared.events import Envelope, decode
 from shared.records import BehaviourEvent, Customer, CustomerRecord, Order, from_minor, to_minor
 
 TENANT = UUID("0b6f3a52-6a43-4c83-9f57-0f1d3c9a7e01")
@@ -111,3 +112,29 @@ def test_minor_units(amount: str, minor: int) -> None:
 
     assert to_minor(Decimal(amount)) == minor
     assert from_minor(minor) == Decimal(amount)
+
+
+@pytest.mark.parametrize("kind", [ORDERS, CUSTOMERS, BEHAVIOUR], ids=lambda k: k.name)
+def test_bulk_event_payloads_are_the_events_contract(kind: Any) -> None:
+    samples = {
+        "order": order().model_dump(mode="json"),
+        "customer": CustomerRecord.model_validate({"source": "site", "email": "a@example.com"}).model_dump(
+            mode="json"
+        ),
+        "behaviour": BehaviourEvent.model_validate(
+            {"type": "search", "anonymous_id": "d", "occurred_at": T0.isoformat()}
+        ).model_dump(mode="json"),
+    }
+    record_id = uuid4()
+    payload = kind.payload(record_id, 2, samples[kind.name])
+    event = kind.event_type.model_validate(payload)
+    assert event.model_dump(mode="json") == payload
+    event_id, occurred_at, raw = kind.event_type.envelope_bytes(payload, TENANT, correlation_id="c-1")
+    envelope = Envelope.from_bytes(raw)
+    assert (envelope.event_id, envelope.occurred_at, envelope.type) == (
+        event_id,
+        occurred_at,
+        kind.event_type.TYPE,
+    )
+    assert envelope.to_bytes() == raw  # the bulk path writes exactly what Envelope would
+    assert decode(envelope) == event

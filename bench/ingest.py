@@ -1,0 +1,293 @@
+"""`make bench-ingest`: generated orders (and the real Olist extract) through the batch API into Kafka.
+
+Starts the ingest service as its own process on PostgreSQL (`clientela_ingest_bench`) with fresh Kafka
+topics, posts the orders in batches of 1,000 from a few concurrent clients, and measures:
+- accepted: orders per second over HTTP until the last batch is answered (durable in PostgreSQL),
+- published: orders per second until the relay has published every outbox row to Kafka,
+- the ingest process's CPU time and peak RSS.
+Writes bench/results/ingest.json and refreshes the table in bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import sqlalchemy as sa
+
+from cli.generate import generate
+from shared.topics import ensure_topics
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+PG = os.environ.get("CLIENTELA_BENCH_PG", "postgresql+psycopg://clientela:clientela@127.0.0.1:5432")
+KAFKA = os.environ.get("CLIENTELA_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+CACHE = Path(os.environ.get("CLIENTELA_CACHE", Path.home() / ".cache" / "clientela")) / "bench"
+OLIST_SUBSET = ROOT.parent / "shared" / "data" / "olist" / "subset_8135_orders"
+ADMIN = "bench-admin-token"
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def proc_tree(pid: int) -> list[int]:
+    """`pid` and all its descendants (uvicorn's worker processes), from /proc."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(parents.get(current, []))
+    return found
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime + stime
+        except (FileNotFoundError, IndexError):
+            continue
+    return total / TICKS
+
+
+def peak_rss_mb(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1])
+        except FileNotFoundError:
+            continue
+    return round(total / 1024, 1)
+
+
+def reset_database(url: str) -> None:
+    admin = sa.create_engine(PG + "/postgres", isolation_level="AUTOCOMMIT")
+    name = url.rsplit("/", 1)[1]
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+
+
+@dataclass
+class Ingest:
+    process: subprocess.Popen[bytes]
+    url: str
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def start_ingest(database_url: str, prefix: str, web_workers: int, log: Path) -> Ingest:
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("INGEST_", "CLIENTELA_"))},
+        "INGEST_DATABASE_URL": database_url,
+        "INGEST_PORT": str(port),
+        "INGEST_WEB_WORKERS": str(web_workers),
+        "INGEST_IMPORT_DIR": str(CACHE / "imports"),
+        "CLIENTELA_TOPIC_PREFIX": prefix,
+        "CLIENTELA_KAFKA_BOOTSTRAP_SERVERS": KAFKA,
+        "CLIENTELA_ADMIN_TOKEN": ADMIN,
+        "CLIENTELA_LOG_LEVEL": "WARNING",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "services.ingest"],
+        cwd=ROOT,
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return Ingest(process, url)
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    raise RuntimeError(f"ingest did not become ready; see {log}")
+
+
+def orders_file(count: int, seed: int) -> Path:
+    folder = CACHE / f"generated-{count}-{seed}"
+    if not (folder / "orders.jsonl").exists():
+        shutil.rmtree(folder, ignore_errors=True)
+        generate(count, seed, folder)
+    return folder / "orders.jsonl"
+
+
+def batches_of(lines: list[bytes], size: int) -> list[bytes]:
+    return [b'{"items":[' + b",".join(lines[i : i + size]) + b"]}" for i in range(0, len(lines), size)]
+
+
+def unpublished(engine: sa.Engine) -> int:
+    with engine.connect() as conn:
+        return int(
+            conn.execute(
+                sa.text("SELECT count(*) FROM outbox_message WHERE published_at IS NULL")
+            ).scalar_one()
+        )
+
+
+def run_case(name: str, lines: list[bytes], args: argparse.Namespace, prefix: str) -> dict[str, Any]:
+    database_url = f"{PG}/clientela_ingest_bench"
+    reset_database(database_url)
+    log = CACHE / f"ingest-{name}.log"
+    ingest = start_ingest(database_url, prefix, args.web_workers, log)
+    engine = sa.create_engine(database_url)
+    try:
+        key = httpx.post(
+            f"{ingest.url}/v1/tenants", json={"name": "bench"}, headers={"Authorization": f"Bearer {ADMIN}"}
+        )
+        key.raise_for_status()
+        headers = {"Authorization": f"Bearer {key.json()['api_key']}", "Content-Type": "application/json"}
+        bodies = batches_of(lines, args.batch)
+        pids = proc_tree(ingest.process.pid)
+        cpu_before = cpu_seconds(pids)
+        outcomes: dict[str, int] = {}
+        lock = threading.Lock()
+
+        def post(body: bytes, client: httpx.Client) -> None:
+            response = client.post("/v1/orders:batch", content=body, headers=headers)
+            response.raise_for_status()
+            result = response.json()
+            with lock:
+                for field in ("accepted", "updated", "duplicates", "stale", "rejected"):
+                    outcomes[field] = outcomes.get(field, 0) + result[field]
+
+        clients = [httpx.Client(base_url=ingest.url, timeout=120) for _ in range(args.clients)]
+        started = time.perf_counter()
+        with ThreadPoolExecutor(args.clients) as pool:
+            list(pool.map(lambda ib: post(ib[1], clients[ib[0] % len(clients)]), enumerate(bodies)))
+        accepted_s = time.perf_counter() - started
+        while unpublished(engine):
+            time.sleep(0.05)
+        published_s = time.perf_counter() - started
+        for client in clients:
+            client.close()
+        pids = proc_tree(ingest.process.pid)
+        cpu = cpu_seconds(pids) - cpu_before
+        rss = peak_rss_mb(pids)
+    finally:
+        engine.dispose()
+        ingest.stop()
+    return {
+        "case": name,
+        "orders": len(lines),
+        "batch_size": args.batch,
+        "clients": args.clients,
+        "web_workers": args.web_workers,
+        "outcomes": outcomes,
+        "accepted_seconds": round(accepted_s, 2),
+        "accepted_per_s": round(len(lines) / accepted_s),
+        "published_seconds": round(published_s, 2),
+        "published_per_s": round(len(lines) / published_s),
+        "ingest_cpu_seconds": round(cpu, 1),
+        "ingest_peak_rss_mb": rss,
+    }
+
+
+def olist_lines() -> list[bytes]:
+    """The Olist extract as canonical orders, through the importer's own join."""
+    import tempfile
+
+    from services.ingest import importers
+
+    names = {role: OLIST_SUBSET / f"{stem}.csv.gz" for role, stem in importers.OLIST_FILES.items()}
+    with tempfile.TemporaryDirectory() as tmp:
+        return [orjson.dumps(row) for _, row in importers.read_olist(names, Path(tmp))]
+
+
+def write_readme(results: dict[str, Any]) -> None:
+    readme = ROOT / "bench" / "README.md"
+    text = readme.read_text() if readme.exists() else "# Benchmarks\n"
+    start, end = "<!-- ingest:start -->", "<!-- ingest:end -->"
+    rows = [
+        "| case | orders | accepted/s | published/s | ingest CPU s | peak RSS MB |",
+        "|---|---|---|---|---|---|",
+        *[
+            f"| {c['case']} | {c['orders']:,} | {c['accepted_per_s']:,} | {c['published_per_s']:,} | "
+            f"{c['ingest_cpu_seconds']} | {c['ingest_peak_rss_mb']} |"
+            for c in results["cases"]
+        ],
+        "",
+        f"Measured {results['measured_at']} on {results['machine']} with `{results['command']}` "
+        f"(batches of {results['cases'][0]['batch_size']}, {results['cases'][0]['clients']} clients, "
+        f"{results['cases'][0]['web_workers']} web worker(s)). Target: ≥ 10,000 orders/s accepted.",
+    ]
+    block = start + "\n" + "\n".join(rows) + "\n" + end
+    if start in text:
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
+    else:
+        text = text.rstrip() + "\n\n## Ingest (`make bench-ingest`)\n\n" + block + "\n"
+    readme.write_text(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--orders", type=int, default=100_000)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--web-workers", type=int, default=2)
+    args = parser.parse_args()
+    CACHE.mkdir(parents=True, exist_ok=True)
+    prefix = f"bench-{uuid.uuid4().hex[:8]}."
+    ensure_topics(KAFKA, prefix)
+    generated = orders_file(args.orders, args.seed).read_bytes().splitlines()[: args.orders]
+    cases = [
+        run_case("generated", generated, args, prefix),
+        run_case("olist-extract", olist_lines(), args, prefix),
+    ]
+    results = {
+        "benchmark": "ingest",
+        "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "command": "make bench-ingest",
+        "cases": cases,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "ingest.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_readme(results)
+    print(json.dumps(results, indent=2))  # noqa: T201 - a benchmark's report goes to stdout
+
+
+if __name__ == "__main__":
+    main()
