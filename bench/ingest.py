@@ -93,9 +93,16 @@ def peak_rss_mb(pids: list[int]) -> float:
 def reset_database(url: str) -> None:
     admin = sa.create_engine(PG + "/postgres", isolation_level="AUTOCOMMIT")
     name = url.rsplit("/", 1)[1]
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    for attempt in range(20):  # an autovacuum worker may still be on the old database for a moment
+        try:
+            with admin.connect() as conn:
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+            break
+        except sa.exc.DBAPIError:
+            if attempt == 19:
+                raise
+            time.sleep(0.5)
     admin.dispose()
 
 

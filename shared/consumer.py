@@ -204,3 +204,27 @@ class ConsumerWorker:
             consumer.close(autocommit=False)
         if producer is not None:
             producer.close(timeout=5)
+
+
+def consumer_workers(
+    engine: Engine,
+    settings: ServiceSettings,
+    *,
+    dead_letter: Topic,
+    consumers: Mapping[str, tuple[Topic, Mapping[type[Event], Handler]]],
+) -> list[tuple[str, ConsumerWorker]]:
+    """A `ConsumerWorker` (thread `<service>-<name>`) per entry of `consumers`: name → (topic, handlers)."""
+    return [
+        (
+            f"{settings.service_name}-{name}",
+            ConsumerWorker(
+                name=name,
+                engine=engine,
+                settings=settings,
+                topics=[topic],
+                handlers=handlers,
+                dead_letter=dead_letter,
+            ),
+        )
+        for name, (topic, handlers) in consumers.items()
+    ]

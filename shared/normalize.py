@@ -2,7 +2,8 @@
 published) and by lookups (so that a query matches what was stored).
 
 Every normaliser returns the canonical form or raises `ValueError` with a message that never repeats
-the input (it may be personal data).
+the input (it may be personal data). They are pure, so the costly ones are memoised: a repeat buyer's
+phone is parsed once per process.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from datetime import UTC, date, datetime
+from functools import lru_cache
 from typing import Literal
 from zoneinfo import ZoneInfo
 
@@ -24,6 +26,7 @@ _SPACES = re.compile(r"\s+")
 _DOCUMENT_MASK = re.compile(r"[.\-/\s]")
 
 
+@lru_cache(maxsize=65536)
 def normalize_email(value: str) -> str:
     """Trim, lower-case (local parts are case-insensitive at every major provider) and IDNA-encode the
     domain, so `José@Exemplo.com.br ` and `josé@exemplo.com.br` match."""
@@ -39,6 +42,7 @@ def normalize_email(value: str) -> str:
     return f"{local}@{domain}"
 
 
+@lru_cache(maxsize=65536)
 def normalize_phone(value: str, region: str = "BR") -> str:
     """E.164 (`+5511912345678`). Brazil is the default region; old 8-digit mobile numbers get the 9th
     digit that every Brazilian mobile has carried since 2016."""
@@ -76,6 +80,7 @@ def is_relay_email(email: str) -> bool:
 DocumentKind = Literal["cpf", "cnpj"]
 
 
+@lru_cache(maxsize=65536)
 def normalize_document(value: str) -> tuple[DocumentKind, str]:
     """A CPF (11 digits) or CNPJ (14 characters, alphanumeric since July 2026) without its mask, with
     check digits verified."""
@@ -94,6 +99,7 @@ def normalize_document(value: str) -> tuple[DocumentKind, str]:
 _NAME_PARTICLES = {"da", "das", "de", "do", "dos", "e", "di", "du", "del", "van", "von"}
 
 
+@lru_cache(maxsize=65536)
 def normalize_name(value: str) -> str:
     """Collapse white space and fix ALL-CAPS/all-lower names (`MARIA DA SILVA` → `Maria da Silva`);
     mixed-case names are kept as written."""
@@ -134,6 +140,7 @@ def fold(value: str) -> str:
     return _SPACES.sub(" ", "".join(c for c in decomposed if not unicodedata.combining(c))).strip().lower()
 
 
+@lru_cache(maxsize=65536)
 def normalize_state(value: str) -> str:
     """A Brazilian state as its UF code, from the code or the name (`São Paulo`, `sp` → `SP`)."""
     folded = fold(value)
@@ -157,6 +164,7 @@ def normalize_country(value: str) -> str:
     raise ValueError("not an ISO 3166-1 alpha-2 country code")
 
 
+@lru_cache(maxsize=65536)
 def normalize_city(value: str) -> str:
     city = _SPACES.sub(" ", value).strip()
     if not city:

@@ -208,7 +208,9 @@ def accept(
         valid.append((index, record, body, body_hash, (source, kind.external_id(record, body_hash))))
         tally.valid(body)
 
-    states = _load_states(session, tenant_id, kind.name, {key for *_, key in valid})
+    keys = {key for *_, key in valid}
+    _lock_keys(session, tenant_id, kind.name, keys)
+    states = _load_states(session, tenant_id, kind.name, keys)
     outbox: list[dict[str, Any]] = []
     for index, record, body, body_hash, key in valid:
         state = states.get(key)
@@ -256,6 +258,29 @@ def accept(
             _attempt=_attempt + 1,
         )
     return [r for r in results if r is not None]
+
+
+_LOCK_NAMESPACE = 0x1A7E  # pg_advisory_xact_lock(namespace, bucket): apart from other advisory locks
+_LOCK_BUCKETS = 4096
+
+
+def _lock_keys(session: Session, tenant_id: UUID, kind: str, keys: set[tuple[str, str]]) -> None:
+    """Serialise concurrent requests that touch the same records (PostgreSQL): each takes transaction
+    locks on the hash buckets of its keys, in one sorted order (no deadlocks), before reading them. So two
+    batches carrying versions of the same order never both insert it. SQLite has a single writer anyway."""
+    if not keys or session.get_bind().dialect.name != "postgresql":
+        return
+    buckets = sorted(
+        {
+            int.from_bytes(hashlib.blake2b(f"{tenant_id}|{kind}|{s}|{e}".encode(), digest_size=4).digest())
+            % _LOCK_BUCKETS
+            for s, e in keys
+        }
+    )
+    session.execute(
+        sa.text("SELECT pg_advisory_xact_lock(:ns, b) FROM unnest(CAST(:buckets AS int[])) AS b ORDER BY b"),
+        {"ns": _LOCK_NAMESPACE, "buckets": buckets},
+    )
 
 
 def _load_states(

@@ -5,37 +5,34 @@ Run inside the API process (default) or alone: ``python -m services.profile.cons
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 from sqlalchemy.engine import Engine
 
 from services.profile.profiles import apply_order
 from services.profile.settings import get_settings
 from shared.auth import TENANT_HANDLERS
-from shared.consumer import ConsumerWorker, Handler
-from shared.events import Event, OrderIngested
+from shared.consumer import consumer_workers
+from shared.events import OrderIngested
 from shared.outbox import OutboxRelay
 from shared.settings import ServiceSettings
-from shared.topics import ORDERS, PROFILE_DLQ, TENANTS, Topic
+from shared.topics import ORDERS, PROFILE_DLQ, TENANTS
 from shared.web import Worker, run_workers
 
 
 def workers(engine: Engine, settings: ServiceSettings) -> Sequence[tuple[str, Worker]]:
-    def consumer(name: str, topic: Topic, handlers: Mapping[type[Event], Handler]) -> ConsumerWorker:
-        return ConsumerWorker(
-            name=name,
-            engine=engine,
-            settings=settings,
-            topics=[topic],
-            handlers=handlers,
-            dead_letter=PROFILE_DLQ,
-        )
-
     return [
         ("profile-outbox-relay", OutboxRelay(engine, settings)),
-        # Tenants/keys have their own consumer so a backlog of orders never delays a new key.
-        ("profile-tenants", consumer("tenants", TENANTS, TENANT_HANDLERS)),
-        ("profile-orders", consumer("orders", ORDERS, {OrderIngested: apply_order})),
+        *consumer_workers(
+            engine,
+            settings,
+            dead_letter=PROFILE_DLQ,
+            consumers={
+                # Tenants/keys have their own consumer so a backlog of orders never delays a new key.
+                "tenants": (TENANTS, TENANT_HANDLERS),
+                "orders": (ORDERS, {OrderIngested: apply_order}),
+            },
+        ),
     ]
 
 

@@ -5,36 +5,33 @@ Run inside the API process (default) or alone: ``python -m services.segmentation
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 from sqlalchemy.engine import Engine
 
 from services.segmentation.segments import apply_profile_updated
 from services.segmentation.settings import get_settings
 from shared.auth import TENANT_HANDLERS
-from shared.consumer import ConsumerWorker, Handler
-from shared.events import Event, ProfileUpdated
+from shared.consumer import consumer_workers
+from shared.events import ProfileUpdated
 from shared.outbox import OutboxRelay
 from shared.settings import ServiceSettings
-from shared.topics import PROFILES, SEGMENTATION_DLQ, TENANTS, Topic
+from shared.topics import PROFILES, SEGMENTATION_DLQ, TENANTS
 from shared.web import Worker, run_workers
 
 
 def workers(engine: Engine, settings: ServiceSettings) -> Sequence[tuple[str, Worker]]:
-    def consumer(name: str, topic: Topic, handlers: Mapping[type[Event], Handler]) -> ConsumerWorker:
-        return ConsumerWorker(
-            name=name,
-            engine=engine,
-            settings=settings,
-            topics=[topic],
-            handlers=handlers,
-            dead_letter=SEGMENTATION_DLQ,
-        )
-
     return [
         ("segmentation-outbox-relay", OutboxRelay(engine, settings)),
-        ("segmentation-tenants", consumer("tenants", TENANTS, TENANT_HANDLERS)),
-        ("segmentation-profiles", consumer("profiles", PROFILES, {ProfileUpdated: apply_profile_updated})),
+        *consumer_workers(
+            engine,
+            settings,
+            dead_letter=SEGMENTATION_DLQ,
+            consumers={
+                "tenants": (TENANTS, TENANT_HANDLERS),
+                "profiles": (PROFILES, {ProfileUpdated: apply_profile_updated}),
+            },
+        ),
     ]
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from decimal import Decimal
 from uuid import UUID, uuid4
 
@@ -15,10 +14,8 @@ from sqlmodel import Session, func, select
 from services.profile.consumer import workers
 from services.profile.models import Profile, ProfileOrder
 from shared.consumer import ConsumerWorker
-from shared.db import make_engine
 from shared.events import OrderIngested
 from shared.infra import OutboxMessage, ProcessedEvent
-from shared.kafka import make_producer
 from shared.records import Order
 from shared.settings import ServiceSettings
 from shared.topics import ORDERS, PROFILE_DLQ
@@ -32,20 +29,6 @@ pytestmark = pytest.mark.integration
 def settings(make_settings: SettingsFactory) -> ServiceSettings:
     result: ServiceSettings = make_settings("profile")
     return result
-
-
-@pytest.fixture
-def engine(settings: ServiceSettings) -> Iterator[Engine]:
-    engine = make_engine(settings.database_url)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def producer(settings: ServiceSettings) -> Iterator[KafkaProducer]:
-    producer = make_producer(settings)
-    yield producer
-    producer.close()
 
 
 def orders_worker(engine: Engine, settings: ServiceSettings) -> ConsumerWorker:

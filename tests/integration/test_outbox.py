@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from uuid import uuid4
 
 import pytest
@@ -10,10 +9,9 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, func, select
 
-from shared.db import make_engine, utcnow
+from shared.db import utcnow
 from shared.events import Envelope, TenantCreated
 from shared.infra import OutboxMessage
-from shared.kafka import make_producer
 from shared.outbox import OutboxRelay, add_event
 from shared.settings import ServiceSettings
 from shared.topics import TENANTS
@@ -48,20 +46,6 @@ def read_topic(topic: str, *, expect: int, timeout_s: float = 10.0) -> list[Enve
 def settings(make_settings: SettingsFactory) -> ServiceSettings:
     result: ServiceSettings = make_settings("ingest")
     return result
-
-
-@pytest.fixture
-def engine(settings: ServiceSettings) -> Iterator[Engine]:
-    engine = make_engine(settings.database_url)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def producer(settings: ServiceSettings) -> Iterator[KafkaProducer]:
-    producer = make_producer(settings)
-    yield producer
-    producer.close()
 
 
 def tenant_created() -> TenantCreated:
