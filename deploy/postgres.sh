@@ -50,6 +50,8 @@ listen_addresses = '127.0.0.1'
 port = $PGPORT
 unix_socket_directories = '$PGDATA'
 max_connections = 300
+# Ingest locks each record of a batch (up to 1,000) while storing it: room for several batches at once.
+max_locks_per_transaction = 512
 fsync = on
 shared_buffers = 256MB
 CONF
@@ -59,7 +61,9 @@ host  all all 127.0.0.1/32 trust
 CONF
   fi
   log "starting on 127.0.0.1:$PGPORT (log: $PGDATA/server.log)"
-  as_owner "$bin/pg_ctl" -D "$PGDATA" -l "$PGDATA/server.log" -w -t 60 start >/dev/null
+  # Settings the project relies on are passed at every start, so clusters created by older scripts get them.
+  as_owner "$bin/pg_ctl" -D "$PGDATA" -l "$PGDATA/server.log" -w -t 60 \
+    -o "-c max_connections=300 -c max_locks_per_transaction=512" start >/dev/null
 }
 
 psql_admin() {

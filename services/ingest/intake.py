@@ -260,26 +260,24 @@ def accept(
     return [r for r in results if r is not None]
 
 
-_LOCK_NAMESPACE = 0x1A7E  # pg_advisory_xact_lock(namespace, bucket): apart from other advisory locks
-_LOCK_BUCKETS = 4096
-
-
 def _lock_keys(session: Session, tenant_id: UUID, kind: str, keys: set[tuple[str, str]]) -> None:
-    """Serialise concurrent requests that touch the same records (PostgreSQL): each takes transaction
-    locks on the hash buckets of its keys, in one sorted order (no deadlocks), before reading them. So two
-    batches carrying versions of the same order never both insert it. SQLite has a single writer anyway."""
+    """Serialise concurrent requests that touch the same records (PostgreSQL): each takes a transaction
+    lock per key (a 64-bit hash of it), in one sorted order (no deadlocks), before reading them. Two
+    batches carrying versions of the same order never both insert it, and batches with different records
+    never wait for each other. SQLite has a single writer anyway."""
     if not keys or session.get_bind().dialect.name != "postgresql":
         return
-    buckets = sorted(
+    hashes = sorted(
         {
-            int.from_bytes(hashlib.blake2b(f"{tenant_id}|{kind}|{s}|{e}".encode(), digest_size=4).digest())
-            % _LOCK_BUCKETS
+            int.from_bytes(
+                hashlib.blake2b(f"{tenant_id}|{kind}|{s}|{e}".encode(), digest_size=8).digest(), signed=True
+            )
             for s, e in keys
         }
     )
     session.execute(
-        sa.text("SELECT pg_advisory_xact_lock(:ns, b) FROM unnest(CAST(:buckets AS int[])) AS b ORDER BY b"),
-        {"ns": _LOCK_NAMESPACE, "buckets": buckets},
+        sa.text("SELECT pg_advisory_xact_lock(k) FROM unnest(CAST(:keys AS bigint[])) AS k ORDER BY k"),
+        {"keys": hashes},
     )
 
 
