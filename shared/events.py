@@ -153,6 +153,19 @@ class ProfileUpdated(Event):
     last_order_at: datetime | None
 
 
+class ProfilesMerged(Event):
+    """Two profiles were found to be one person: `merged_id` now points to `survivor_id` (the older)."""
+
+    TYPE = "profile.merged"
+    VERSION = 1
+    TOPIC = PROFILES
+
+    survivor_id: UUID
+    merged_id: UUID
+    rule: str = Field(description="The identifier kind that linked them.")
+    merge_id: UUID = Field(description="The merge record (GET /v1/profiles/{id}/merges).")
+
+
 class SegmentMembershipChanged(Event):
     TYPE = "segment.membership_changed"
     VERSION = 1
@@ -173,6 +186,7 @@ EVENT_TYPES: dict[tuple[str, int], type[Event]] = {
         CustomerRecorded,
         BehaviourRecorded,
         ProfileUpdated,
+        ProfilesMerged,
         SegmentMembershipChanged,
     )
 }

@@ -8,7 +8,7 @@ from uuid import UUID
 from fastapi import APIRouter, Query
 
 from services.profile import profiles
-from services.profile.schemas import ProfilePage, ProfileRead
+from services.profile.schemas import MergeList, MergeRead, ProfilePage, ProfileRead
 from shared.auth import TenantDep
 from shared.db import SessionDep
 from shared.errors import Invalid, problem_responses
@@ -47,3 +47,10 @@ def list_profiles(
     )
     next_cursor = str(found[-1].id) if len(found) == limit else None
     return ProfilePage(items=[ProfileRead.of(p, masked=not lookup) for p in found], next_cursor=next_cursor)
+
+
+@router.get("/profiles/{profile_id}/merges", responses=ERRORS)
+def list_merges(profile_id: UUID, tenant_id: TenantDep, session: SessionDep) -> MergeList:
+    """The merges this profile took part in, with the rule and the kinds of identifiers that linked them."""
+    records = profiles.list_merges(profile_id, tenant_id=tenant_id, session=session)
+    return MergeList(items=[MergeRead.of(r) for r in records])

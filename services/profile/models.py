@@ -25,6 +25,9 @@ class Profile(ProfileTable, table=True):
     id: UUID = Field(default_factory=uuid4, sa_column=sa.Column(sa.Uuid(), primary_key=True))
     tenant_id: UUID = Field(sa_column=sa.Column(sa.Uuid(), nullable=False, index=True))
     email: str | None = Field(default=None, max_length=254, description="The first e-mail seen (display).")
+    status: str = Field(default="active", max_length=10, description="active, or merged (see merged_into)")
+    merged_into: UUID | None = Field(default=None, sa_column=sa.Column(sa.Uuid(), nullable=True))
+    merges: int = Field(default=0, description="How many profiles were merged into this one.")
     orders_count: int = 0
     total_spent_minor: int = Field(default=0, sa_column=sa.Column(sa.BigInteger(), nullable=False))
     first_order_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime(), nullable=True))
@@ -62,4 +65,27 @@ class ProfileIdentifier(ProfileTable, table=True):
     kind: str = Field(sa_column=sa.Column(sa.String(20), primary_key=True))
     value: str = Field(sa_column=sa.Column(sa.String(300), primary_key=True))
     profile_id: UUID = Field(sa_column=sa.Column(sa.Uuid(), nullable=False, index=True))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))
+
+
+class MergeRecord(ProfileTable, table=True):
+    """Why two profiles became one: which event, which rule, which identifiers linked them, and what moved
+    (so that the merge can be explained and undone)."""
+
+    __tablename__ = "merge_record"
+
+    id: UUID = Field(default_factory=uuid4, sa_column=sa.Column(sa.Uuid(), primary_key=True))
+    tenant_id: UUID = Field(sa_column=sa.Column(sa.Uuid(), nullable=False))
+    survivor_id: UUID = Field(sa_column=sa.Column(sa.Uuid(), nullable=False, index=True))
+    merged_id: UUID = Field(sa_column=sa.Column(sa.Uuid(), nullable=False, index=True))
+    rule: str = Field(
+        max_length=40, description="The identifier kind that linked them (deterministic rules)."
+    )
+    linked_by: list[str] = Field(
+        sa_column=sa.Column(sa.JSON(), nullable=False),
+        description="Kinds of the identifiers that linked them.",
+    )
+    moved_identifiers: list[list[str]] = Field(sa_column=sa.Column(sa.JSON(), nullable=False))
+    moved_orders: list[str] = Field(sa_column=sa.Column(sa.JSON(), nullable=False))
+    event_id: UUID | None = Field(default=None, sa_column=sa.Column(sa.Uuid(), nullable=True))
     created_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))

@@ -1,9 +1,7 @@
 """Profile domain logic: a profile per person within a tenant, found through its identifiers, with
 traits recomputed from its orders.
 
-Identity, first stage: an order's identifiers (e-mail, phone, document, the source's customer id) are
-looked up; the order joins the oldest profile that owns any of them, and the identifiers nobody owns yet
-are attached to it. Merging two existing profiles (and undoing a merge) is the next stage.
+Which profile a record belongs to, and merges, are decided in `identity`; here the traits are kept.
 """
 
 from __future__ import annotations
@@ -14,13 +12,14 @@ from uuid import UUID
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from services.profile.models import Profile, ProfileIdentifier, ProfileOrder
+from services.profile import identity
+from services.profile.models import MergeRecord, Profile, ProfileIdentifier, ProfileOrder
 from shared.db import utcnow
 from shared.errors import Invalid, NotFound
-from shared.events import Envelope, OrderIngested, ProfileUpdated
+from shared.events import Envelope, OrderIngested, ProfilesMerged, ProfileUpdated
 from shared.normalize import is_relay_email, normalize_document, normalize_email, normalize_phone
 from shared.outbox import add_event
-from shared.records import Customer, CustomerRef, OrderStatus, from_minor, to_minor
+from shared.records import OrderStatus, from_minor, to_minor
 
 COUNTED_STATUSES = [s.value for s in OrderStatus if s.counts_as_spend]
 
@@ -35,10 +34,19 @@ def apply_order(session: Session, envelope: Envelope, event: OrderIngested) -> N
     order = event.order
     email = order.customer.email
     contact_email = email if email and not is_relay_email(email) else None
-    profile = resolve(session, tenant_id, identifiers_of(order.customer, order.source), contact_email)
+    profile, merges = identity.resolve(
+        session,
+        tenant_id,
+        identity.identifiers_of(order.customer, order.source),
+        contact_email=contact_email,
+        event_id=envelope.event_id,
+    )
+    announce_merges(session, merges, correlation_id=envelope.correlation_id)
 
     stored = session.get(ProfileOrder, event.order_id)
     if stored is not None and stored.order_version >= event.order_version:
+        if merges:
+            recompute(session, profile, correlation_id=envelope.correlation_id)
         return  # an older version arriving late never overwrites a newer one
     previous_profile_id = stored.profile_id if stored is not None else None
     if stored is None:
@@ -68,54 +76,21 @@ def apply_order(session: Session, envelope: Envelope, event: OrderIngested) -> N
             recompute(session, previous, correlation_id=envelope.correlation_id)
 
 
-def identifiers_of(customer: Customer | CustomerRef, source: str) -> list[tuple[str, str]]:
-    """The (kind, normalised value) pairs that identify a customer, strongest first."""
-    found: list[tuple[str, str]] = []
-    if customer.document:
-        found.append(("document", customer.document))
-    if customer.email and is_relay_email(customer.email):
-        found.append(("relay_email", f"{source}:{customer.email}"))  # identifies only within its marketplace
-    elif customer.email:
-        found.append(("email", customer.email))
-    if customer.phone:
-        found.append(("phone", customer.phone))
-    if customer.external_id:
-        found.append(("customer_id", f"{source}:{customer.external_id}"))
-    return found
-
-
-def resolve(
-    session: Session, tenant_id: UUID, identifiers: list[tuple[str, str]], email: str | None
-) -> Profile:
-    """The profile these identifiers belong to (created when none does); unowned identifiers join it."""
-    owned = {
-        (row.kind, row.value): row.profile_id
-        for row in session.exec(
-            select(ProfileIdentifier).where(
-                ProfileIdentifier.tenant_id == tenant_id,
-                sa.tuple_(col(ProfileIdentifier.kind), col(ProfileIdentifier.value)).in_(identifiers),
-            )
+def announce_merges(session: Session, merges: list[MergeRecord], *, correlation_id: str | None) -> None:
+    for record in merges:
+        add_event(
+            session,
+            ProfilesMerged(
+                survivor_id=record.survivor_id,
+                merged_id=record.merged_id,
+                rule=record.rule,
+                merge_id=record.id,
+            ),
+            tenant_id=record.tenant_id,
+            # The merged profile's key: after its last update, in the same partition.
+            key=profile_key(record.tenant_id, record.merged_id),
+            correlation_id=correlation_id,
         )
-    }
-    owners = set(owned.values())
-    profile: Profile | None = None
-    if owners:
-        profile = session.exec(
-            select(Profile)
-            .where(col(Profile.id).in_(owners))
-            .order_by(col(Profile.created_at), col(Profile.id))
-        ).first()
-    if profile is None:
-        profile = Profile(tenant_id=tenant_id, email=email)
-        session.add(profile)
-        session.flush()
-    elif profile.email is None and email is not None and owned.get(("email", email)) in (None, profile.id):
-        profile.email = email
-    for kind, value in identifiers:
-        if (kind, value) not in owned:
-            session.add(ProfileIdentifier(tenant_id=tenant_id, kind=kind, value=value, profile_id=profile.id))
-    session.flush()
-    return profile
 
 
 def recompute(session: Session, profile: Profile, *, correlation_id: str | None = None) -> None:
@@ -158,6 +133,16 @@ def get_profile(profile_id: UUID, *, tenant_id: UUID, session: Session) -> Profi
     return profile
 
 
+def list_merges(profile_id: UUID, *, tenant_id: UUID, session: Session) -> list[MergeRecord]:
+    """The merges this profile took part in (as survivor or as the merged one), oldest first."""
+    get_profile(profile_id, tenant_id=tenant_id, session=session)
+    query = select(MergeRecord).where(
+        MergeRecord.tenant_id == tenant_id,
+        sa.or_(col(MergeRecord.survivor_id) == profile_id, col(MergeRecord.merged_id) == profile_id),
+    )
+    return list(session.exec(query.order_by(col(MergeRecord.created_at))).all())
+
+
 def _document(value: str) -> str:
     return normalize_document(value)[1]
 
@@ -173,7 +158,7 @@ def list_profiles(
     *, tenant_id: UUID, session: Session, lookup: dict[str, str], after: UUID | None, limit: int
 ) -> list[Profile]:
     """Profiles of a tenant, optionally only those owning the given identifiers (normalised first)."""
-    query = select(Profile).where(Profile.tenant_id == tenant_id)
+    query = select(Profile).where(Profile.tenant_id == tenant_id, Profile.status == "active")
     for kind, raw in lookup.items():
         try:
             value = LOOKUPS[kind](raw) if kind in LOOKUPS else raw

@@ -8,7 +8,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, Field
 
-from services.profile.models import Profile
+from services.profile.models import MergeRecord, Profile
 from shared.records import average_order_value, from_minor
 
 
@@ -32,6 +32,8 @@ class ProfileRead(BaseModel):
     first_order_at: datetime | None
     last_order_at: datetime | None
     version: int = Field(description="Grows with every change of the profile.")
+    status: str = Field(description="active, or merged: then `merged_into` is the profile that holds it all.")
+    merged_into: UUID | None = Field(description="For a merged profile: the surviving profile's id.")
     created_at: datetime
     updated_at: datetime
 
@@ -47,6 +49,8 @@ class ProfileRead(BaseModel):
             first_order_at=profile.first_order_at,
             last_order_at=profile.last_order_at,
             version=profile.version,
+            status=profile.status,
+            merged_into=profile.merged_into,
             created_at=profile.created_at,
             updated_at=profile.updated_at,
         )
@@ -57,3 +61,33 @@ class ProfilePage(BaseModel):
     next_cursor: str | None = Field(
         description="Pass as `cursor` to get the next page; null on the last page."
     )
+
+
+class MergeRead(BaseModel):
+    """One merge: which profiles, why (rule and linking identifier kinds), triggered by which event."""
+
+    id: UUID
+    survivor_id: UUID
+    merged_id: UUID
+    rule: str = Field(description="The identifier kind that decided the merge (deterministic rules).")
+    linked_by: list[str]
+    moved: dict[str, int] = Field(description="How many identifiers and orders moved to the survivor.")
+    event_id: UUID | None = Field(description="The event that linked them.")
+    created_at: datetime
+
+    @classmethod
+    def of(cls, record: MergeRecord) -> MergeRead:
+        return cls(
+            id=record.id,
+            survivor_id=record.survivor_id,
+            merged_id=record.merged_id,
+            rule=record.rule,
+            linked_by=record.linked_by,
+            moved={"identifiers": len(record.moved_identifiers), "orders": len(record.moved_orders)},
+            event_id=record.event_id,
+            created_at=record.created_at,
+        )
+
+
+class MergeList(BaseModel):
+    items: list[MergeRead]

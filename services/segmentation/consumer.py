@@ -9,11 +9,11 @@ from collections.abc import Sequence
 
 from sqlalchemy.engine import Engine
 
-from services.segmentation.segments import apply_profile_updated
+from services.segmentation.segments import apply_profile_updated, apply_profiles_merged
 from services.segmentation.settings import get_settings
 from shared.auth import TENANT_HANDLERS
 from shared.consumer import consumer_workers
-from shared.events import ProfileUpdated
+from shared.events import ProfilesMerged, ProfileUpdated
 from shared.outbox import OutboxRelay
 from shared.settings import ServiceSettings
 from shared.topics import PROFILES, SEGMENTATION_DLQ, TENANTS
@@ -29,7 +29,10 @@ def workers(engine: Engine, settings: ServiceSettings) -> Sequence[tuple[str, Wo
             dead_letter=SEGMENTATION_DLQ,
             consumers={
                 "tenants": (TENANTS, TENANT_HANDLERS),
-                "profiles": (PROFILES, {ProfileUpdated: apply_profile_updated}),
+                "profiles": (
+                    PROFILES,
+                    {ProfileUpdated: apply_profile_updated, ProfilesMerged: apply_profiles_merged},
+                ),
             },
         ),
     ]

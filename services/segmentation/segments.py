@@ -13,7 +13,7 @@ from services.segmentation.models import ProfileProjection, Segment, SegmentMemb
 from services.segmentation.rules import Rule, dump_rule, matches, parse_rule
 from shared.db import utcnow
 from shared.errors import NotFound
-from shared.events import Envelope, ProfileUpdated, SegmentMembershipChanged
+from shared.events import Envelope, ProfilesMerged, ProfileUpdated, SegmentMembershipChanged
 from shared.outbox import add_event
 from shared.records import average_order_value, from_minor, to_minor
 
@@ -85,6 +85,21 @@ def apply_profile_updated(session: Session, envelope: Envelope, event: ProfileUp
     session.flush()
     for segment in session.exec(select(Segment).where(Segment.tenant_id == envelope.tenant_id)).all():
         _evaluate(session, segment, parse_rule(segment.rule), projection, envelope.correlation_id)
+
+
+def apply_profiles_merged(session: Session, envelope: Envelope, event: ProfilesMerged) -> None:
+    """Handler for ProfilesMerged: the merged profile is gone (its traits now count in the survivor's next
+    ProfileUpdated), so it leaves every segment."""
+    projection = session.get(ProfileProjection, event.merged_id)
+    if projection is None:
+        return
+    members = session.exec(select(SegmentMember).where(SegmentMember.profile_id == event.merged_id)).all()
+    for member in members:
+        segment = session.get(Segment, member.segment_id)
+        session.delete(member)
+        if segment is not None:
+            _announce(session, segment, projection, "exited", envelope.correlation_id)
+    session.delete(projection)
 
 
 def create_segment(name: str, rule: Rule, *, tenant_id: UUID, session: Session) -> Segment:

@@ -1,0 +1,218 @@
+"""The identity graph: which profile a record belongs to, and when two profiles are one person.
+
+Deterministic rules (first stage):
+- A record's identifiers are looked up (blocked placeholder values are ignored). The record belongs to the
+  owner of its strongest identifier (document > source customer id > e-mail > relay e-mail > phone); with
+  none owned, a new profile.
+- Another profile that owns one of the record's *merge-grade* identifiers (document, source customer id,
+  e-mail, relay e-mail) is the same person: the two merge, the older one survives and the other keeps
+  answering with `merged_into`. A phone alone never merges (families share phones); it only attaches.
+- Merge protection: two different documents never merge; a merge that would exceed a per-kind limit
+  (e-mails, phones, ...) or the limit of merges per profile does not happen. An identifier that would
+  break a limit, or a second document, is not attached.
+- Every merge is recorded (`MergeRecord`: event, rule, linking kinds, what moved) and announced.
+"""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+import sqlalchemy as sa
+from sqlmodel import Session, col, select
+
+from services.profile.models import MergeRecord, Profile, ProfileIdentifier, ProfileOrder
+from shared.db import utcnow
+from shared.normalize import is_relay_email
+from shared.records import Customer, CustomerRef
+
+Identifier = tuple[str, str]  # (kind, normalised value)
+
+PRIORITY = ("document", "customer_id", "email", "relay_email", "phone")
+MERGE_KINDS = frozenset({"document", "customer_id", "email", "relay_email"})
+LIMITS = {"document": 1, "email": 5, "phone": 5, "customer_id": 20, "relay_email": 20}
+MAX_MERGES = 50
+# Placeholders people type into forms; they identify nobody.
+BLOCKED: frozenset[Identifier] = frozenset(
+    {
+        ("email", "teste@teste.com"),
+        ("email", "test@test.com"),
+        ("email", "email@email.com"),
+        ("email", "naotem@naotem.com"),
+        ("email", "sem@email.com"),
+        ("email", "a@a.com"),
+        ("phone", "+5511999999999"),
+        ("phone", "+5511900000000"),
+        ("phone", "+5511111111111"),
+    }
+)
+_BLOCKED_LOCAL_PARTS = frozenset({"noreply", "no-reply", "naoresponda", "nao-responda"})
+
+
+def identifiers_of(customer: Customer | CustomerRef, source: str) -> list[Identifier]:
+    """The (kind, normalised value) pairs that identify a customer, strongest first."""
+    found: list[Identifier] = []
+    if customer.document:
+        found.append(("document", customer.document))
+    if customer.external_id:
+        found.append(("customer_id", f"{source}:{customer.external_id}"))
+    if customer.email and is_relay_email(customer.email):
+        found.append(("relay_email", f"{source}:{customer.email}"))  # identifies only within its marketplace
+    elif customer.email:
+        found.append(("email", customer.email))
+    if customer.phone:
+        found.append(("phone", customer.phone))
+    return [i for i in found if not blocked(i)]
+
+
+def blocked(identifier: Identifier) -> bool:
+    kind, value = identifier
+    if identifier in BLOCKED:
+        return True
+    return kind == "email" and value.partition("@")[0] in _BLOCKED_LOCAL_PARTS
+
+
+def _rank(kind: str) -> int:
+    return PRIORITY.index(kind)
+
+
+def _identifiers(session: Session, profile_id: UUID) -> list[Identifier]:
+    rows = session.exec(
+        select(ProfileIdentifier.kind, ProfileIdentifier.value).where(
+            ProfileIdentifier.profile_id == profile_id
+        )
+    ).all()
+    return [(kind, value) for kind, value in rows]
+
+
+def _lock(session: Session, profile_ids: list[UUID]) -> list[Profile]:
+    """The profiles, locked in id order (PostgreSQL) so concurrent merges cannot interleave."""
+    query = select(Profile).where(col(Profile.id).in_(profile_ids)).order_by(col(Profile.id))
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update()
+    return list(session.exec(query).all())
+
+
+def can_merge(mine: list[Identifier], theirs: list[Identifier], merges: int) -> bool:
+    """Merge protection: no two documents, no kind over its limit, not too many merges."""
+    if merges >= MAX_MERGES:
+        return False
+    union = set(mine) | set(theirs)
+    return all(sum(1 for kind, _ in union if kind == k) <= limit for k, limit in LIMITS.items())
+
+
+def resolve(
+    session: Session,
+    tenant_id: UUID,
+    identifiers: list[Identifier],
+    *,
+    contact_email: str | None,
+    event_id: UUID | None,
+) -> tuple[Profile, list[MergeRecord]]:
+    """The profile a record with these identifiers belongs to (created when none does), after the merges
+    its identifiers call for; and those merges."""
+    owned: dict[Identifier, UUID] = {}
+    if identifiers:
+        rows = session.exec(
+            select(ProfileIdentifier).where(
+                ProfileIdentifier.tenant_id == tenant_id,
+                sa.tuple_(col(ProfileIdentifier.kind), col(ProfileIdentifier.value)).in_(identifiers),
+            )
+        ).all()
+        owned = {(row.kind, row.value): row.profile_id for row in rows}
+    merges: list[MergeRecord] = []
+    if not owned:
+        target = Profile(tenant_id=tenant_id, email=contact_email)
+        session.add(target)
+        session.flush()
+    else:
+        owners = {
+            pid: min((_rank(k) for (k, _), p in owned.items() if p == pid)) for pid in set(owned.values())
+        }
+        profiles = {p.id: p for p in _lock(session, list(owners))}
+        target = profiles[min(owners, key=lambda pid: (owners[pid], profiles[pid].created_at, pid))]
+        for other_id in sorted(owners, key=lambda pid: (profiles[pid].created_at, pid)):
+            other = profiles[other_id]
+            if other.id == target.id or other.status == "merged":  # the target, or already folded into it
+                continue
+            linked_by = sorted(
+                {k for (k, _), p in owned.items() if p == other.id and k in MERGE_KINDS}, key=_rank
+            )
+            if not linked_by:
+                continue
+            mine, theirs = _identifiers(session, target.id), _identifiers(session, other.id)
+            if not can_merge(mine, theirs, target.merges + other.merges):
+                continue
+            survivor, merged = sorted((target, other), key=lambda p: (p.created_at, p.id))
+            merges.append(
+                merge(session, survivor, merged, rule=linked_by[0], linked_by=linked_by, event_id=event_id)
+            )
+            target = survivor
+    _attach(session, tenant_id, target, [i for i in identifiers if i not in owned])
+    if target.email is None and contact_email is not None:
+        target.email = contact_email
+        session.add(target)
+    session.flush()
+    return target, merges
+
+
+def _attach(session: Session, tenant_id: UUID, profile: Profile, new: list[Identifier]) -> None:
+    """Attach unowned identifiers, unless that would break a limit (e.g. a second document)."""
+    have = _identifiers(session, profile.id)
+    for kind, value in new:
+        if sum(1 for k, _ in have if k == kind) >= LIMITS.get(kind, 100):
+            continue
+        session.add(ProfileIdentifier(tenant_id=tenant_id, kind=kind, value=value, profile_id=profile.id))
+        have.append((kind, value))
+
+
+def merge(
+    session: Session,
+    survivor: Profile,
+    merged: Profile,
+    *,
+    rule: str,
+    linked_by: list[str],
+    event_id: UUID | None,
+) -> MergeRecord:
+    """Fold `merged` into `survivor`: identifiers and orders move; `merged` keeps a pointer."""
+    moved_identifiers = _identifiers(session, merged.id)
+    moved_orders = [
+        str(order_id)
+        for order_id in session.exec(
+            select(ProfileOrder.order_id).where(ProfileOrder.profile_id == merged.id)
+        ).all()
+    ]
+    session.execute(
+        sa.update(ProfileIdentifier)
+        .where(col(ProfileIdentifier.profile_id) == merged.id)
+        .values(profile_id=survivor.id)
+    )
+    session.execute(
+        sa.update(ProfileOrder)
+        .where(col(ProfileOrder.profile_id) == merged.id)
+        .values(profile_id=survivor.id)
+    )
+    # Profiles merged into `merged` earlier now point straight at the survivor (no chains).
+    session.execute(
+        sa.update(Profile).where(col(Profile.merged_into) == merged.id).values(merged_into=survivor.id)
+    )
+    merged.status = "merged"
+    merged.merged_into = survivor.id
+    merged.version += 1
+    merged.updated_at = utcnow()
+    survivor.merges += merged.merges + 1
+    if survivor.email is None:
+        survivor.email = merged.email
+    record = MergeRecord(
+        tenant_id=survivor.tenant_id,
+        survivor_id=survivor.id,
+        merged_id=merged.id,
+        rule=rule,
+        linked_by=linked_by,
+        moved_identifiers=[[kind, value] for kind, value in moved_identifiers],
+        moved_orders=moved_orders,
+        event_id=event_id,
+    )
+    session.add_all([merged, survivor, record])
+    session.flush()
+    return record

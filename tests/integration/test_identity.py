@@ -1,0 +1,178 @@
+"""Identity resolution in the profile service, on its real database: links, merges, protection.
+
+Events are applied through the profile's own consumer (`ConsumerWorker.apply`), as Kafka would deliver them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID, uuid4
+
+import pytest
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from services.profile.consumer import workers
+from services.profile.models import MergeRecord, Profile, ProfileIdentifier
+from shared.consumer import ConsumerWorker
+from shared.events import OrderIngested
+from shared.infra import OutboxMessage
+from shared.records import Order
+from shared.settings import ServiceSettings
+from tests.support import SettingsFactory, order_body
+
+pytestmark = pytest.mark.integration
+TENANT = uuid4()
+
+
+@pytest.fixture
+def settings(make_settings: SettingsFactory) -> ServiceSettings:
+    result: ServiceSettings = make_settings("profile")
+    return result
+
+
+@pytest.fixture
+def orders(engine: Engine, settings: ServiceSettings) -> ConsumerWorker:
+    worker = dict(workers(engine, settings))["profile-orders"]
+    assert isinstance(worker, ConsumerWorker)
+    return worker
+
+
+def order(order_id: str, total: str = "10.00", source: str = "site", **customer: Any) -> bytes:
+    body = order_body(order_id, "unused@example.com", total, source=source)
+    body["customer"] = customer
+    return (
+        OrderIngested(order_id=uuid4(), order_version=1, order=Order.model_validate(body))
+        .envelope(TENANT)
+        .to_bytes()
+    )
+
+
+def active(engine: Engine) -> list[Profile]:
+    with Session(engine) as session:
+        return list(
+            session.exec(select(Profile).where(Profile.status == "active").order_by(col(Profile.created_at)))
+        )
+
+
+def owner(engine: Engine, kind: str, value: str) -> UUID:
+    with Session(engine) as session:
+        row = session.get(ProfileIdentifier, (TENANT, kind, value))
+        assert row is not None
+        return row.profile_id
+
+
+def test_an_order_linking_two_profiles_merges_them_into_the_older(
+    engine: Engine, orders: ConsumerWorker
+) -> None:
+    first = order("A-1", "10.00", email="ana@example.com")
+    second = order("B-1", "20.00", source="shopee", external_id="buyer-9", phone="11912345678")
+    orders.apply([first])
+    orders.apply([second])
+    older, newer = active(engine)
+    assert (older.orders_count, newer.orders_count) == (1, 1)
+
+    # The same person: her e-mail and her Shopee buyer id on one order.
+    link = order("C-1", "30.00", source="shopee", external_id="buyer-9", email="ana@example.com")
+    orders.apply([link])
+    [survivor] = active(engine)
+    assert survivor.id == older.id
+    assert (survivor.orders_count, survivor.total_spent_minor, survivor.merges) == (3, 6000, 1)
+    with Session(engine) as session:
+        merged = session.get(Profile, newer.id)
+        assert merged is not None
+        assert (merged.status, merged.merged_into) == ("merged", older.id)
+        [record] = session.exec(select(MergeRecord)).all()
+        # The order belongs to the buyer id's owner (the stronger identifier); the older profile was
+        # linked to it through her e-mail, and survives.
+        assert (record.survivor_id, record.merged_id, record.rule) == (older.id, newer.id, "email")
+        assert record.linked_by == ["email"]
+        assert sorted(k for k, _ in record.moved_identifiers) == ["customer_id", "phone"]
+        events = [m.event_type for m in session.exec(select(OutboxMessage).order_by(col(OutboxMessage.id)))]
+    assert events.count("profile.merged") == 1
+    assert owner(engine, "phone", "+5511912345678") == older.id
+
+    orders.apply([link])  # redelivered: nothing changes
+    [again] = active(engine)
+    assert (again.orders_count, again.merges, again.version) == (3, 1, survivor.version)
+
+
+def test_two_different_documents_never_merge(engine: Engine, orders: ConsumerWorker) -> None:
+    orders.apply([order("D-1", email="casa@example.com", document="529.982.247-25")])
+    orders.apply([order("D-2", phone="11988887777", document="111.444.777-35")])
+    # A shared family e-mail on the second person's order: it is hers (her document decides), no merge.
+    orders.apply([order("D-3", email="casa@example.com", document="111.444.777-35")])
+    first, second = active(engine)
+    assert (first.orders_count, second.orders_count) == (1, 2)
+    assert owner(engine, "document", "11144477735") == second.id
+    assert owner(engine, "email", "casa@example.com") == first.id
+    with Session(engine) as session:
+        assert session.exec(select(MergeRecord)).all() == []
+
+
+def test_a_shared_phone_alone_never_merges(engine: Engine, orders: ConsumerWorker) -> None:
+    orders.apply([order("F-1", email="pai@example.com", phone="11977776666")])
+    orders.apply([order("F-2", email="filha@example.com")])
+    orders.apply([order("F-3", email="filha@example.com", phone="11977776666")])
+    assert [p.orders_count for p in active(engine)] == [1, 2]
+
+
+def test_placeholder_values_identify_nobody(engine: Engine, orders: ConsumerWorker) -> None:
+    orders.apply([order("T-1", email="teste@teste.com", external_id="x1")])
+    orders.apply([order("T-2", email="TESTE@teste.com", external_id="x2")])
+    assert len(active(engine)) == 2
+    with Session(engine) as session:
+        kinds = {row.kind for row in session.exec(select(ProfileIdentifier))}
+    assert kinds == {"customer_id"}
+
+
+def test_a_merged_id_keeps_answering_and_explains_the_merge(stack: Any) -> None:
+    from tests.support import auth, eventually
+
+    key = stack.create_tenant()
+    bodies = [
+        order_body("M-1", "lia@example.com", "100.00"),
+        order_body("M-2", "lia.work@example.com", "50.00"),
+    ]
+    bodies[1]["customer"]["external_id"] = "LIA-7"
+    link = order_body("M-3", "lia@example.com", "25.00")
+    link["customer"]["external_id"] = "LIA-7"
+    for body in bodies:
+        assert stack.ingest.post("/v1/orders", json=body, headers=auth(key)).status_code == 202
+
+    def two() -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = stack.profile.get("/v1/profiles", headers=auth(key)).json()["items"]
+        assert len(items) == 2
+        return items
+
+    eventually(two)
+    merged_id = stack.profile.get(
+        "/v1/profiles", params={"email": "lia.work@example.com"}, headers=auth(key)
+    ).json()["items"][0]["id"]
+    segment = stack.segmentation.post(
+        "/v1/segments",
+        json={"name": "any", "rule": {"field": "orders_count", "op": "gte", "value": 1}},
+        headers=auth(key),
+    ).json()
+    assert stack.ingest.post("/v1/orders", json=link, headers=auth(key)).status_code == 202
+
+    def merged() -> dict[str, Any]:
+        profile: dict[str, Any] = stack.profile.get(f"/v1/profiles/{merged_id}", headers=auth(key)).json()
+        assert profile["status"] == "merged"
+        return profile
+
+    pointer = eventually(merged)
+    survivor = stack.profile.get(f"/v1/profiles/{pointer['merged_into']}", headers=auth(key)).json()
+    assert (survivor["status"], survivor["orders_count"], survivor["total_spent"]) == ("active", 3, "175.00")
+    merges = stack.profile.get(f"/v1/profiles/{merged_id}/merges", headers=auth(key)).json()["items"]
+    assert [(m["survivor_id"], m["merged_id"], m["rule"]) for m in merges] == [
+        (survivor["id"], merged_id, "email")  # the older profile was linked through her e-mail
+    ]
+    assert merges[0]["moved"] == {"identifiers": 2, "orders": 1}
+    assert "lia" not in str(merges)  # the record says which kinds linked them, not the values
+
+    def segment_has_only_the_survivor() -> None:
+        members = stack.segmentation.get(f"/v1/segments/{segment['id']}/members", headers=auth(key)).json()
+        assert [m["profile_id"] for m in members["items"]] == [survivor["id"]]
+
+    eventually(segment_has_only_the_survivor)
