@@ -211,9 +211,10 @@ def consumer_workers(
     settings: ServiceSettings,
     *,
     dead_letter: Topic,
-    consumers: Mapping[str, tuple[Topic, Mapping[type[Event], Handler]]],
+    consumers: Mapping[str, tuple[Sequence[Topic], Mapping[type[Event], Handler]]],
 ) -> list[tuple[str, ConsumerWorker]]:
-    """A `ConsumerWorker` (thread `<service>-<name>`) per entry of `consumers`: name → (topic, handlers)."""
+    """A `ConsumerWorker` (thread `<service>-<name>`) per entry of `consumers`: name → (topics, handlers).
+    Few consumers with several topics each keep the number of Kafka clients (and their threads) low."""
     return [
         (
             f"{settings.service_name}-{name}",
@@ -221,10 +222,10 @@ def consumer_workers(
                 name=name,
                 engine=engine,
                 settings=settings,
-                topics=[topic],
+                topics=topics,
                 handlers=handlers,
                 dead_letter=dead_letter,
             ),
         )
-        for name, (topic, handlers) in consumers.items()
+        for name, (topics, handlers) in consumers.items()
     ]

@@ -9,14 +9,14 @@ from collections.abc import Sequence
 
 from sqlalchemy.engine import Engine
 
-from services.profile.profiles import apply_order
+from services.profile.profiles import apply_behaviour, apply_customer_record, apply_order
 from services.profile.settings import get_settings
 from shared.auth import TENANT_HANDLERS
 from shared.consumer import consumer_workers
-from shared.events import OrderIngested
+from shared.events import BehaviourRecorded, CustomerRecorded, OrderIngested
 from shared.outbox import OutboxRelay
 from shared.settings import ServiceSettings
-from shared.topics import ORDERS, PROFILE_DLQ, TENANTS
+from shared.topics import BEHAVIOUR, CUSTOMERS, ORDERS, PROFILE_DLQ, TENANTS
 from shared.web import Worker, run_workers
 
 
@@ -29,8 +29,15 @@ def workers(engine: Engine, settings: ServiceSettings) -> Sequence[tuple[str, Wo
             dead_letter=PROFILE_DLQ,
             consumers={
                 # Tenants/keys have their own consumer so a backlog of orders never delays a new key.
-                "tenants": (TENANTS, TENANT_HANDLERS),
-                "orders": (ORDERS, {OrderIngested: apply_order}),
+                "tenants": ([TENANTS], TENANT_HANDLERS),
+                "records": (
+                    [ORDERS, CUSTOMERS, BEHAVIOUR],
+                    {
+                        OrderIngested: apply_order,
+                        CustomerRecorded: apply_customer_record,
+                        BehaviourRecorded: apply_behaviour,
+                    },
+                ),
             },
         ),
     ]

@@ -27,9 +27,10 @@ from shared.records import Customer, CustomerRef
 
 Identifier = tuple[str, str]  # (kind, normalised value)
 
-PRIORITY = ("document", "customer_id", "email", "relay_email", "phone")
-MERGE_KINDS = frozenset({"document", "customer_id", "email", "relay_email"})
-LIMITS = {"document": 1, "email": 5, "phone": 5, "customer_id": 20, "relay_email": 20}
+PRIORITY = ("document", "customer_id", "email", "relay_email", "phone", "anonymous_id")
+# A device id links what a person did before and after identifying themselves (as the major CDPs do).
+MERGE_KINDS = frozenset({"document", "customer_id", "email", "relay_email", "anonymous_id"})
+LIMITS = {"document": 1, "email": 5, "phone": 5, "customer_id": 20, "relay_email": 20, "anonymous_id": 50}
 MAX_MERGES = 50
 # Placeholders people type into forms; they identify nobody.
 BLOCKED: frozenset[Identifier] = frozenset(
@@ -120,10 +121,12 @@ def resolve(
         ).all()
         owned = {(row.kind, row.value): row.profile_id for row in rows}
     merges: list[MergeRecord] = []
-    if not owned:
+    if not owned:  # a new person: every identifier is theirs
         target = Profile(tenant_id=tenant_id, email=contact_email)
         session.add(target)
         session.flush()
+        _attach(session, tenant_id, target, identifiers, have=[])
+        return target, merges
     else:
         owners = {
             pid: min((_rank(k) for (k, _), p in owned.items() if p == pid)) for pid in set(owned.values())
@@ -155,9 +158,16 @@ def resolve(
     return target, merges
 
 
-def _attach(session: Session, tenant_id: UUID, profile: Profile, new: list[Identifier]) -> None:
+def _attach(
+    session: Session,
+    tenant_id: UUID,
+    profile: Profile,
+    new: list[Identifier],
+    *,
+    have: list[Identifier] | None = None,
+) -> None:
     """Attach unowned identifiers, unless that would break a limit (e.g. a second document)."""
-    have = _identifiers(session, profile.id)
+    have = _identifiers(session, profile.id) if have is None else have
     for kind, value in new:
         if sum(1 for k, _ in have if k == kind) >= LIMITS.get(kind, 100):
             continue

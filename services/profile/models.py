@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
+from typing import Any
 from uuid import UUID, uuid4
 
 import sqlalchemy as sa
@@ -28,6 +29,27 @@ class Profile(ProfileTable, table=True):
     status: str = Field(default="active", max_length=10, description="active, or merged (see merged_into)")
     merged_into: UUID | None = Field(default=None, sa_column=sa.Column(sa.Uuid(), nullable=True))
     merges: int = Field(default=0, description="How many profiles were merged into this one.")
+    name: str | None = Field(default=None, max_length=200)
+    birth_date: date | None = Field(default=None, sa_column=sa.Column(sa.Date(), nullable=True))
+    gender: str | None = Field(default=None, max_length=10)
+    city: str | None = Field(default=None, max_length=200)
+    state: str | None = Field(default=None, max_length=2)
+    zip: str | None = Field(default=None, max_length=8)
+    country: str | None = Field(default=None, max_length=2)
+    attributes_at: datetime | None = Field(
+        default=None, sa_column=sa.Column(UTCDateTime(), nullable=True), description="Time of the data above."
+    )
+    consents: dict[str, Any] = Field(
+        default_factory=dict,
+        sa_column=sa.Column(sa.JSON(), nullable=False),
+        description="purpose -> latest decision",
+    )
+    last_seen_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime(), nullable=True))
+    behaviour: dict[str, int] = Field(
+        default_factory=dict,
+        sa_column=sa.Column(sa.JSON(), nullable=False),
+        description="event type -> count",
+    )
     orders_count: int = 0
     total_spent_minor: int = Field(default=0, sa_column=sa.Column(sa.BigInteger(), nullable=False))
     first_order_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime(), nullable=True))

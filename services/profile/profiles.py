@@ -6,7 +6,8 @@ Which profile a record belongs to, and merges, are decided in `identity`; here t
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from uuid import UUID
 
 import sqlalchemy as sa
@@ -16,10 +17,17 @@ from services.profile import identity
 from services.profile.models import MergeRecord, Profile, ProfileIdentifier, ProfileOrder
 from shared.db import utcnow
 from shared.errors import Invalid, NotFound
-from shared.events import Envelope, OrderIngested, ProfilesMerged, ProfileUpdated
+from shared.events import (
+    BehaviourRecorded,
+    CustomerRecorded,
+    Envelope,
+    OrderIngested,
+    ProfilesMerged,
+    ProfileUpdated,
+)
 from shared.normalize import is_relay_email, normalize_document, normalize_email, normalize_phone
 from shared.outbox import add_event
-from shared.records import OrderStatus, from_minor, to_minor
+from shared.records import Consent, Customer, CustomerRecord, CustomerRef, OrderStatus, from_minor, to_minor
 
 COUNTED_STATUSES = [s.value for s in OrderStatus if s.counts_as_spend]
 
@@ -32,17 +40,10 @@ def apply_order(session: Session, envelope: Envelope, event: OrderIngested) -> N
     """Handler for OrderIngested: attach the order version to its profile and recompute the traits."""
     tenant_id = envelope.tenant_id
     order = event.order
-    email = order.customer.email
-    contact_email = email if email and not is_relay_email(email) else None
-    profile, merges = identity.resolve(
-        session,
-        tenant_id,
-        identity.identifiers_of(order.customer, order.source),
-        contact_email=contact_email,
-        event_id=envelope.event_id,
+    profile, merges = _resolve(
+        session, envelope, identity.identifiers_of(order.customer, order.source), order.customer
     )
-    announce_merges(session, merges, correlation_id=envelope.correlation_id)
-
+    record_customer(profile, order.customer, order.consents, at=order.updated_at or order.placed_at)
     stored = session.get(ProfileOrder, event.order_id)
     if stored is not None and stored.order_version >= event.order_version:
         if merges:
@@ -74,6 +75,104 @@ def apply_order(session: Session, envelope: Envelope, event: OrderIngested) -> N
         previous = session.get(Profile, previous_profile_id)
         if previous is not None:
             recompute(session, previous, correlation_id=envelope.correlation_id)
+
+
+def _resolve(
+    session: Session,
+    envelope: Envelope,
+    identifiers: list[identity.Identifier],
+    customer: Customer | CustomerRef | None,
+) -> tuple[Profile, list[MergeRecord]]:
+    """The record's profile after identity resolution; merged profiles' traits folded into survivors."""
+    email = customer.email if customer is not None else None
+    profile, merges = identity.resolve(
+        session,
+        envelope.tenant_id,
+        identifiers,
+        contact_email=email if email and not is_relay_email(email) else None,
+        event_id=envelope.event_id,
+    )
+    for record in merges:
+        survivor, merged = session.get(Profile, record.survivor_id), session.get(Profile, record.merged_id)
+        if survivor is not None and merged is not None:
+            absorb(survivor, merged)
+    announce_merges(session, merges, correlation_id=envelope.correlation_id)
+    return profile, merges
+
+
+ATTRIBUTES = ("name", "birth_date", "gender")
+LOCATION = ("city", "state", "zip", "country")
+
+
+def record_customer(
+    profile: Profile, customer: Customer | CustomerRecord, consents: Sequence[Consent], *, at: datetime
+) -> None:
+    """Demographics, location and consents from a record: the newest data wins; nothing is erased by a
+    record that lacks a field."""
+    if profile.attributes_at is None or at >= profile.attributes_at:
+        for field in ATTRIBUTES:
+            value = getattr(customer, field)
+            if value is not None:
+                setattr(profile, field, value.value if field == "gender" else value)
+        if customer.address is not None:
+            for field in LOCATION:
+                value = getattr(customer.address, field)
+                if value is not None:
+                    setattr(profile, field, value)
+        profile.attributes_at = at
+    decisions = dict(profile.consents)
+    for consent in consents:
+        when = (consent.at or at).isoformat()
+        current = decisions.get(consent.purpose.value)
+        if current is None or when >= current["at"]:
+            decisions[consent.purpose.value] = {
+                "status": consent.status.value,
+                "at": when,
+                "source": consent.source,
+                "text_version": consent.text_version,
+            }
+    profile.consents = decisions
+
+
+def absorb(survivor: Profile, merged: Profile) -> None:
+    """Fold a merged profile's own data into the survivor (orders and identifiers moved already)."""
+    for field in (*ATTRIBUTES, *LOCATION):
+        if getattr(survivor, field) is None:
+            setattr(survivor, field, getattr(merged, field))
+    decisions = dict(survivor.consents)
+    for purpose, decision in merged.consents.items():
+        if purpose not in decisions or decision["at"] > decisions[purpose]["at"]:
+            decisions[purpose] = decision
+    survivor.consents = decisions
+    survivor.behaviour = {
+        k: survivor.behaviour.get(k, 0) + merged.behaviour.get(k, 0)
+        for k in {*survivor.behaviour, *merged.behaviour}
+    }
+    seen = [t for t in (survivor.last_seen_at, merged.last_seen_at) if t is not None]
+    survivor.last_seen_at = max(seen) if seen else None
+
+
+def apply_customer_record(session: Session, envelope: Envelope, event: CustomerRecorded) -> None:
+    """Handler for CustomerRecorded: identity, demographics, location and consents from a CRM/form record."""
+    record = event.customer
+    profile, _ = _resolve(session, envelope, identity.identifiers_of(record, record.source), record)
+    record_customer(profile, record, record.consents, at=record.updated_at or envelope.occurred_at)
+    recompute(session, profile, correlation_id=envelope.correlation_id)
+
+
+def apply_behaviour(session: Session, envelope: Envelope, event: BehaviourRecorded) -> None:
+    """Handler for BehaviourRecorded: who did it (known identifiers and/or the device), last seen, counts."""
+    behaviour = event.event
+    identifiers = identity.identifiers_of(behaviour.customer, behaviour.source) if behaviour.customer else []
+    if behaviour.anonymous_id:
+        identifiers.append(("anonymous_id", f"{behaviour.source}:{behaviour.anonymous_id}"))
+    profile, _ = _resolve(session, envelope, identifiers, behaviour.customer)
+    if profile.last_seen_at is None or behaviour.occurred_at > profile.last_seen_at:
+        profile.last_seen_at = behaviour.occurred_at
+    counts = dict(profile.behaviour)
+    counts[behaviour.type.value] = counts.get(behaviour.type.value, 0) + 1
+    profile.behaviour = counts
+    recompute(session, profile, correlation_id=envelope.correlation_id)
 
 
 def announce_merges(session: Session, merges: list[MergeRecord], *, correlation_id: str | None) -> None:

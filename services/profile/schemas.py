@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
+from typing import Any
 from uuid import UUID
 
 from pydantic import BaseModel, Field
 
 from services.profile.models import MergeRecord, Profile
 from shared.records import average_order_value, from_minor
+
+
+def age_on(birth_date: date | None, today: date) -> int | None:
+    if birth_date is None:
+        return None
+    return today.year - birth_date.year - ((today.month, today.day) < (birth_date.month, birth_date.day))
 
 
 def mask_email(email: str | None) -> str | None:
@@ -32,6 +39,16 @@ class ProfileRead(BaseModel):
     first_order_at: datetime | None
     last_order_at: datetime | None
     version: int = Field(description="Grows with every change of the profile.")
+    name: str | None
+    birth_date: date | None
+    age: int | None = Field(description="From the birth date, today.")
+    gender: str | None
+    location: dict[str, str | None] = Field(description="city, state (UF), zip (CEP), country.")
+    consents: dict[str, Any] = Field(
+        description="Per purpose, the latest decision (status, at, source, text_version)."
+    )
+    last_seen_at: datetime | None = Field(description="Latest behaviour event.")
+    behaviour: dict[str, int] = Field(description="Behaviour events by type (page_view, add_to_cart, ...).")
     status: str = Field(description="active, or merged: then `merged_into` is the profile that holds it all.")
     merged_into: UUID | None = Field(description="For a merged profile: the surviving profile's id.")
     created_at: datetime
@@ -49,6 +66,19 @@ class ProfileRead(BaseModel):
             first_order_at=profile.first_order_at,
             last_order_at=profile.last_order_at,
             version=profile.version,
+            name=profile.name,
+            birth_date=profile.birth_date,
+            age=age_on(profile.birth_date, date.today()),
+            gender=profile.gender,
+            location={
+                "city": profile.city,
+                "state": profile.state,
+                "zip": profile.zip,
+                "country": profile.country,
+            },
+            consents=profile.consents,
+            last_seen_at=profile.last_seen_at,
+            behaviour=profile.behaviour,
             status=profile.status,
             merged_into=profile.merged_into,
             created_at=profile.created_at,

@@ -28,9 +28,9 @@ def workers(engine: Engine, settings: ServiceSettings) -> Sequence[tuple[str, Wo
             settings,
             dead_letter=SEGMENTATION_DLQ,
             consumers={
-                "tenants": (TENANTS, TENANT_HANDLERS),
+                "tenants": ([TENANTS], TENANT_HANDLERS),
                 "profiles": (
-                    PROFILES,
+                    [PROFILES],
                     {ProfileUpdated: apply_profile_updated, ProfilesMerged: apply_profiles_merged},
                 ),
             },

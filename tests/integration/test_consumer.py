@@ -32,7 +32,7 @@ def settings(make_settings: SettingsFactory) -> ServiceSettings:
 
 
 def orders_worker(engine: Engine, settings: ServiceSettings) -> ConsumerWorker:
-    worker = dict(workers(engine, settings))["profile-orders"]
+    worker = dict(workers(engine, settings))["profile-records"]
     assert isinstance(worker, ConsumerWorker)
     return worker
 

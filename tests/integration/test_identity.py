@@ -33,7 +33,7 @@ def settings(make_settings: SettingsFactory) -> ServiceSettings:
 
 @pytest.fixture
 def orders(engine: Engine, settings: ServiceSettings) -> ConsumerWorker:
-    worker = dict(workers(engine, settings))["profile-orders"]
+    worker = dict(workers(engine, settings))["profile-records"]
     assert isinstance(worker, ConsumerWorker)
     return worker
 
@@ -176,3 +176,71 @@ def test_a_merged_id_keeps_answering_and_explains_the_merge(stack: Any) -> None:
         assert [m["profile_id"] for m in members["items"]] == [survivor["id"]]
 
     eventually(segment_has_only_the_survivor)
+
+
+def test_customer_records_and_behaviour_build_the_profile(stack: Any) -> None:
+    from tests.support import auth, eventually
+
+    key = stack.create_tenant()
+    h = auth(key)
+    # Anonymous browsing first, then a sign-up form on the same device, then an order.
+    browse = {
+        "type": "product_view",
+        "anonymous_id": "dev-42",
+        "occurred_at": "2026-11-18T10:00:00-03:00",
+        "properties": {"sku": "CAFE"},
+    }
+    assert stack.ingest.post("/v1/events", json=browse, headers=h).status_code == 202
+    signup = {
+        "type": "signup",
+        "anonymous_id": "dev-42",
+        "customer": {"email": "rita@example.com"},
+        "occurred_at": "2026-11-19T10:00:00-03:00",
+    }
+    assert stack.ingest.post("/v1/events", json=signup, headers=h).status_code == 202
+    record = {
+        "source": "site",
+        "external_id": "C-42",
+        "name": "RITA DE CÁSSIA",
+        "email": "rita@example.com",
+        "birth_date": "1990-05-20",
+        "gender": "F",
+        "address": {"city": "curitiba", "state": "Paraná", "zip": "80010-000"},
+        "updated_at": "2026-11-19T11:00:00-03:00",
+        "consents": [
+            {
+                "purpose": "marketing_email",
+                "status": "granted",
+                "at": "2026-11-19T11:00:00-03:00",
+                "text_version": "v2",
+            }
+        ],
+    }
+    assert stack.ingest.post("/v1/customers", json=record, headers=h).status_code == 202
+    revoked = order_body("R-1", "rita@example.com", "80.00")
+    revoked["consents"] = [
+        {"purpose": "marketing_email", "status": "revoked", "at": "2026-11-20T09:00:00-03:00"}
+    ]
+    assert stack.ingest.post("/v1/orders", json=revoked, headers=h).status_code == 202
+
+    def complete() -> dict[str, Any]:
+        items = stack.profile.get("/v1/profiles", params={"email": "rita@example.com"}, headers=h).json()[
+            "items"
+        ]
+        assert len(items) == 1
+        profile: dict[str, Any] = items[0]
+        assert profile["orders_count"] == 1
+        assert profile["behaviour"] == {"product_view": 1, "signup": 1}
+        assert profile["name"] == "Rita de Cássia"
+        return profile
+
+    profile = eventually(complete)
+    assert (profile["gender"], profile["birth_date"]) == ("female", "1990-05-20")
+    assert profile["age"] >= 36
+    assert profile["location"] == {"city": "Curitiba", "state": "PR", "zip": "80010000", "country": "BR"}
+    assert profile["consents"]["marketing_email"]["status"] == "revoked"  # the later decision wins
+    assert profile["last_seen_at"] == "2026-11-19T13:00:00Z"
+    # The anonymous browsing profile and the known one were one person all along: one active profile.
+    assert len(stack.profile.get("/v1/profiles", headers=h).json()["items"]) == 1
+    by_device = stack.profile.get("/v1/profiles/" + profile["id"] + "/merges", headers=h).json()["items"]
+    assert [m["rule"] for m in by_device] in ([], ["anonymous_id"])
