@@ -151,6 +151,9 @@ class ProfileUpdated(Event):
     total_spent: Decimal
     first_order_at: datetime | None
     last_order_at: datetime | None
+    sources: list[str] = Field(default_factory=list, description="Sources with counted orders.")
+    categories: list[str] = Field(default_factory=list, description="Top categories bought.")
+    preferred_payment_method: str | None = None
 
 
 class ProfilesMerged(Event):

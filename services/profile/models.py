@@ -45,6 +45,11 @@ class Profile(ProfileTable, table=True):
         description="purpose -> latest decision",
     )
     last_seen_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime(), nullable=True))
+    purchases: dict[str, Any] = Field(
+        default_factory=dict,
+        sa_column=sa.Column(sa.JSON(), nullable=False),
+        description="by source, cancellations, returns, preferred payment, top categories and products",
+    )
     behaviour: dict[str, int] = Field(
         default_factory=dict,
         sa_column=sa.Column(sa.JSON(), nullable=False),
@@ -72,6 +77,16 @@ class ProfileOrder(ProfileTable, table=True):
     status: str = Field(max_length=20)
     total_minor: int = Field(sa_column=sa.Column(sa.BigInteger(), nullable=False))
     placed_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
+    items: list[dict[str, Any]] = Field(
+        default_factory=list,
+        sa_column=sa.Column(sa.JSON(), nullable=False),
+        description="sku, category, quantity",
+    )
+    payments: list[dict[str, Any]] = Field(
+        default_factory=list,
+        sa_column=sa.Column(sa.JSON(), nullable=False),
+        description="method, installments",
+    )
 
 
 class ProfileIdentifier(ProfileTable, table=True):

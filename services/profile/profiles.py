@@ -13,7 +13,7 @@ from uuid import UUID
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from services.profile import identity
+from services.profile import identity, traits
 from services.profile.models import MergeRecord, Profile, ProfileIdentifier, ProfileOrder
 from shared.db import utcnow
 from shared.errors import Invalid, NotFound
@@ -66,6 +66,8 @@ def apply_order(session: Session, envelope: Envelope, event: OrderIngested) -> N
     stored.status = order.status.value
     stored.total_minor = to_minor(order.total)
     stored.placed_at = order.placed_at
+    stored.items = [{"sku": i.sku, "category": i.category, "quantity": i.quantity} for i in order.items]
+    stored.payments = [{"method": p.method.value, "installments": p.installments} for p in order.payments]
     session.add(stored)
     session.flush()
 
@@ -194,18 +196,16 @@ def announce_merges(session: Session, merges: list[MergeRecord], *, correlation_
 
 def recompute(session: Session, profile: Profile, *, correlation_id: str | None = None) -> None:
     """Recompute purchase traits from the stored orders and announce them (ProfileUpdated)."""
-    count, total, first, last = session.execute(
-        sa.select(
-            sa.func.count(),
-            sa.func.coalesce(sa.func.sum(ProfileOrder.total_minor), 0),
-            sa.func.min(ProfileOrder.placed_at),
-            sa.func.max(ProfileOrder.placed_at),
-        ).where(col(ProfileOrder.profile_id) == profile.id, col(ProfileOrder.status).in_(COUNTED_STATUSES))
-    ).one()
-    profile.orders_count = int(count)
-    profile.total_spent_minor = int(total)
-    profile.first_order_at = first
-    profile.last_order_at = last
+    rows = session.exec(select(ProfileOrder).where(ProfileOrder.profile_id == profile.id)).all()
+    facts = [
+        traits.OrderFacts(o.source, o.status, o.total_minor, o.placed_at, o.items, o.payments) for o in rows
+    ]
+    computed = traits.purchase_traits(facts)
+    profile.orders_count = computed.orders_count
+    profile.total_spent_minor = computed.total_spent_minor
+    profile.first_order_at = computed.first_order_at
+    profile.last_order_at = computed.last_order_at
+    profile.purchases = computed.purchases
     profile.version += 1
     profile.updated_at = utcnow()
     session.add(profile)
@@ -218,6 +218,9 @@ def recompute(session: Session, profile: Profile, *, correlation_id: str | None 
             total_spent=from_minor(profile.total_spent_minor),
             first_order_at=profile.first_order_at,
             last_order_at=profile.last_order_at,
+            sources=sorted(profile.purchases.get("by_source", {})),
+            categories=profile.purchases.get("top_categories", []),
+            preferred_payment_method=profile.purchases.get("preferred_payment_method"),
         ),
         tenant_id=profile.tenant_id,
         key=profile_key(profile.tenant_id, profile.id),

@@ -48,6 +48,10 @@ class ProfileRead(BaseModel):
         description="Per purpose, the latest decision (status, at, source, text_version)."
     )
     last_seen_at: datetime | None = Field(description="Latest behaviour event.")
+    purchases: dict[str, Any] = Field(
+        description="By source, cancellations, returns, preferred payment method and installments, top "
+        "categories and products (counted orders only)."
+    )
     behaviour: dict[str, int] = Field(description="Behaviour events by type (page_view, add_to_cart, ...).")
     status: str = Field(description="active, or merged: then `merged_into` is the profile that holds it all.")
     merged_into: UUID | None = Field(description="For a merged profile: the surviving profile's id.")
@@ -78,6 +82,7 @@ class ProfileRead(BaseModel):
             },
             consents=profile.consents,
             last_seen_at=profile.last_seen_at,
+            purchases=profile.purchases,
             behaviour=profile.behaviour,
             status=profile.status,
             merged_into=profile.merged_into,

@@ -56,6 +56,12 @@ def test_orders_build_one_profile_per_email_and_feed_a_segment(stack: Stack) -> 
     by_id = stack.profile.get(f"/v1/profiles/{maria['id']}", headers=auth(key))
     assert by_id.status_code == 200
     assert by_id.json()["email"] == "maria.silva@example.com"
+    purchases = by_id.json()["purchases"]
+    assert purchases["by_source"] == {
+        "mercadolivre": {"orders": 1, "spent_minor": 20050},
+        "site": {"orders": 1, "spent_minor": 12000},
+    }
+    assert purchases["top_products"] == ["SKU-1"]
 
     def members() -> list[str]:
         response = stack.segmentation.get(f"/v1/segments/{segment_id}/members", headers=auth(key))

@@ -1,0 +1,72 @@
+"""services.profile.traits: purchase traits from a profile's orders."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from services.profile.traits import OrderFacts, purchase_traits
+
+
+def at(day: int) -> datetime:
+    return datetime(2026, 11, day, 12, tzinfo=UTC)
+
+
+def test_counted_orders_make_spend_and_interests_cancellations_and_returns_apart() -> None:
+    orders = [
+        OrderFacts(
+            "mercadolivre",
+            "delivered",
+            10000,
+            at(1),
+            [{"sku": "CAFE", "category": "food", "quantity": 2}],
+            [{"method": "credit_card", "installments": 3}],
+        ),
+        OrderFacts(
+            "site",
+            "paid",
+            5000,
+            at(5),
+            [
+                {"sku": "XICARA", "category": "home", "quantity": 1},
+                {"sku": "CAFE", "category": "food", "quantity": 1},
+            ],
+            [{"method": "pix", "installments": 1}],
+        ),
+        OrderFacts(
+            "site",
+            "cancelled",
+            99900,
+            at(7),
+            [{"sku": "TV", "category": "electronics", "quantity": 1}],
+            [{"method": "credit_card", "installments": 10}],
+        ),
+        OrderFacts(
+            "shopee", "returned", 2000, at(9), [{"sku": "MEIA", "category": "fashion", "quantity": 3}], []
+        ),
+        OrderFacts("site", "shipped", 3000, at(3), [], [{"method": "credit_card", "installments": 6}]),
+    ]
+    traits = purchase_traits(orders)
+    assert (traits.orders_count, traits.total_spent_minor) == (3, 18000)
+    assert (traits.first_order_at, traits.last_order_at) == (at(1), at(5))
+    p = traits.purchases
+    assert p["by_source"] == {
+        "mercadolivre": {"orders": 1, "spent_minor": 10000},
+        "site": {"orders": 2, "spent_minor": 8000},
+    }
+    assert (p["cancelled"], p["returned"]) == (1, 1)
+    assert p["preferred_payment_method"] == "credit_card"
+    assert p["average_installments"] == 4.5
+    assert p["top_categories"] == ["food", "home"]
+    assert p["top_products"] == ["CAFE", "XICARA"]
+
+
+def test_no_orders_and_ties_are_deterministic() -> None:
+    empty = purchase_traits([])
+    assert (empty.orders_count, empty.total_spent_minor, empty.first_order_at) == (0, 0, None)
+    assert empty.purchases["preferred_payment_method"] is None
+    tie = [
+        OrderFacts("a", "paid", 1, at(1), [], [{"method": "pix", "installments": 1}]),
+        OrderFacts("a", "paid", 1, at(2), [], [{"method": "boleto", "installments": 1}]),
+    ]
+    assert purchase_traits(tie).purchases["preferred_payment_method"] == "boleto"
+    assert purchase_traits(list(reversed(tie))).purchases == purchase_traits(tie).purchases
