@@ -8,7 +8,7 @@ from uuid import UUID
 from fastapi import APIRouter, Query
 
 from services.profile import profiles
-from services.profile.schemas import MergeList, MergeRead, ProfilePage, ProfileRead
+from services.profile.schemas import MergeList, MergeRead, ProfilePage, ProfileRead, Timeline, TimelineEntry
 from shared.auth import TenantDep
 from shared.db import SessionDep
 from shared.errors import Invalid, problem_responses
@@ -54,3 +54,15 @@ def list_merges(profile_id: UUID, tenant_id: TenantDep, session: SessionDep) -> 
     """The merges this profile took part in, with the rule and the kinds of identifiers that linked them."""
     records = profiles.list_merges(profile_id, tenant_id=tenant_id, session=session)
     return MergeList(items=[MergeRead.of(r) for r in records])
+
+
+@router.get("/profiles/{profile_id}/timeline", responses=ERRORS)
+def get_timeline(
+    profile_id: UUID,
+    tenant_id: TenantDep,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> Timeline:
+    """The person's orders and merges, newest first (a merged id shows its survivor's timeline)."""
+    entries = profiles.timeline(profile_id, tenant_id=tenant_id, session=session, limit=limit)
+    return Timeline(items=[TimelineEntry(**e) for e in entries])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 import sqlalchemy as sa
@@ -275,3 +276,38 @@ def list_profiles(
     if after is not None:
         query = query.where(col(Profile.id) > after)
     return list(session.exec(query.order_by(col(Profile.id)).limit(limit)).all())
+
+
+def timeline(profile_id: UUID, *, tenant_id: UUID, session: Session, limit: int) -> list[dict[str, Any]]:
+    """What happened to this person, newest first: orders (latest version each) and merges."""
+    profile = get_profile(profile_id, tenant_id=tenant_id, session=session)
+    owner = profile.merged_into or profile.id
+    entries: list[dict[str, Any]] = [
+        {
+            "at": order.placed_at,
+            "type": "order",
+            "order_id": str(order.order_id),
+            "source": order.source,
+            "status": order.status,
+            "total": str(from_minor(order.total_minor)),
+            "version": order.order_version,
+        }
+        for order in session.exec(
+            select(ProfileOrder)
+            .where(ProfileOrder.profile_id == owner)
+            .order_by(col(ProfileOrder.placed_at).desc())
+            .limit(limit)
+        )
+    ]
+    entries += [
+        {
+            "at": record.created_at,
+            "type": "merge",
+            "merge_id": str(record.id),
+            "survivor_id": str(record.survivor_id),
+            "merged_id": str(record.merged_id),
+            "rule": record.rule,
+        }
+        for record in list_merges(owner, tenant_id=tenant_id, session=session)
+    ]
+    return sorted(entries, key=lambda e: e["at"], reverse=True)[:limit]

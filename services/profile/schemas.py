@@ -7,7 +7,7 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from services.profile.models import MergeRecord, Profile
 from shared.records import average_order_value, from_minor
@@ -126,3 +126,16 @@ class MergeRead(BaseModel):
 
 class MergeList(BaseModel):
     items: list[MergeRead]
+
+
+class TimelineEntry(BaseModel):
+    """An order (latest version) or a merge; fields depend on `type`."""
+
+    model_config = ConfigDict(extra="allow")
+
+    at: datetime
+    type: str = Field(description="order or merge")
+
+
+class Timeline(BaseModel):
+    items: list[TimelineEntry]

@@ -173,6 +173,9 @@ def test_a_merged_id_keeps_answering_and_explains_the_merge(stack: Any) -> None:
     moved_identifiers = 2 if pointer["email"] == "lia.work@example.com" else 1  # e-mail + buyer id, or e-mail
     assert merges[0]["moved"] == {"identifiers": moved_identifiers, "orders": 1}
     assert "lia" not in str(merges)  # the record says which kinds linked them, not the values
+    timeline = stack.profile.get(f"/v1/profiles/{merged_id}/timeline", headers=auth(key)).json()["items"]
+    assert sorted(e["type"] for e in timeline) == ["merge", "order", "order", "order"]
+    assert {e["total"] for e in timeline if e["type"] == "order"} == {"100.00", "50.00", "25.00"}
 
     def segment_has_only_the_survivor() -> None:
         members = stack.segmentation.get(f"/v1/segments/{segment['id']}/members", headers=auth(key)).json()
