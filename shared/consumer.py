@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import (
@@ -32,12 +32,22 @@ from shared.events import Envelope, Event, decode
 from shared.infra import ProcessedEvent
 from shared.kafka import make_consumer, make_producer
 from shared.logs import event_id_var, tenant_id_var
+from shared.outbox import close_quietly
 from shared.settings import ServiceSettings
 from shared.topics import Topic
 
 log = logging.getLogger("clientela.consumer")
 
 Handler = Callable[[Session, Envelope, Any], None]
+
+
+class BatchHooks(Protocol):
+    """Per-transaction work around the handlers: load what the whole batch needs in a few queries
+    (`prepare`), and do once per batch what would otherwise be done per event (`finish`)."""
+
+    def prepare(self, session: Session, events: list[tuple[Envelope, Event]]) -> None: ...
+
+    def finish(self, session: Session) -> None: ...
 
 
 # Failures of the infrastructure, not of the record: never dead-letter for these, reconnect and redeliver.
@@ -70,8 +80,10 @@ class ConsumerWorker:
         topics: Sequence[Topic],
         handlers: Mapping[type[Event], Handler],
         dead_letter: Topic | None,
+        hooks: BatchHooks | None = None,
     ) -> None:
         self.name = name
+        self.hooks = hooks
         self.engine = engine
         self.settings = settings
         self.topics = [t.full(settings.topic_prefix) for t in topics]
@@ -95,11 +107,15 @@ class ConsumerWorker:
                     )
                 ).all()
             )
+            fresh: list[tuple[Envelope, Event | None]] = []
             for envelope in envelopes:
                 if envelope.event_id in done:
                     continue
                 done.add(envelope.event_id)
-                event = decode(envelope)
+                fresh.append((envelope, decode(envelope)))
+            if self.hooks is not None:
+                self.hooks.prepare(session, [(e, ev) for e, ev in fresh if ev is not None])
+            for envelope, event in fresh:
                 handler = self.handlers.get(type(event)) if event is not None else None
                 if handler is not None:
                     event_token = event_id_var.set(str(envelope.event_id))
@@ -111,6 +127,8 @@ class ConsumerWorker:
                         tenant_id_var.reset(tenant_token)
                 session.add(ProcessedEvent(consumer=self.name, event_id=envelope.event_id))
                 applied += 1
+            if self.hooks is not None:
+                self.hooks.finish(session)
             session.commit()
         self.applied_total += applied
         return applied
@@ -173,37 +191,39 @@ class ConsumerWorker:
                 producer = make_producer(self.settings)
             return producer
 
-        while not stop.is_set():
-            try:
-                if consumer is None:
-                    consumer = make_consumer(self.settings, self.group_id, self.topics)
-                polled = consumer.poll(timeout_ms=200)
-                records = [r for partition_records in polled.values() for r in partition_records]
-                if not records:
-                    continue
-                self.handle(records, dlq_producer)
-                consumer.commit()
-            except (
-                CommitFailedError,
-                RebalanceInProgressError,
-                IllegalGenerationError,
-                UnknownMemberIdError,
-            ):
-                # The group rebalanced: these records will be redelivered and skipped as processed.
-                log.warning("offset commit failed after rebalance", extra={"group": self.group_id})
-            except (KafkaError, SQLAlchemyError) as exc:
-                log.warning(
-                    "consumer error; reconnecting",
-                    extra={"group": self.group_id, "error_type": type(exc).__name__},
-                )
-                if consumer is not None:
-                    consumer.close(autocommit=False)
-                    consumer = None
-                stop.wait(1.0)
-        if consumer is not None:
-            consumer.close(autocommit=False)
-        if producer is not None:
-            producer.close(timeout=5)
+        try:
+            while not stop.is_set():
+                try:
+                    if consumer is None:
+                        consumer = make_consumer(self.settings, self.group_id, self.topics)
+                    polled = consumer.poll(timeout_ms=200)
+                    records = [r for partition_records in polled.values() for r in partition_records]
+                    if not records:
+                        continue
+                    self.handle(records, dlq_producer)
+                    consumer.commit()
+                except (
+                    CommitFailedError,
+                    RebalanceInProgressError,
+                    IllegalGenerationError,
+                    UnknownMemberIdError,
+                ):
+                    # The group rebalanced: these records will be redelivered and skipped as processed.
+                    log.warning("offset commit failed after rebalance", extra={"group": self.group_id})
+                except (KafkaError, SQLAlchemyError) as exc:
+                    log.warning(
+                        "consumer error; reconnecting",
+                        extra={"group": self.group_id, "error_type": type(exc).__name__},
+                    )
+                    if consumer is not None:
+                        consumer.close(autocommit=False)
+                        consumer = None
+                    stop.wait(1.0)
+        finally:  # closed here whatever ends the loop, never left to the garbage collector
+            if consumer is not None:
+                consumer.close(autocommit=False)
+            if producer is not None:
+                close_quietly(producer, timeout=5)
 
 
 def consumer_workers(
@@ -212,6 +232,7 @@ def consumer_workers(
     *,
     dead_letter: Topic,
     consumers: Mapping[str, tuple[Sequence[Topic], Mapping[type[Event], Handler]]],
+    hooks: Mapping[str, BatchHooks] | None = None,
 ) -> list[tuple[str, ConsumerWorker]]:
     """A `ConsumerWorker` (thread `<service>-<name>`) per entry of `consumers`: name → (topics, handlers).
     Few consumers with several topics each keep the number of Kafka clients (and their threads) low."""
@@ -225,6 +246,7 @@ def consumer_workers(
                 topics=topics,
                 handlers=handlers,
                 dead_letter=dead_letter,
+                hooks=(hooks or {}).get(name),
             ),
         )
         for name, (topics, handlers) in consumers.items()

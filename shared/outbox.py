@@ -111,20 +111,32 @@ class OutboxRelay:
     def run(self, stop: threading.Event) -> None:
         producer: KafkaProducer | None = None
         backoff = 0.5
-        while not stop.is_set():
-            try:
-                if producer is None:
-                    producer = make_producer(self.settings)
-                published = self.publish_batch(producer)
-                backoff = 0.5
-                if published == 0:
-                    stop.wait(self.settings.outbox_poll_interval_s)
-            except (KafkaError, SQLAlchemyError) as exc:
-                log.warning("outbox relay cannot publish; retrying", extra={"error_type": type(exc).__name__})
-                if producer is not None and isinstance(exc, KafkaError):
-                    producer.close(timeout=1)
-                    producer = None
-                stop.wait(backoff)
-                backoff = min(backoff * 2, 10.0)
-        if producer is not None:
-            producer.close(timeout=5)
+        try:
+            while not stop.is_set():
+                try:
+                    if producer is None:
+                        producer = make_producer(self.settings)
+                    published = self.publish_batch(producer)
+                    backoff = 0.5
+                    if published == 0:
+                        stop.wait(self.settings.outbox_poll_interval_s)
+                except (KafkaError, SQLAlchemyError) as exc:
+                    log.warning(
+                        "outbox relay cannot publish; retrying", extra={"error_type": type(exc).__name__}
+                    )
+                    if producer is not None and isinstance(exc, KafkaError):
+                        close_quietly(producer, timeout=1)
+                        producer = None
+                    stop.wait(backoff)
+                    backoff = min(backoff * 2, 10.0)
+        finally:  # whatever ends the loop, the producer is closed here, not left to the garbage collector
+            if producer is not None:
+                close_quietly(producer, timeout=5)
+
+
+def close_quietly(producer: KafkaProducer, *, timeout: float) -> None:
+    """Close a producer that may be unable to flush (broker gone): the relay re-sends what was not marked."""
+    try:
+        producer.close(timeout=timeout)
+    except KafkaError:
+        log.warning("producer closed without flushing")

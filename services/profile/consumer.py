@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from sqlalchemy.engine import Engine
 
-from services.profile.profiles import apply_behaviour, apply_customer_record, apply_order
+from services.profile.profiles import ProfileBatch, apply_behaviour, apply_customer_record, apply_order
 from services.profile.settings import get_settings
 from shared.auth import TENANT_HANDLERS
 from shared.consumer import consumer_workers
@@ -39,6 +39,7 @@ def workers(engine: Engine, settings: ServiceSettings) -> Sequence[tuple[str, Wo
                     },
                 ),
             },
+            hooks={"records": ProfileBatch()},
         ),
     ]
 

@@ -72,11 +72,62 @@ def blocked(identifier: Identifier) -> bool:
     return kind == "email" and value.partition("@")[0] in _BLOCKED_LOCAL_PARTS
 
 
+class Graph:
+    """What a consumer batch knows of the identity graph, loaded in a few queries up front (`preload`) and
+    kept current as the batch attaches, creates and merges; without it every lookup is a query."""
+
+    def __init__(self) -> None:
+        self.owner: dict[tuple[UUID, str, str], UUID | None] = {}  # (tenant, kind, value) -> profile
+        self.of_profile: dict[UUID, list[Identifier]] = {}
+        self.keep: list[object] = []  # strong references: the session's identity map is weak
+
+    def preload(self, session: Session, wanted: dict[UUID, set[Identifier]]) -> list[UUID]:
+        """Load the owners of these identifiers and every identifier of those owners; return the owners."""
+        owners: set[UUID] = set()
+        for tenant_id, identifiers in wanted.items():
+            found = _chunked_owners(session, tenant_id, sorted(identifiers))
+            for identifier in identifiers:
+                self.owner[(tenant_id, *identifier)] = found.get(identifier)
+            owners.update(found.values())
+        if owners:
+            for row in session.exec(
+                select(ProfileIdentifier).where(col(ProfileIdentifier.profile_id).in_(owners))
+            ):
+                self.of_profile.setdefault(row.profile_id, []).append((row.kind, row.value))
+                self.owner[(row.tenant_id, row.kind, row.value)] = row.profile_id
+            self.keep.extend(session.exec(select(Profile).where(col(Profile.id).in_(owners))).all())
+        return list(owners)
+
+
+def _chunked_owners(
+    session: Session, tenant_id: UUID, identifiers: list[Identifier]
+) -> dict[Identifier, UUID]:
+    found: dict[Identifier, UUID] = {}
+    for start in range(0, len(identifiers), 500):
+        chunk = identifiers[start : start + 500]
+        rows = session.exec(
+            select(ProfileIdentifier).where(
+                ProfileIdentifier.tenant_id == tenant_id,
+                sa.tuple_(col(ProfileIdentifier.kind), col(ProfileIdentifier.value)).in_(chunk),
+            )
+        ).all()
+        found.update({(row.kind, row.value): row.profile_id for row in rows})
+    return found
+
+
+def graph(session: Session) -> Graph | None:
+    found = session.info.get("identity_graph")
+    return found if isinstance(found, Graph) else None
+
+
 def _rank(kind: str) -> int:
     return PRIORITY.index(kind)
 
 
 def _identifiers(session: Session, profile_id: UUID) -> list[Identifier]:
+    known = graph(session)
+    if known is not None and profile_id in known.of_profile:
+        return list(known.of_profile[profile_id])
     rows = session.exec(
         select(ProfileIdentifier.kind, ProfileIdentifier.value).where(
             ProfileIdentifier.profile_id == profile_id
@@ -111,20 +162,19 @@ def resolve(
 ) -> tuple[Profile, list[MergeRecord]]:
     """The profile a record with these identifiers belongs to (created when none does), after the merges
     its identifiers call for; and those merges."""
+    known = graph(session)
     owned: dict[Identifier, UUID] = {}
-    if identifiers:
-        rows = session.exec(
-            select(ProfileIdentifier).where(
-                ProfileIdentifier.tenant_id == tenant_id,
-                sa.tuple_(col(ProfileIdentifier.kind), col(ProfileIdentifier.value)).in_(identifiers),
-            )
-        ).all()
-        owned = {(row.kind, row.value): row.profile_id for row in rows}
+    if known is not None and all((tenant_id, *i) in known.owner for i in identifiers):
+        owned = {i: pid for i in identifiers if (pid := known.owner[(tenant_id, *i)]) is not None}
+    elif identifiers:
+        owned = _chunked_owners(session, tenant_id, identifiers)
     merges: list[MergeRecord] = []
     if not owned:  # a new person: every identifier is theirs
-        target = Profile(tenant_id=tenant_id, email=contact_email)
+        target = Profile(tenant_id=tenant_id, email=contact_email)  # id and times set here: no flush needed
         session.add(target)
-        session.flush()
+        if known is not None:
+            known.of_profile[target.id] = []
+            known.keep.append(target)
         _attach(session, tenant_id, target, identifiers, have=[])
         return target, merges
     else:
@@ -154,7 +204,6 @@ def resolve(
     if target.email is None and contact_email is not None:
         target.email = contact_email
         session.add(target)
-    session.flush()
     return target, merges
 
 
@@ -173,6 +222,10 @@ def _attach(
             continue
         session.add(ProfileIdentifier(tenant_id=tenant_id, kind=kind, value=value, profile_id=profile.id))
         have.append((kind, value))
+        known = graph(session)
+        if known is not None:
+            known.owner[(tenant_id, kind, value)] = profile.id
+            known.of_profile.setdefault(profile.id, []).append((kind, value))
 
 
 def merge(
@@ -225,4 +278,10 @@ def merge(
     )
     session.add_all([merged, survivor, record])
     session.flush()
+    known = graph(session)
+    if known is not None:
+        for kind, value in moved_identifiers:
+            known.owner[(survivor.tenant_id, kind, value)] = survivor.id
+        known.of_profile[survivor.id] = known.of_profile.get(survivor.id, []) + moved_identifiers
+        known.of_profile[merged.id] = []
     return record

@@ -22,6 +22,7 @@ from shared.events import (
     BehaviourRecorded,
     CustomerRecorded,
     Envelope,
+    Event,
     OrderIngested,
     ProfilesMerged,
     ProfileUpdated,
@@ -41,11 +42,9 @@ def apply_order(session: Session, envelope: Envelope, event: OrderIngested) -> N
     """Handler for OrderIngested: attach the order version to its profile and recompute the traits."""
     tenant_id = envelope.tenant_id
     order = event.order
-    profile, merges = _resolve(
-        session, envelope, identity.identifiers_of(order.customer, order.source), order.customer
-    )
+    profile, merges = _resolve(session, envelope, identifiers_for(event), order.customer)
     record_customer(profile, order.customer, order.consents, at=order.updated_at or order.placed_at)
-    stored = session.get(ProfileOrder, event.order_id)
+    stored = _stored_order(session, event.order_id)
     if stored is not None and stored.order_version >= event.order_version:
         if merges:
             recompute(session, profile, correlation_id=envelope.correlation_id)
@@ -70,7 +69,9 @@ def apply_order(session: Session, envelope: Envelope, event: OrderIngested) -> N
     stored.items = [{"sku": i.sku, "category": i.category, "quantity": i.quantity} for i in order.items]
     stored.payments = [{"method": p.method.value, "installments": p.installments} for p in order.payments]
     session.add(stored)
-    session.flush()
+    known = session.info.get("known_orders")
+    if isinstance(known, dict):
+        known[stored.order_id] = stored  # a later version in the same batch finds it
 
     recompute(session, profile, correlation_id=envelope.correlation_id)
     if previous_profile_id is not None and previous_profile_id != profile.id:
@@ -158,7 +159,7 @@ def absorb(survivor: Profile, merged: Profile) -> None:
 def apply_customer_record(session: Session, envelope: Envelope, event: CustomerRecorded) -> None:
     """Handler for CustomerRecorded: identity, demographics, location and consents from a CRM/form record."""
     record = event.customer
-    profile, _ = _resolve(session, envelope, identity.identifiers_of(record, record.source), record)
+    profile, _ = _resolve(session, envelope, identifiers_for(event), record)
     record_customer(profile, record, record.consents, at=record.updated_at or envelope.occurred_at)
     recompute(session, profile, correlation_id=envelope.correlation_id)
 
@@ -166,10 +167,7 @@ def apply_customer_record(session: Session, envelope: Envelope, event: CustomerR
 def apply_behaviour(session: Session, envelope: Envelope, event: BehaviourRecorded) -> None:
     """Handler for BehaviourRecorded: who did it (known identifiers and/or the device), last seen, counts."""
     behaviour = event.event
-    identifiers = identity.identifiers_of(behaviour.customer, behaviour.source) if behaviour.customer else []
-    if behaviour.anonymous_id:
-        identifiers.append(("anonymous_id", f"{behaviour.source}:{behaviour.anonymous_id}"))
-    profile, _ = _resolve(session, envelope, identifiers, behaviour.customer)
+    profile, _ = _resolve(session, envelope, identifiers_for(event), behaviour.customer)
     if profile.last_seen_at is None or behaviour.occurred_at > profile.last_seen_at:
         profile.last_seen_at = behaviour.occurred_at
     counts = dict(profile.behaviour)
@@ -195,9 +193,77 @@ def announce_merges(session: Session, merges: list[MergeRecord], *, correlation_
         )
 
 
+def identifiers_for(event: OrderIngested | CustomerRecorded | BehaviourRecorded) -> list[identity.Identifier]:
+    """The identifiers a record carries (what identity resolution looks up)."""
+    if isinstance(event, OrderIngested):
+        return identity.identifiers_of(event.order.customer, event.order.source)
+    if isinstance(event, CustomerRecorded):
+        return identity.identifiers_of(event.customer, event.customer.source)
+    behaviour = event.event
+    found = identity.identifiers_of(behaviour.customer, behaviour.source) if behaviour.customer else []
+    if behaviour.anonymous_id:
+        found.append(("anonymous_id", f"{behaviour.source}:{behaviour.anonymous_id}"))
+    return found
+
+
+class ProfileBatch:
+    """Batch hooks of the records consumer: the identity graph and the stored orders a poll's events
+    touch are loaded in a few queries, and each touched profile is recomputed (and announced) once per
+    batch instead of once per event."""
+
+    def prepare(self, session: Session, events: list[tuple[Envelope, Event]]) -> None:
+        graph = identity.Graph()
+        wanted: dict[UUID, set[identity.Identifier]] = {}
+        order_ids: list[UUID] = []
+        for envelope, event in events:
+            if isinstance(event, OrderIngested | CustomerRecorded | BehaviourRecorded):
+                wanted.setdefault(envelope.tenant_id, set()).update(identifiers_for(event))
+            if isinstance(event, OrderIngested):
+                order_ids.append(event.order_id)
+        graph.preload(session, wanted)
+        known: dict[UUID, ProfileOrder | None] = dict.fromkeys(order_ids)
+        if order_ids:
+            for stored in session.exec(select(ProfileOrder).where(col(ProfileOrder.order_id).in_(order_ids))):
+                known[stored.order_id] = stored
+                graph.keep.append(stored)
+        session.info.update(identity_graph=graph, known_orders=known, dirty={})
+
+    def finish(self, session: Session) -> None:
+        dirty: dict[UUID, str | None] = session.info.pop("dirty", {})
+        session.info.pop("identity_graph", None)
+        session.info.pop("known_orders", None)
+        if not dirty:
+            return
+        orders: dict[UUID, list[ProfileOrder]] = {pid: [] for pid in dirty}
+        for stored in session.exec(select(ProfileOrder).where(col(ProfileOrder.profile_id).in_(list(dirty)))):
+            orders[stored.profile_id].append(stored)
+        for profile_id in sorted(dirty):
+            profile = session.get(Profile, profile_id)
+            if profile is not None and profile.status == "active":
+                _recompute_now(session, profile, orders[profile_id], correlation_id=dirty[profile_id])
+
+
+def _stored_order(session: Session, order_id: UUID) -> ProfileOrder | None:
+    known = session.info.get("known_orders")
+    if isinstance(known, dict) and order_id in known:
+        found: ProfileOrder | None = known[order_id]
+        return found
+    return session.get(ProfileOrder, order_id)
+
+
 def recompute(session: Session, profile: Profile, *, correlation_id: str | None = None) -> None:
-    """Recompute purchase traits from the stored orders and announce them (ProfileUpdated)."""
-    rows = session.exec(select(ProfileOrder).where(ProfileOrder.profile_id == profile.id)).all()
+    """Recompute the profile's traits and announce them: now, or once at the end of a consumer batch."""
+    dirty = session.info.get("dirty")
+    if isinstance(dirty, dict):
+        dirty[profile.id] = correlation_id
+        return
+    rows = list(session.exec(select(ProfileOrder).where(ProfileOrder.profile_id == profile.id)).all())
+    _recompute_now(session, profile, rows, correlation_id=correlation_id)
+
+
+def _recompute_now(
+    session: Session, profile: Profile, rows: list[ProfileOrder], *, correlation_id: str | None
+) -> None:
     facts = [
         traits.OrderFacts(o.source, o.status, o.total_minor, o.placed_at, o.items, o.payments) for o in rows
     ]
