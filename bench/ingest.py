@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import signal
 import socket
@@ -31,11 +30,11 @@ import httpx
 import orjson
 import sqlalchemy as sa
 
+from bench import report
+from bench.report import ROOT
 from cli.generate import generate
 from shared.topics import ensure_topics
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results"
 PG = os.environ.get("CLIENTELA_BENCH_PG", "postgresql+psycopg://clientela:clientela@127.0.0.1:5432")
 KAFKA = os.environ.get("CLIENTELA_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
 CACHE = Path(os.environ.get("CLIENTELA_CACHE", Path.home() / ".cache" / "clientela")) / "bench"
@@ -242,31 +241,6 @@ def olist_lines() -> list[bytes]:
         return [orjson.dumps(row) for _, row in importers.read_olist(names, Path(tmp))]
 
 
-def write_readme(results: dict[str, Any]) -> None:
-    readme = ROOT / "bench" / "README.md"
-    text = readme.read_text() if readme.exists() else "# Benchmarks\n"
-    start, end = "<!-- ingest:start -->", "<!-- ingest:end -->"
-    rows = [
-        "| case | orders | accepted/s | published/s | ingest CPU s | peak RSS MB |",
-        "|---|---|---|---|---|---|",
-        *[
-            f"| {c['case']} | {c['orders']:,} | {c['accepted_per_s']:,} | {c['published_per_s']:,} | "
-            f"{c['ingest_cpu_seconds']} | {c['ingest_peak_rss_mb']} |"
-            for c in results["cases"]
-        ],
-        "",
-        f"Measured {results['measured_at']} on {results['machine']} with `{results['command']}` "
-        f"(batches of {results['cases'][0]['batch_size']}, {results['cases'][0]['clients']} clients, "
-        f"{results['cases'][0]['web_workers']} web worker(s)). Target: ≥ 10,000 orders/s accepted.",
-    ]
-    block = start + "\n" + "\n".join(rows) + "\n" + end
-    if start in text:
-        text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
-    else:
-        text = text.rstrip() + "\n\n## Ingest (`make bench-ingest`)\n\n" + block + "\n"
-    readme.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--orders", type=int, default=100_000)
@@ -283,16 +257,21 @@ def main() -> None:
         run_case("generated", generated, args, prefix),
         run_case("olist-extract", olist_lines(), args, prefix),
     ]
-    results = {
-        "benchmark": "ingest",
-        "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-        "command": "make bench-ingest",
-        "cases": cases,
-    }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "ingest.json").write_text(json.dumps(results, indent=2) + "\n")
-    write_readme(results)
+    results = report.publish(
+        "ingest",
+        cases,
+        columns=[
+            ("case", lambda c: c["case"]),
+            ("orders", lambda c: c["orders"]),
+            ("accepted/s", lambda c: c["accepted_per_s"]),
+            ("published/s", lambda c: c["published_per_s"]),
+            ("ingest CPU s", lambda c: c["ingest_cpu_seconds"]),
+            ("peak RSS MB", lambda c: c["ingest_peak_rss_mb"]),
+        ],
+        note=f"Batches of {args.batch}, {args.clients} clients, {args.web_workers} web worker(s). "
+        "Target: ≥ 10,000 orders/s accepted.",
+        section="## Ingest (`make bench-ingest`)",
+    )
     print(json.dumps(results, indent=2))  # noqa: T201 - a benchmark's report goes to stdout
 
 

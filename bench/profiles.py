@@ -1,0 +1,116 @@
+"""`make bench-profiles`: how fast the profile service's consumer turns orders into profiles.
+
+Builds `order.ingested` events from generated orders (and from the Olist extract) and applies them through
+the profile service's own records consumer (`ConsumerWorker.apply`, batches of 500 as a Kafka poll
+delivers them) on a fresh PostgreSQL database. Kafka itself is left out, to measure the profile side:
+identity resolution, stored orders, traits and the outbox. Writes bench/results/profiles.json and the
+table in bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+
+from bench import report
+from bench.ingest import CACHE, OLIST_SUBSET, PG, orders_file, reset_database
+from bench.report import ROOT
+from services.ingest import importers
+from services.profile.consumer import workers
+from services.profile.settings import ProfileSettings
+from shared.consumer import ConsumerWorker
+from shared.db import make_engine
+from shared.events import OrderIngested
+from shared.migrations import upgrade
+from shared.records import Order
+
+BATCH = 500
+
+
+def events(rows: list[dict[str, Any]], tenant_id: uuid.UUID) -> list[bytes]:
+    ids: dict[tuple[str, str], uuid.UUID] = {}
+    versions: dict[uuid.UUID, int] = {}
+    out = []
+    for row in rows:
+        order = Order.model_validate(row)
+        order_id = ids.setdefault((order.source, order.external_id), uuid.uuid4())
+        versions[order_id] = versions.get(order_id, 0) + 1
+        event = OrderIngested(order_id=order_id, order_version=versions[order_id], order=order)
+        out.append(event.envelope(tenant_id).to_bytes())
+    return out
+
+
+def run_case(name: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    url = f"{PG}/clientela_profile_bench"
+    reset_database(url)
+    upgrade(ROOT / "services" / "profile", url)
+    engine = make_engine(url)
+    try:
+        settings = ProfileSettings(database_url=url, topic_prefix="bench.")
+        worker = dict(workers(engine, settings))["profile-records"]
+        assert isinstance(worker, ConsumerWorker)
+        raws = events(rows, uuid.uuid4())
+        started = time.perf_counter()
+        cpu_started = time.process_time()
+        for start in range(0, len(raws), BATCH):
+            worker.apply(raws[start : start + BATCH])
+        seconds = time.perf_counter() - started
+        cpu = time.process_time() - cpu_started
+        with engine.connect() as conn:
+            profiles = conn.execute(
+                sa.text("SELECT count(*) FROM profile WHERE status = 'active'")
+            ).scalar_one()
+            merged = conn.execute(sa.text("SELECT count(*) FROM merge_record")).scalar_one()
+    finally:
+        engine.dispose()
+    return {
+        "case": name,
+        "orders": len(raws),
+        "seconds": round(seconds, 2),
+        "orders_per_s": round(len(raws) / seconds),
+        "consumer_cpu_seconds": round(cpu, 1),
+        "profiles": profiles,
+        "merges": merged,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--orders", type=int, default=100_000)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    CACHE.mkdir(parents=True, exist_ok=True)
+    generated = [orjson.loads(line) for line in orders_file(args.orders, args.seed).read_bytes().splitlines()]
+    names = {role: OLIST_SUBSET / f"{stem}.csv.gz" for role, stem in importers.OLIST_FILES.items()}
+    with tempfile.TemporaryDirectory() as tmp:
+        olist = [row for _, row in importers.read_olist(names, Path(tmp))]
+    cases = [run_case("generated", generated[: args.orders]), run_case("olist-extract", olist)]
+    results = report.publish(
+        "profiles",
+        cases,
+        columns=[
+            ("case", lambda c: c["case"]),
+            ("orders", lambda c: c["orders"]),
+            ("orders/s", lambda c: c["orders_per_s"]),
+            ("consumer CPU s", lambda c: c["consumer_cpu_seconds"]),
+            ("profiles", lambda c: c["profiles"]),
+            ("merges", lambda c: c["merges"]),
+        ],
+        note="Target: ≥ 10,000 orders/s.",
+        section="## Profiles (`make bench-profiles`)\n\nOrders applied through the profile service's records "
+        "consumer in batches of 500, as a Kafka poll delivers them, on a fresh PostgreSQL database (Kafka "
+        "left out): identity resolution, stored orders, traits, outbox.",
+    )
+    print(json.dumps(results, indent=2))  # noqa: T201 - a benchmark's report goes to stdout
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""What every benchmark does with its numbers: bench/results/<name>.json and its table in bench/README.md."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+Column = tuple[str, Callable[[dict[str, Any]], object]]
+
+
+def publish(
+    name: str, cases: list[dict[str, Any]], *, columns: list[Column], note: str, section: str
+) -> dict[str, Any]:
+    """Write the results and refresh the README table between `<!-- name:start -->` and `:end -->`
+    (a new section is appended the first time). Returns the results."""
+    results = {
+        "benchmark": name,
+        "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "command": f"make bench-{name}",
+        "cases": cases,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
+    rows = [
+        "| " + " | ".join(title for title, _ in columns) + " |",
+        "|" + "---|" * len(columns),
+        *["| " + " | ".join(_cell(get(case)) for _, get in columns) + " |" for case in cases],
+        "",
+        f"Measured {results['measured_at']} on {results['machine']} with `{results['command']}`. {note}",
+    ]
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    block = start + "\n" + "\n".join(rows) + "\n" + end
+    readme = ROOT / "bench" / "README.md"
+    text = readme.read_text() if readme.exists() else "# Benchmarks\n"
+    if start in text:
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
+    else:
+        text = text.rstrip() + f"\n\n{section}\n\n" + block + "\n"
+    readme.write_text(text)
+    return results
+
+
+def _cell(value: object) -> str:
+    return f"{value:,}" if isinstance(value, int) else str(value)
