@@ -79,6 +79,7 @@ class Graph:
     def __init__(self) -> None:
         self.owner: dict[tuple[UUID, str, str], UUID | None] = {}  # (tenant, kind, value) -> profile
         self.of_profile: dict[UUID, list[Identifier]] = {}
+        self.profiles: dict[UUID, Profile] = {}  # the owners, locked, and the profiles created in the batch
         self.keep: list[object] = []  # strong references: the session's identity map is weak
 
     def preload(self, session: Session, wanted: dict[UUID, set[Identifier]]) -> list[UUID]:
@@ -95,7 +96,8 @@ class Graph:
             ):
                 self.of_profile.setdefault(row.profile_id, []).append((row.kind, row.value))
                 self.owner[(row.tenant_id, row.kind, row.value)] = row.profile_id
-            self.keep.extend(session.exec(select(Profile).where(col(Profile.id).in_(owners))).all())
+            for profile in _lock(session, list(owners)):
+                self.profiles[profile.id] = profile
         return list(owners)
 
 
@@ -137,7 +139,11 @@ def _identifiers(session: Session, profile_id: UUID) -> list[Identifier]:
 
 
 def _lock(session: Session, profile_ids: list[UUID]) -> list[Profile]:
-    """The profiles, locked in id order (PostgreSQL) so concurrent merges cannot interleave."""
+    """The profiles, locked in id order (PostgreSQL) so concurrent merges cannot interleave. In a batch,
+    the owners were locked when the graph was loaded."""
+    known = graph(session)
+    if known is not None and all(pid in known.profiles for pid in profile_ids):
+        return [known.profiles[pid] for pid in sorted(profile_ids)]
     query = select(Profile).where(col(Profile.id).in_(profile_ids)).order_by(col(Profile.id))
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update()
@@ -174,7 +180,7 @@ def resolve(
         session.add(target)
         if known is not None:
             known.of_profile[target.id] = []
-            known.keep.append(target)
+            known.profiles[target.id] = target
         _attach(session, tenant_id, target, identifiers, have=[])
         return target, merges
     else:
