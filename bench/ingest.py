@@ -271,6 +271,7 @@ def main() -> None:
         note=f"Batches of {args.batch}, {args.clients} clients, {args.web_workers} web worker(s). "
         "Target: ≥ 10,000 orders/s accepted.",
         section="## Ingest (`make bench-ingest`)",
+        command=None if args.orders == 100_000 else f"uv run python -m bench.ingest --orders {args.orders}",
     )
     print(json.dumps(results, indent=2))  # noqa: T201 - a benchmark's report goes to stdout
 

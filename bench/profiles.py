@@ -105,6 +105,7 @@ def main() -> None:
             ("merges", lambda c: c["merges"]),
         ],
         note="Target: ≥ 10,000 orders/s.",
+        command=None if args.orders == 100_000 else f"uv run python -m bench.profiles --orders {args.orders}",
         section="## Profiles (`make bench-profiles`)\n\nOrders applied through the profile service's records "
         "consumer in batches of 500, as a Kafka poll delivers them, on a fresh PostgreSQL database (Kafka "
         "left out): identity resolution, stored orders, traits, outbox.",

@@ -16,7 +16,13 @@ Column = tuple[str, Callable[[dict[str, Any]], object]]
 
 
 def publish(
-    name: str, cases: list[dict[str, Any]], *, columns: list[Column], note: str, section: str
+    name: str,
+    cases: list[dict[str, Any]],
+    *,
+    columns: list[Column],
+    note: str,
+    section: str,
+    command: str | None = None,
 ) -> dict[str, Any]:
     """Write the results and refresh the README table between `<!-- name:start -->` and `:end -->`
     (a new section is appended the first time). Returns the results."""
@@ -24,7 +30,7 @@ def publish(
         "benchmark": name,
         "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-        "command": f"make bench-{name}",
+        "command": command or f"make bench-{name}",
         "cases": cases,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
