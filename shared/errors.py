@@ -8,6 +8,7 @@ personal data leaks through them.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -82,15 +83,16 @@ def problem(
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers or None)
 
 
-def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
-    # Deliberately drop pydantic's "input" and "ctx": they echo the submitted (possibly personal) data.
+def field_errors(errors: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Pydantic errors as `loc`/`msg`/`type` only: "input" and "ctx" are dropped, they echo the submitted
+    (possibly personal) data."""
     return [
         {
             "loc": safe_loc(err.get("loc", ()), err.get("type", "")),
             "msg": err.get("msg", ""),
             "type": err.get("type", ""),
         }
-        for err in exc.errors()
+        for err in errors
     ]
 
 
@@ -110,7 +112,10 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def on_validation(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
         return problem(
-            422, "Invalid request", "The request does not match the schema.", errors=_field_errors(exc)
+            422,
+            "Invalid request",
+            "The request does not match the schema.",
+            errors=field_errors(exc.errors()),
         )
 
     async def on_http(_: Request, exc: Exception) -> JSONResponse:

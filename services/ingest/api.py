@@ -12,7 +12,6 @@ from fastapi import APIRouter, File, Form, Header, Query, Request, Response, Upl
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
-from pydantic import BaseModel
 from sqlmodel import Session, col, select
 
 from services.ingest import idempotency, imports, intake, quality, tenants
@@ -112,10 +111,6 @@ async def _batch(
     return await _idempotent(request, session, str(tenant_id), key, raw, handle)
 
 
-def _documented(model: type[BaseModel]) -> dict[str, Any]:
-    return json_body(model)
-
-
 @router.post(
     "/tenants",
     status_code=status.HTTP_201_CREATED,
@@ -137,7 +132,7 @@ async def create_tenant(
 
 
 @router.post(
-    "/orders", tags=["orders"], responses=SINGLE, openapi_extra=_documented(Order), response_model=None
+    "/orders", tags=["orders"], responses=SINGLE, openapi_extra=json_body(Order), response_model=None
 )
 async def post_order(
     request: Request, tenant_id: TenantDep, session: SessionDep, key: IdempotencyKey = None
@@ -150,7 +145,7 @@ async def post_order(
     "/orders:batch",
     tags=["orders"],
     responses=BATCH,
-    openapi_extra=_documented(OrderBatch),
+    openapi_extra=json_body(OrderBatch),
     response_model=None,
 )
 async def post_orders(
@@ -164,7 +159,7 @@ async def post_orders(
     "/customers",
     tags=["customers"],
     responses=SINGLE,
-    openapi_extra=_documented(CustomerRecord),
+    openapi_extra=json_body(CustomerRecord),
     response_model=None,
 )
 async def post_customer(
@@ -178,7 +173,7 @@ async def post_customer(
     "/customers:batch",
     tags=["customers"],
     responses=BATCH,
-    openapi_extra=_documented(CustomerBatch),
+    openapi_extra=json_body(CustomerBatch),
     response_model=None,
 )
 async def post_customers(
@@ -192,7 +187,7 @@ async def post_customers(
     "/events",
     tags=["events"],
     responses=SINGLE,
-    openapi_extra=_documented(BehaviourEvent),
+    openapi_extra=json_body(BehaviourEvent),
     response_model=None,
 )
 async def post_event(
@@ -206,7 +201,7 @@ async def post_event(
     "/events:batch",
     tags=["events"],
     responses=BATCH,
-    openapi_extra=_documented(BehaviourBatch),
+    openapi_extra=json_body(BehaviourBatch),
     response_model=None,
 )
 async def post_events(

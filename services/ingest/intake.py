@@ -31,7 +31,7 @@ from sqlmodel import Session, col
 from services.ingest import quality
 from services.ingest.models import InboundRecord
 from shared.db import bulk_insert, utcnow
-from shared.errors import safe_loc
+from shared.errors import field_errors
 from shared.events import BehaviourRecorded, CustomerRecorded, Event, OrderIngested
 from shared.infra import OutboxMessage
 from shared.outbox import outbox_row
@@ -148,14 +148,6 @@ BEHAVIOUR: Kind[BehaviourEvent] = Kind(
 )
 
 
-def validation_errors(exc: ValidationError) -> list[dict[str, Any]]:
-    """Field errors without the submitted values (they may be personal data)."""
-    return [
-        {"loc": safe_loc(err["loc"], err["type"]), "msg": err["msg"], "type": err["type"]}
-        for err in exc.errors()
-    ]
-
-
 @dataclass
 class _State:
     id: UUID
@@ -198,7 +190,7 @@ def accept(
         try:
             record = raw if isinstance(raw, kind.model) else kind.adapter.validate_python(raw)
         except ValidationError as exc:
-            errors = validation_errors(exc)
+            errors = field_errors(exc.errors())
             results[index] = ItemResult(index, Outcome.rejected, errors=errors)
             tally.rejected(errors)
             continue

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from uuid import UUID, uuid4
+from uuid import uuid4
 
 from sqlmodel import Session
 
@@ -34,7 +34,3 @@ def create_tenant(name: str, *, session: Session) -> tuple[Tenant, str]:
     session.commit()
     session.refresh(tenant)
     return tenant, plain
-
-
-def tenant_key(tenant_id: UUID) -> str:
-    return str(tenant_id)

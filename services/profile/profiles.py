@@ -29,9 +29,7 @@ from shared.events import (
 )
 from shared.normalize import is_relay_email, normalize_document, normalize_email, normalize_phone
 from shared.outbox import add_event
-from shared.records import Consent, Customer, CustomerRecord, CustomerRef, OrderStatus, from_minor, to_minor
-
-COUNTED_STATUSES = [s.value for s in OrderStatus if s.counts_as_spend]
+from shared.records import Consent, Customer, CustomerRecord, CustomerRef, from_minor, to_minor
 
 
 def profile_key(tenant_id: UUID, profile_id: UUID) -> str:

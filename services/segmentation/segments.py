@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
 from uuid import UUID
 
 import sqlalchemy as sa
@@ -140,7 +139,3 @@ def list_members(
     if after is not None:
         query = query.where(col(SegmentMember.profile_id) > after)
     return list(session.exec(query.order_by(col(SegmentMember.profile_id)).limit(limit)).all())
-
-
-def rule_of(segment: Segment) -> dict[str, Any]:
-    return segment.rule
