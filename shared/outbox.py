@@ -31,17 +31,6 @@ log = logging.getLogger("clientela.outbox")
 _RELAY_LOCK_ID = 0x636C_6E74_6F62
 
 
-def _row(envelope: Envelope, topic: str, key: str) -> dict[str, Any]:
-    return {
-        "event_id": envelope.event_id,
-        "topic": topic,
-        "key": key,
-        "event_type": envelope.type,
-        "body": envelope.to_bytes(),
-        "created_at": envelope.occurred_at,
-    }
-
-
 def outbox_row(
     event_type: type[Event],
     payload: dict[str, Any],
@@ -66,9 +55,15 @@ def add_event(
     session: Session, event: Event, *, tenant_id: UUID, key: str, correlation_id: str | None = None
 ) -> Envelope:
     """Stage `event` for publication in the caller's transaction."""
-    envelope = event.envelope(tenant_id, correlation_id=correlation_id)
-    session.add(OutboxMessage(**_row(envelope, event.TOPIC.name, key)))
-    return envelope
+    row = outbox_row(
+        type(event),
+        event.model_dump(mode="json"),
+        tenant_id=tenant_id,
+        key=key,
+        correlation_id=correlation_id,
+    )
+    session.add(OutboxMessage(**row))
+    return Envelope.from_bytes(row["body"])
 
 
 class OutboxRelay:
