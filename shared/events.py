@@ -169,6 +169,19 @@ class ProfilesMerged(Event):
     merge_id: UUID = Field(description="The merge record (GET /v1/profiles/{id}/merges).")
 
 
+class ProfilesUnmerged(Event):
+    """A merge was undone: `restored_id` is a profile of its own again, `survivor_id` keeps the rest; both
+    are recomputed (their ProfileUpdated events follow)."""
+
+    TYPE = "profile.unmerged"
+    VERSION = 1
+    TOPIC = PROFILES
+
+    survivor_id: UUID
+    restored_id: UUID
+    merge_id: UUID = Field(description="The merge record that was undone.")
+
+
 class SegmentMembershipChanged(Event):
     TYPE = "segment.membership_changed"
     VERSION = 1
@@ -190,6 +203,7 @@ EVENT_TYPES: dict[tuple[str, int], type[Event]] = {
         BehaviourRecorded,
         ProfileUpdated,
         ProfilesMerged,
+        ProfilesUnmerged,
         SegmentMembershipChanged,
     )
 }

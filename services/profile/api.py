@@ -7,11 +7,21 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query
 
-from services.profile import profiles
-from services.profile.schemas import MergeList, MergeRead, ProfilePage, ProfileRead, Timeline, TimelineEntry
+from services.profile import profiles, unmerge
+from services.profile.schemas import (
+    MergeList,
+    MergeRead,
+    ProfilePage,
+    ProfileRead,
+    Timeline,
+    TimelineEntry,
+    UnmergeRequest,
+    UnmergeResult,
+)
 from shared.auth import TenantDep
 from shared.db import SessionDep
 from shared.errors import Invalid, problem_responses
+from shared.logs import request_id_var
 
 router = APIRouter(prefix="/v1", tags=["profiles"])
 
@@ -66,3 +76,23 @@ def get_timeline(
     """The person's orders and merges, newest first (a merged id shows its survivor's timeline)."""
     entries = profiles.timeline(profile_id, tenant_id=tenant_id, session=session, limit=limit)
     return Timeline(items=[TimelineEntry(**e) for e in entries])
+
+
+@router.post("/profiles/{profile_id}/unmerge", responses=problem_responses(401, 404, 409, 422))
+def unmerge_profile(
+    profile_id: UUID, body: UnmergeRequest, tenant_id: TenantDep, session: SessionDep
+) -> UnmergeResult:
+    """Undo a wrong merge: the merged profile comes back; both are recomputed and kept apart."""
+    profile = profiles.get_profile(profile_id, tenant_id=tenant_id, session=session)
+    owner = profiles.get_profile(profile.merged_into or profile.id, tenant_id=tenant_id, session=session)
+    identifier = None
+    if body.identifier is not None:
+        identifier = profiles.normalised_identifier(body.identifier.kind, body.identifier.value)
+    record = unmerge.find_merge(session, owner, merge_id=body.merge_id, identifier=identifier)
+    done = unmerge.unmerge(session, record, correlation_id=request_id_var.get())
+    session.commit()
+    return UnmergeResult(
+        merge_id=done.record.id,
+        survivor=ProfileRead.of(done.survivor),
+        restored=ProfileRead.of(done.restored),
+    )

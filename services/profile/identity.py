@@ -20,7 +20,14 @@ from uuid import UUID
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from services.profile.models import MergeRecord, Profile, ProfileIdentifier, ProfileOrder
+from services.profile.models import (
+    MergeBlock,
+    MergeRecord,
+    Profile,
+    ProfileIdentifier,
+    ProfileOrder,
+    ProfileRecord,
+)
 from shared.db import utcnow
 from shared.normalize import is_relay_email
 from shared.records import Customer, CustomerRef
@@ -96,7 +103,7 @@ class Graph:
             ):
                 self.of_profile.setdefault(row.profile_id, []).append((row.kind, row.value))
                 self.owner[(row.tenant_id, row.kind, row.value)] = row.profile_id
-            for profile in _lock(session, list(owners)):
+            for profile in lock_profiles(session, list(owners)):
                 self.profiles[profile.id] = profile
         return list(owners)
 
@@ -138,7 +145,7 @@ def _identifiers(session: Session, profile_id: UUID) -> list[Identifier]:
     return [(kind, value) for kind, value in rows]
 
 
-def _lock(session: Session, profile_ids: list[UUID]) -> list[Profile]:
+def lock_profiles(session: Session, profile_ids: list[UUID]) -> list[Profile]:
     """The profiles, locked in id order (PostgreSQL) so concurrent merges cannot interleave. In a batch,
     the owners were locked when the graph was loaded."""
     known = graph(session)
@@ -148,6 +155,18 @@ def _lock(session: Session, profile_ids: list[UUID]) -> list[Profile]:
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update()
     return list(session.exec(query).all())
+
+
+def is_blocked(session: Session, a: UUID, b: UUID) -> bool:
+    """Were these two profiles split by an unmerge (so they must not merge again by themselves)?"""
+    low, high = sorted((a, b))
+    return session.get(MergeBlock, (low, high)) is not None
+
+
+def add_block(session: Session, tenant_id: UUID, a: UUID, b: UUID, *, merge_id: UUID | None) -> None:
+    low, high = sorted((a, b))
+    if session.get(MergeBlock, (low, high)) is None:
+        session.add(MergeBlock(tenant_id=tenant_id, profile_a=low, profile_b=high, merge_id=merge_id))
 
 
 def can_merge(mine: list[Identifier], theirs: list[Identifier], merges: int) -> bool:
@@ -187,24 +206,25 @@ def resolve(
         owners = {
             pid: min((_rank(k) for (k, _), p in owned.items() if p == pid)) for pid in set(owned.values())
         }
-        profiles = {p.id: p for p in _lock(session, list(owners))}
+        profiles = {p.id: p for p in lock_profiles(session, list(owners))}
         target = profiles[min(owners, key=lambda pid: (owners[pid], profiles[pid].created_at, pid))]
         for other_id in sorted(owners, key=lambda pid: (profiles[pid].created_at, pid)):
             other = profiles[other_id]
             if other.id == target.id or other.status == "merged":  # the target, or already folded into it
                 continue
-            linked_by = sorted(
-                {k for (k, _), p in owned.items() if p == other.id and k in MERGE_KINDS}, key=_rank
+            links = sorted(
+                (i for i, p in owned.items() if p == other.id and i[0] in MERGE_KINDS),
+                key=lambda i: (_rank(i[0]), i[1]),
             )
-            if not linked_by:
+            if not links:
                 continue
             mine, theirs = _identifiers(session, target.id), _identifiers(session, other.id)
-            if not can_merge(mine, theirs, target.merges + other.merges):
+            if not can_merge(mine, theirs, target.merges + other.merges) or is_blocked(
+                session, target.id, other.id
+            ):
                 continue
             survivor, merged = sorted((target, other), key=lambda p: (p.created_at, p.id))
-            merges.append(
-                merge(session, survivor, merged, rule=linked_by[0], linked_by=linked_by, event_id=event_id)
-            )
+            merges.append(merge(session, survivor, merged, links=links, event_id=event_id))
             target = survivor
     _attach(session, tenant_id, target, [i for i in identifiers if i not in owned])
     if target.email is None and contact_email is not None:
@@ -239,11 +259,13 @@ def merge(
     survivor: Profile,
     merged: Profile,
     *,
-    rule: str,
-    linked_by: list[str],
+    links: list[Identifier],
     event_id: UUID | None,
+    method: str = "deterministic",
+    score: float | None = None,
 ) -> MergeRecord:
-    """Fold `merged` into `survivor`: identifiers and orders move; `merged` keeps a pointer."""
+    """Fold `merged` into `survivor`: identifiers, orders and records move; `merged` keeps a pointer."""
+    session.flush()
     moved_identifiers = _identifiers(session, merged.id)
     moved_orders = [
         str(order_id)
@@ -251,6 +273,27 @@ def merge(
             select(ProfileOrder.order_id).where(ProfileOrder.profile_id == merged.id)
         ).all()
     ]
+    moved_records = [
+        str(record_id)
+        for record_id in session.exec(
+            select(ProfileRecord.id).where(ProfileRecord.profile_id == merged.id)
+        ).all()
+    ]
+    session.execute(
+        sa.update(ProfileRecord)
+        .where(col(ProfileRecord.profile_id) == merged.id)
+        .values(profile_id=survivor.id)
+    )
+    # A block against the merged profile now holds against the survivor that took it in.
+    for block in session.exec(
+        select(MergeBlock).where(
+            sa.or_(col(MergeBlock.profile_a) == merged.id, col(MergeBlock.profile_b) == merged.id)
+        )
+    ).all():
+        other = block.profile_b if block.profile_a == merged.id else block.profile_a
+        session.delete(block)
+        if other != survivor.id:
+            add_block(session, survivor.tenant_id, survivor.id, other, merge_id=block.merge_id)
     session.execute(
         sa.update(ProfileIdentifier)
         .where(col(ProfileIdentifier.profile_id) == merged.id)
@@ -276,10 +319,14 @@ def merge(
         tenant_id=survivor.tenant_id,
         survivor_id=survivor.id,
         merged_id=merged.id,
-        rule=rule,
-        linked_by=linked_by,
+        rule=links[0][0] if method == "deterministic" else method,
+        linked_by=sorted({kind for kind, _ in links}, key=_rank),
+        linked_identifiers=[[kind, value] for kind, value in links],
         moved_identifiers=[[kind, value] for kind, value in moved_identifiers],
         moved_orders=moved_orders,
+        moved_records=moved_records,
+        method=method,
+        score=score,
         event_id=event_id,
     )
     session.add_all([merged, survivor, record])

@@ -50,10 +50,15 @@ class Profile(ProfileTable, table=True):
         sa_column=sa.Column(sa.JSON(), nullable=False),
         description="by source, cancellations, returns, preferred payment, top categories and products",
     )
-    behaviour: dict[str, int] = Field(
+    behaviour: dict[str, Any] = Field(
         default_factory=dict,
         sa_column=sa.Column(sa.JSON(), nullable=False),
-        description="event type -> count",
+        description="counts by event type, products and categories viewed, carts started and abandoned",
+    )
+    predicted: dict[str, Any] = Field(
+        default_factory=dict,
+        sa_column=sa.Column(sa.JSON(), nullable=False),
+        description="tenant-wide traits (RFM scores and group, CLV, churn, next order), set by a refresh",
     )
     orders_count: int = 0
     total_spent_minor: int = Field(default=0, sa_column=sa.Column(sa.BigInteger(), nullable=False))
@@ -87,6 +92,45 @@ class ProfileOrder(ProfileTable, table=True):
         sa_column=sa.Column(sa.JSON(), nullable=False),
         description="method, installments",
     )
+    identifiers: list[list[str]] = Field(
+        default_factory=list,
+        sa_column=sa.Column(sa.JSON(), nullable=False),
+        description="[kind, value] pairs the latest version carried (what unmerge re-resolves)",
+    )
+    customer: dict[str, Any] = Field(
+        default_factory=dict,
+        sa_column=sa.Column(sa.JSON(), nullable=False),
+        description="demographics, location and consents the order carried, and when (`at`)",
+    )
+    recorded_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))
+
+
+class ProfileRecord(ProfileTable, table=True):
+    """A customer record or behaviour event applied to a profile: with the stored orders, the history every
+    trait is computed from (so that a merge can be undone and both sides recomputed)."""
+
+    __tablename__ = "profile_record"
+
+    id: UUID = Field(sa_column=sa.Column(sa.Uuid(), primary_key=True), description="Ingest's record id.")
+    tenant_id: UUID = Field(sa_column=sa.Column(sa.Uuid(), nullable=False))
+    profile_id: UUID = Field(sa_column=sa.Column(sa.Uuid(), nullable=False, index=True))
+    record_version: int = Field(default=1, description="A customer record's latest version seen.")
+    kind: str = Field(max_length=10, description="customer (a CRM/form record) or behaviour")
+    type: str = Field(max_length=30, description="customer_record, or the behaviour type")
+    source: str = Field(max_length=40)
+    occurred_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
+    identifiers: list[list[str]] = Field(default_factory=list, sa_column=sa.Column(sa.JSON(), nullable=False))
+    customer: dict[str, Any] = Field(
+        default_factory=dict,
+        sa_column=sa.Column(sa.JSON(), nullable=False),
+        description="customer records: demographics, location, consents and `at`",
+    )
+    properties: dict[str, Any] = Field(
+        default_factory=dict,
+        sa_column=sa.Column(sa.JSON(), nullable=False),
+        description="behaviour: sku, category, quantity",
+    )
+    recorded_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))
 
 
 class ProfileIdentifier(ProfileTable, table=True):
@@ -124,5 +168,26 @@ class MergeRecord(ProfileTable, table=True):
     )
     moved_identifiers: list[list[str]] = Field(sa_column=sa.Column(sa.JSON(), nullable=False))
     moved_orders: list[str] = Field(sa_column=sa.Column(sa.JSON(), nullable=False))
+    moved_records: list[str] = Field(default_factory=list, sa_column=sa.Column(sa.JSON(), nullable=False))
+    linked_identifiers: list[list[str]] = Field(
+        default_factory=list,
+        sa_column=sa.Column(sa.JSON(), nullable=False),
+        description="The [kind, value] pairs that linked them.",
+    )
+    method: str = Field(default="deterministic", max_length=20, description="deterministic or probabilistic")
+    score: float | None = Field(default=None, description="Match probability (probabilistic merges).")
+    undone_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime(), nullable=True))
     event_id: UUID | None = Field(default=None, sa_column=sa.Column(sa.Uuid(), nullable=True))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))
+
+
+class MergeBlock(ProfileTable, table=True):
+    """Two profiles that must not merge again (an undone merge): merge protection checks it."""
+
+    __tablename__ = "merge_block"
+
+    tenant_id: UUID = Field(sa_column=sa.Column(sa.Uuid(), nullable=False))
+    profile_a: UUID = Field(sa_column=sa.Column(sa.Uuid(), primary_key=True), description="The lower id.")
+    profile_b: UUID = Field(sa_column=sa.Column(sa.Uuid(), primary_key=True, index=True))
+    merge_id: UUID | None = Field(default=None, sa_column=sa.Column(sa.Uuid(), nullable=True))
     created_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))

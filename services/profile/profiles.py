@@ -7,7 +7,7 @@ Which profile a record belongs to, and merges, are decided in `identity`; here t
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 from uuid import UUID
 
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from services.profile import identity, traits
-from services.profile.models import MergeRecord, Profile, ProfileIdentifier, ProfileOrder
+from services.profile.models import MergeRecord, Profile, ProfileIdentifier, ProfileOrder, ProfileRecord
 from shared.db import utcnow
 from shared.errors import Invalid, NotFound
 from shared.events import (
@@ -37,11 +37,10 @@ def profile_key(tenant_id: UUID, profile_id: UUID) -> str:
 
 
 def apply_order(session: Session, envelope: Envelope, event: OrderIngested) -> None:
-    """Handler for OrderIngested: attach the order version to its profile and recompute the traits."""
-    tenant_id = envelope.tenant_id
+    """Handler for OrderIngested: keep the order's latest version with its profile; the traits follow."""
     order = event.order
-    profile, merges = _resolve(session, envelope, identifiers_for(event), order.customer)
-    record_customer(profile, order.customer, order.consents, at=order.updated_at or order.placed_at)
+    identifiers = identifiers_for(event)
+    profile, merges = _resolve(session, envelope, identifiers, order.customer)
     stored = _stored_order(session, event.order_id)
     if stored is not None and stored.order_version >= event.order_version:
         if merges:
@@ -51,7 +50,7 @@ def apply_order(session: Session, envelope: Envelope, event: OrderIngested) -> N
     if stored is None:
         stored = ProfileOrder(
             order_id=event.order_id,
-            tenant_id=tenant_id,
+            tenant_id=envelope.tenant_id,
             profile_id=profile.id,
             order_version=event.order_version,
             source=order.source,
@@ -66,6 +65,9 @@ def apply_order(session: Session, envelope: Envelope, event: OrderIngested) -> N
     stored.placed_at = order.placed_at
     stored.items = [{"sku": i.sku, "category": i.category, "quantity": i.quantity} for i in order.items]
     stored.payments = [{"method": p.method.value, "installments": p.installments} for p in order.payments]
+    stored.identifiers = [[kind, value] for kind, value in identifiers]
+    stored.customer = snapshot(order.customer, order.consents, at=order.updated_at or order.placed_at)
+    stored.recorded_at = utcnow()
     session.add(stored)
     known = session.info.get("known_orders")
     if isinstance(known, dict):
@@ -73,7 +75,7 @@ def apply_order(session: Session, envelope: Envelope, event: OrderIngested) -> N
 
     recompute(session, profile, correlation_id=envelope.correlation_id)
     if previous_profile_id is not None and previous_profile_id != profile.id:
-        # The order's e-mail changed: the profile it left must be recomputed too.
+        # The order's identifiers changed: the profile it left must be recomputed too.
         previous = session.get(Profile, previous_profile_id)
         if previous is not None:
             recompute(session, previous, correlation_id=envelope.correlation_id)
@@ -85,7 +87,7 @@ def _resolve(
     identifiers: list[identity.Identifier],
     customer: Customer | CustomerRef | None,
 ) -> tuple[Profile, list[MergeRecord]]:
-    """The record's profile after identity resolution; merged profiles' traits folded into survivors."""
+    """The record's profile after identity resolution (merges announced)."""
     email = customer.email if customer is not None else None
     profile, merges = identity.resolve(
         session,
@@ -94,83 +96,103 @@ def _resolve(
         contact_email=email if email and not is_relay_email(email) else None,
         event_id=envelope.event_id,
     )
-    for record in merges:
-        survivor, merged = session.get(Profile, record.survivor_id), session.get(Profile, record.merged_id)
-        if survivor is not None and merged is not None:
-            absorb(survivor, merged)
     announce_merges(session, merges, correlation_id=envelope.correlation_id)
     return profile, merges
 
 
-ATTRIBUTES = ("name", "birth_date", "gender")
-LOCATION = ("city", "state", "zip", "country")
-
-
-def record_customer(
-    profile: Profile, customer: Customer | CustomerRecord, consents: Sequence[Consent], *, at: datetime
-) -> None:
-    """Demographics, location and consents from a record: the newest data wins; nothing is erased by a
-    record that lacks a field."""
-    if profile.attributes_at is None or at >= profile.attributes_at:
-        for field in ATTRIBUTES:
-            value = getattr(customer, field)
-            if value is not None:
-                setattr(profile, field, value.value if field == "gender" else value)
+def snapshot(
+    customer: Customer | CustomerRecord | None, consents: Sequence[Consent], *, at: datetime
+) -> dict[str, Any]:
+    """What a record says about the person (demographics, location, consents) and when: what
+    `traits.customer_traits` folds into the profile."""
+    found: dict[str, Any] = {"at": at.isoformat()}
+    if customer is not None:
+        found["name"] = customer.name
+        found["birth_date"] = customer.birth_date.isoformat() if customer.birth_date else None
+        found["gender"] = customer.gender.value if customer.gender else None
         if customer.address is not None:
-            for field in LOCATION:
-                value = getattr(customer.address, field)
-                if value is not None:
-                    setattr(profile, field, value)
-        profile.attributes_at = at
-    decisions = dict(profile.consents)
-    for consent in consents:
-        when = (consent.at or at).isoformat()
-        current = decisions.get(consent.purpose.value)
-        if current is None or when >= current["at"]:
-            decisions[consent.purpose.value] = {
-                "status": consent.status.value,
-                "at": when,
-                "source": consent.source,
-                "text_version": consent.text_version,
-            }
-    profile.consents = decisions
-
-
-def absorb(survivor: Profile, merged: Profile) -> None:
-    """Fold a merged profile's own data into the survivor (orders and identifiers moved already)."""
-    for field in (*ATTRIBUTES, *LOCATION):
-        if getattr(survivor, field) is None:
-            setattr(survivor, field, getattr(merged, field))
-    decisions = dict(survivor.consents)
-    for purpose, decision in merged.consents.items():
-        if purpose not in decisions or decision["at"] > decisions[purpose]["at"]:
-            decisions[purpose] = decision
-    survivor.consents = decisions
-    survivor.behaviour = {
-        k: survivor.behaviour.get(k, 0) + merged.behaviour.get(k, 0)
-        for k in {*survivor.behaviour, *merged.behaviour}
-    }
-    seen = [t for t in (survivor.last_seen_at, merged.last_seen_at) if t is not None]
-    survivor.last_seen_at = max(seen) if seen else None
+            for field in ("city", "state", "zip", "country"):
+                found[field] = getattr(customer.address, field)
+    found["consents"] = [
+        {
+            "purpose": c.purpose.value,
+            "status": c.status.value,
+            "at": (c.at or at).isoformat(),
+            "source": c.source,
+            "text_version": c.text_version,
+        }
+        for c in consents
+    ]
+    return {k: v for k, v in found.items() if v is not None}
 
 
 def apply_customer_record(session: Session, envelope: Envelope, event: CustomerRecorded) -> None:
     """Handler for CustomerRecorded: identity, demographics, location and consents from a CRM/form record."""
     record = event.customer
-    profile, _ = _resolve(session, envelope, identifiers_for(event), record)
-    record_customer(profile, record, record.consents, at=record.updated_at or envelope.occurred_at)
-    recompute(session, profile, correlation_id=envelope.correlation_id)
+    profile, merges = _resolve(session, envelope, identifiers_for(event), record)
+    stored = session.get(ProfileRecord, event.record_id)
+    if stored is not None and stored.record_version >= event.record_version:
+        if merges:
+            recompute(session, profile, correlation_id=envelope.correlation_id)
+        return  # an older version arriving late never overwrites a newer one
+    if stored is not None:
+        previous = session.get(Profile, stored.profile_id)
+        session.delete(stored)
+        session.flush()
+        if previous is not None and previous.id != profile.id:
+            recompute(session, previous, correlation_id=envelope.correlation_id)
+    at = record.updated_at or envelope.occurred_at
+    _store_record(
+        session,
+        envelope,
+        profile,
+        identifiers_for(event),
+        id=event.record_id,
+        record_version=event.record_version,
+        kind="customer",
+        type="customer_record",
+        source=record.source,
+        occurred_at=at,
+        customer=snapshot(record, record.consents, at=at),
+    )
 
 
 def apply_behaviour(session: Session, envelope: Envelope, event: BehaviourRecorded) -> None:
-    """Handler for BehaviourRecorded: who did it (known identifiers and/or the device), last seen, counts."""
+    """Handler for BehaviourRecorded: who did it (known identifiers and/or the device) and what."""
     behaviour = event.event
     profile, _ = _resolve(session, envelope, identifiers_for(event), behaviour.customer)
-    if profile.last_seen_at is None or behaviour.occurred_at > profile.last_seen_at:
-        profile.last_seen_at = behaviour.occurred_at
-    counts = dict(profile.behaviour)
-    counts[behaviour.type.value] = counts.get(behaviour.type.value, 0) + 1
-    profile.behaviour = counts
+    properties = {
+        k: str(behaviour.properties[k])[:200] for k in ("sku", "category") if behaviour.properties.get(k)
+    }
+    _store_record(
+        session,
+        envelope,
+        profile,
+        identifiers_for(event),
+        id=event.record_id,
+        kind="behaviour",
+        type=behaviour.type.value,
+        source=behaviour.source,
+        occurred_at=behaviour.occurred_at,
+        properties=properties,
+    )
+
+
+def _store_record(
+    session: Session,
+    envelope: Envelope,
+    profile: Profile,
+    identifiers: list[identity.Identifier],
+    **fields: Any,
+) -> None:
+    """Keep the record in the profile's history (traits are computed from it)."""
+    record = ProfileRecord(
+        tenant_id=envelope.tenant_id,
+        profile_id=profile.id,
+        identifiers=[[kind, value] for kind, value in identifiers],
+        **fields,
+    )
+    session.add(record)
     recompute(session, profile, correlation_id=envelope.correlation_id)
 
 
@@ -232,13 +254,12 @@ class ProfileBatch:
         session.info.pop("known_orders", None)
         if not dirty:
             return
-        orders: dict[UUID, list[ProfileOrder]] = {pid: [] for pid in dirty}
-        for stored in session.exec(select(ProfileOrder).where(col(ProfileOrder.profile_id).in_(list(dirty)))):
-            orders[stored.profile_id].append(stored)
+        session.flush()
+        history = load_history(session, list(dirty))
         for profile_id in sorted(dirty):
             profile = session.get(Profile, profile_id)
             if profile is not None and profile.status == "active":
-                _recompute_now(session, profile, orders[profile_id], correlation_id=dirty[profile_id])
+                recompute_full(session, profile, *history[profile_id], correlation_id=dirty[profile_id])
 
 
 def _stored_order(session: Session, order_id: UUID) -> ProfileOrder | None:
@@ -255,17 +276,55 @@ def recompute(session: Session, profile: Profile, *, correlation_id: str | None 
     if isinstance(dirty, dict):
         dirty[profile.id] = correlation_id
         return
-    rows = list(session.exec(select(ProfileOrder).where(ProfileOrder.profile_id == profile.id)).all())
-    _recompute_now(session, profile, rows, correlation_id=correlation_id)
+    session.flush()
+    recompute_full(
+        session, profile, *load_history(session, [profile.id])[profile.id], correlation_id=correlation_id
+    )
 
 
-def _recompute_now(
-    session: Session, profile: Profile, rows: list[ProfileOrder], *, correlation_id: str | None
+def load_history(
+    session: Session, profile_ids: list[UUID]
+) -> dict[UUID, tuple[list[ProfileOrder], list[ProfileRecord]]]:
+    """The stored orders and records of these profiles: everything their traits are computed from."""
+    found: dict[UUID, tuple[list[ProfileOrder], list[ProfileRecord]]] = {pid: ([], []) for pid in profile_ids}
+    for start in range(0, len(profile_ids), 1000):
+        chunk = profile_ids[start : start + 1000]
+        for stored in session.exec(select(ProfileOrder).where(col(ProfileOrder.profile_id).in_(chunk))):
+            found[stored.profile_id][0].append(stored)
+        for record in session.exec(select(ProfileRecord).where(col(ProfileRecord.profile_id).in_(chunk))):
+            found[record.profile_id][1].append(record)
+    return found
+
+
+def recompute_full(
+    session: Session,
+    profile: Profile,
+    rows: list[ProfileOrder],
+    records: list[ProfileRecord],
+    *,
+    correlation_id: str | None,
 ) -> None:
+    """Every trait of the profile from its history (orders and records), then a ProfileUpdated."""
     facts = [
         traits.OrderFacts(o.source, o.status, o.total_minor, o.placed_at, o.items, o.payments) for o in rows
     ]
     computed = traits.purchase_traits(facts)
+    snapshots = [{**o.customer, "seq": o.recorded_at.isoformat()} for o in rows if o.customer]
+    snapshots += [{**r.customer, "seq": r.recorded_at.isoformat()} for r in records if r.kind == "customer"]
+    person = traits.customer_traits(snapshots)
+    for field in ("name", "gender", "city", "state", "zip", "country"):
+        setattr(profile, field, person[field])
+    profile.birth_date = date.fromisoformat(person["birth_date"]) if person["birth_date"] else None
+    profile.consents = person["consents"]
+    times = [datetime.fromisoformat(s["at"]) for s in snapshots]
+    profile.attributes_at = max(times) if times else None
+    seen = [
+        traits.BehaviourFacts(r.type, r.occurred_at, r.properties.get("sku"), r.properties.get("category"))
+        for r in records
+        if r.kind == "behaviour"
+    ]
+    profile.behaviour = traits.behaviour_traits(seen, [o.placed_at for o in rows], now=utcnow())
+    profile.last_seen_at = max((e.occurred_at for e in seen), default=None)
     profile.orders_count = computed.orders_count
     profile.total_spent_minor = computed.total_spent_minor
     profile.first_order_at = computed.first_order_at
@@ -321,16 +380,35 @@ LOOKUPS: dict[str, Callable[[str], str]] = {
 }
 
 
+def _normalise(kind: str, raw: str) -> str:
+    try:
+        return LOOKUPS[kind](raw) if kind in LOOKUPS else raw
+    except ValueError:
+        raise Invalid(f"`{kind}` is not valid.") from None
+
+
+def normalised_identifier(kind: str, raw: str) -> identity.Identifier:
+    """An identifier typed by a person, normalised as ingest normalises it (Invalid when it cannot be)."""
+    value = _normalise(kind, raw)
+    if kind == "email" and is_relay_email(value):
+        raise Invalid(
+            "A marketplace relay e-mail identifies a buyer only within its source: use customer_id."
+        )
+    if kind == "customer_id":
+        source, sep, external_id = value.partition(":")
+        if not sep or not external_id:
+            raise Invalid("`customer_id` is `<source>:<the customer's id there>`.")
+        value = f"{source.strip().lower()}:{external_id}"
+    return (kind, value)
+
+
 def list_profiles(
     *, tenant_id: UUID, session: Session, lookup: dict[str, str], after: UUID | None, limit: int
 ) -> list[Profile]:
     """Profiles of a tenant, optionally only those owning the given identifiers (normalised first)."""
     query = select(Profile).where(Profile.tenant_id == tenant_id, Profile.status == "active")
     for kind, raw in lookup.items():
-        try:
-            value = LOOKUPS[kind](raw) if kind in LOOKUPS else raw
-        except ValueError:
-            raise Invalid(f"`{kind}` is not valid.") from None
+        value = _normalise(kind, raw)
         owner = select(ProfileIdentifier.profile_id).where(
             ProfileIdentifier.tenant_id == tenant_id,
             ProfileIdentifier.kind == kind,

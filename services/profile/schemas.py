@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.profile.models import MergeRecord, Profile
 from shared.records import average_order_value, from_minor
@@ -52,7 +52,14 @@ class ProfileRead(BaseModel):
         description="By source, cancellations, returns, preferred payment method and installments, top "
         "categories and products (counted orders only)."
     )
-    behaviour: dict[str, int] = Field(description="Behaviour events by type (page_view, add_to_cart, ...).")
+    behaviour: dict[str, Any] = Field(
+        description="From behaviour events: `counts` by type, `last_seen_at`, `viewed_products` and "
+        "`viewed_categories` (most viewed first), `carts_started`, `carts_abandoned` (no order within 24 h)."
+    )
+    predicted: dict[str, Any] = Field(
+        description="Tenant-wide traits from the last refresh (`POST /v1/traits:refresh`): RFM scores and "
+        "group, predicted CLV, churn probability, expected next order; empty before the first refresh."
+    )
     status: str = Field(description="active, or merged: then `merged_into` is the profile that holds it all.")
     merged_into: UUID | None = Field(description="For a merged profile: the surviving profile's id.")
     created_at: datetime
@@ -84,6 +91,7 @@ class ProfileRead(BaseModel):
             last_seen_at=profile.last_seen_at,
             purchases=profile.purchases,
             behaviour=profile.behaviour,
+            predicted=profile.predicted,
             status=profile.status,
             merged_into=profile.merged_into,
             created_at=profile.created_at,
@@ -108,6 +116,11 @@ class MergeRead(BaseModel):
     linked_by: list[str]
     moved: dict[str, int] = Field(description="How many identifiers and orders moved to the survivor.")
     event_id: UUID | None = Field(description="The event that linked them.")
+    method: str = Field(
+        description="deterministic, probabilistic (with `score`) or manual (an accepted suggestion)."
+    )
+    score: float | None = Field(description="Match probability of a probabilistic merge.")
+    undone_at: datetime | None = Field(description="When the merge was undone (`POST .../unmerge`).")
     created_at: datetime
 
     @classmethod
@@ -120,6 +133,9 @@ class MergeRead(BaseModel):
             linked_by=record.linked_by,
             moved={"identifiers": len(record.moved_identifiers), "orders": len(record.moved_orders)},
             event_id=record.event_id,
+            method=record.method,
+            score=record.score,
+            undone_at=record.undone_at,
             created_at=record.created_at,
         )
 
@@ -139,3 +155,37 @@ class TimelineEntry(BaseModel):
 
 class Timeline(BaseModel):
     items: list[TimelineEntry]
+
+
+class IdentifierRef(BaseModel):
+    """An identifier as the seller knows it (normalised like ingest does)."""
+
+    kind: Literal["email", "phone", "document", "customer_id"]
+    value: str = Field(
+        min_length=1, max_length=300, description="For `customer_id`: `<source>:<the customer's id there>`."
+    )
+
+
+class UnmergeRequest(BaseModel):
+    """The merge to undo: its id (see `GET /v1/profiles/{id}/merges`) or an identifier that came with it."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"merge_id": "5e6f7a8b-9c0d-4e1f-a2b3-c4d5e6f7a8b9"}]}
+    )
+
+    merge_id: UUID | None = None
+    identifier: IdentifierRef | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> UnmergeRequest:
+        if (self.merge_id is None) == (self.identifier is None):
+            raise ValueError("give exactly one of `merge_id` and `identifier`")
+        return self
+
+
+class UnmergeResult(BaseModel):
+    """The undone merge and both profiles, recomputed from their history."""
+
+    merge_id: UUID
+    survivor: ProfileRead = Field(description="The profile that keeps everything else.")
+    restored: ProfileRead = Field(description="The profile that is its own again.")

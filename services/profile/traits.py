@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from shared.records import OrderStatus
@@ -75,3 +75,76 @@ def purchase_traits(orders: list[OrderFacts]) -> PurchaseTraits:
             "top_products": [p for p, _ in sorted(products.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP]],
         },
     )
+
+
+# --- Demographics, location and consents: folded from the records' snapshots ----------------------------
+
+ATTRIBUTES = ("name", "birth_date", "gender", "city", "state", "zip", "country")
+
+
+def customer_traits(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each attribute from the newest record that has it (a record lacking a field erases nothing), and each
+    consent purpose's newest decision. A snapshot is `{"at": iso, "seq": tiebreak, <attribute>: value, ...,
+    "consents": [{"purpose", "status", "at", ...}]}`; equal times are decided by arrival (`seq`)."""
+    found: dict[str, Any] = dict.fromkeys(ATTRIBUTES)
+    consents: dict[str, dict[str, Any]] = {}
+    for snapshot in sorted(snapshots, key=lambda s: (s["at"], s.get("seq", ""))):
+        for field_name in ATTRIBUTES:
+            if snapshot.get(field_name) is not None:
+                found[field_name] = snapshot[field_name]
+        for consent in snapshot.get("consents", ()):
+            current = consents.get(consent["purpose"])
+            if current is None or consent["at"] >= current["at"]:
+                consents[consent["purpose"]] = {k: v for k, v in consent.items() if k != "purpose"}
+    found["consents"] = dict(sorted(consents.items()))
+    return found
+
+
+# --- Behaviour: from the stored behaviour events ---------------------------------------------------------
+
+CART_WINDOW = timedelta(hours=24)
+
+
+@dataclass(frozen=True)
+class BehaviourFacts:
+    type: str
+    occurred_at: datetime
+    sku: str | None = None
+    category: str | None = None
+
+
+def behaviour_traits(
+    events: list[BehaviourFacts], order_times: list[datetime], *, now: datetime
+) -> dict[str, Any]:
+    """Counts by type, last seen, the products and categories viewed most, and carts.
+
+    A cart starts with an `add_to_cart` more than 24 h after the previous one; it is abandoned when no order
+    was placed between its first add and 24 h after its last, once those 24 h are over."""
+    counts: Counter[str] = Counter(e.type for e in events)
+    viewed = [e for e in events if e.type == "product_view"]
+    products = Counter(e.sku for e in viewed if e.sku)
+    categories = Counter(e.category for e in viewed if e.category)
+    adds = sorted(e.occurred_at for e in events if e.type == "add_to_cart")
+    carts: list[tuple[datetime, datetime]] = []
+    for at in adds:
+        if carts and at - carts[-1][1] <= CART_WINDOW:
+            carts[-1] = (carts[-1][0], at)
+        else:
+            carts.append((at, at))
+    abandoned = sum(
+        1
+        for start, last in carts
+        if last + CART_WINDOW < now and not any(start <= t <= last + CART_WINDOW for t in order_times)
+    )
+    return {
+        "counts": dict(sorted(counts.items())),
+        "last_seen_at": max(e.occurred_at for e in events).isoformat() if events else None,
+        "viewed_products": _top(products),
+        "viewed_categories": _top(categories),
+        "carts_started": len(carts),
+        "carts_abandoned": abandoned,
+    }
+
+
+def _top(counter: Counter[str]) -> list[str]:
+    return [k for k, _ in sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP]]

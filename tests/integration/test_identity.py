@@ -236,7 +236,7 @@ def test_customer_records_and_behaviour_build_the_profile(stack: Any) -> None:
         assert len(items) == 1
         profile: dict[str, Any] = items[0]
         assert profile["orders_count"] == 1
-        assert profile["behaviour"] == {"product_view": 1, "signup": 1}
+        assert profile["behaviour"]["counts"] == {"product_view": 1, "signup": 1}
         assert profile["name"] == "Rita de Cássia"
         return profile
 
@@ -246,6 +246,8 @@ def test_customer_records_and_behaviour_build_the_profile(stack: Any) -> None:
     assert profile["location"] == {"city": "Curitiba", "state": "PR", "zip": "80010000", "country": "BR"}
     assert profile["consents"]["marketing_email"]["status"] == "revoked"  # the later decision wins
     assert profile["last_seen_at"] == "2026-11-19T13:00:00Z"
+    assert profile["behaviour"]["viewed_products"] == ["CAFE"]
+    assert profile["behaviour"]["carts_started"] == 0
     # The anonymous browsing profile and the known one were one person all along: one active profile.
     assert len(stack.profile.get("/v1/profiles", headers=h).json()["items"]) == 1
     by_device = stack.profile.get("/v1/profiles/" + profile["id"] + "/merges", headers=h).json()["items"]

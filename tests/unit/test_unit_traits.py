@@ -70,3 +70,53 @@ def test_no_orders_and_ties_are_deterministic() -> None:
     ]
     assert purchase_traits(tie).purchases["preferred_payment_method"] == "boleto"
     assert purchase_traits(list(reversed(tie))).purchases == purchase_traits(tie).purchases
+
+
+def test_customer_traits_take_each_field_from_the_newest_record_that_has_it() -> None:
+    from services.profile.traits import customer_traits
+
+    snapshots = [
+        {"at": "2026-01-02T00:00:00+00:00", "city": "Recife", "consents": []},
+        {"at": "2026-01-01T00:00:00+00:00", "name": "Ana", "city": "Olinda"},
+        {
+            "at": "2026-01-03T00:00:00+00:00",
+            "consents": [
+                {"purpose": "marketing_email", "status": "revoked", "at": "2026-01-03T00:00:00+00:00"}
+            ],
+        },
+        {
+            "at": "2026-01-01T00:00:00+00:00",
+            "consents": [
+                {"purpose": "marketing_email", "status": "granted", "at": "2026-01-01T00:00:00+00:00"}
+            ],
+        },
+    ]
+    found = customer_traits(snapshots)
+    assert (found["name"], found["city"], found["state"]) == ("Ana", "Recife", None)
+    assert found["consents"] == {"marketing_email": {"status": "revoked", "at": "2026-01-03T00:00:00+00:00"}}
+    assert customer_traits(list(reversed(snapshots))) == found  # arrival order does not matter
+
+
+def test_behaviour_traits_count_views_and_carts() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from services.profile.traits import BehaviourFacts, behaviour_traits
+
+    t0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
+    events = [
+        BehaviourFacts("product_view", t0, "A", "books"),
+        BehaviourFacts("product_view", t0, "B", "books"),
+        BehaviourFacts("product_view", t0, "B", "games"),
+        BehaviourFacts("add_to_cart", t0),
+        BehaviourFacts("add_to_cart", t0 + timedelta(hours=2)),  # same cart
+        BehaviourFacts("add_to_cart", t0 + timedelta(days=3)),  # a new cart, bought the next day
+        BehaviourFacts("add_to_cart", t0 + timedelta(days=10)),  # still open: not abandoned yet
+    ]
+    orders = [t0 + timedelta(days=4)]
+    found = behaviour_traits(events, orders, now=t0 + timedelta(days=10, hours=1))
+    assert found["counts"] == {"add_to_cart": 4, "product_view": 3}
+    assert found["viewed_products"] == ["B", "A"]
+    assert found["viewed_categories"] == ["books", "games"]
+    assert (found["carts_started"], found["carts_abandoned"]) == (3, 1)
+    assert found["last_seen_at"] == (t0 + timedelta(days=10)).isoformat()
+    assert behaviour_traits([], [], now=t0)["last_seen_at"] is None
