@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Query
 
-from services.profile import profiles, unmerge
+from services.profile import probabilistic, profiles, unmerge
 from services.profile.schemas import (
     MergeList,
     MergeRead,
     ProfilePage,
     ProfileRead,
+    SuggestionPage,
+    SuggestionRead,
     Timeline,
     TimelineEntry,
     UnmergeRequest,
@@ -96,3 +98,44 @@ def unmerge_profile(
         survivor=ProfileRead.of(done.survivor),
         restored=ProfileRead.of(done.restored),
     )
+
+
+@router.get("/merge-suggestions", responses=ERRORS, tags=["identity"])
+def list_suggestions(
+    tenant_id: TenantDep,
+    session: SessionDep,
+    status: Annotated[
+        Literal["pending", "accepted", "rejected", "obsolete"], Query(description="Which suggestions.")
+    ] = "pending",
+    cursor: Annotated[UUID | None, Query(description="`next_cursor` of the previous page.")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> SuggestionPage:
+    """Pairs of profiles that look like one person but not surely enough to merge by themselves."""
+    found = probabilistic.list_suggestions(
+        tenant_id=tenant_id, session=session, status=status, after=cursor, limit=limit
+    )
+    next_cursor = str(found[-1].id) if len(found) == limit else None
+    return SuggestionPage(items=[SuggestionRead.of(s) for s in found], next_cursor=next_cursor)
+
+
+@router.post(
+    "/merge-suggestions/{suggestion_id}/accept", responses=problem_responses(401, 404, 409), tags=["identity"]
+)
+def accept_suggestion(suggestion_id: UUID, tenant_id: TenantDep, session: SessionDep) -> MergeRead:
+    """They are one person: merge the two profiles (recorded as a manual merge with the score)."""
+    suggestion = probabilistic.get_suggestion(suggestion_id, tenant_id=tenant_id, session=session)
+    record = probabilistic.accept(session, suggestion)
+    profiles.after_manual_merge(session, record, correlation_id=request_id_var.get())
+    session.commit()
+    return MergeRead.of(record)
+
+
+@router.post(
+    "/merge-suggestions/{suggestion_id}/reject", responses=problem_responses(401, 404, 409), tags=["identity"]
+)
+def reject_suggestion(suggestion_id: UUID, tenant_id: TenantDep, session: SessionDep) -> SuggestionRead:
+    """They are two people: the pair is never suggested or merged by the probabilistic stage again."""
+    suggestion = probabilistic.get_suggestion(suggestion_id, tenant_id=tenant_id, session=session)
+    probabilistic.reject(session, suggestion)
+    session.commit()
+    return SuggestionRead.of(suggestion)

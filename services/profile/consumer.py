@@ -39,7 +39,12 @@ def workers(engine: Engine, settings: ServiceSettings) -> Sequence[tuple[str, Wo
                     },
                 ),
             },
-            hooks={"records": ProfileBatch()},
+            hooks={
+                "records": ProfileBatch(
+                    merge_threshold=getattr(settings, "match_merge_threshold", 0.95),
+                    suggest_threshold=getattr(settings, "match_suggest_threshold", 0.6),
+                )
+            },
         ),
     ]
 

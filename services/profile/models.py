@@ -191,3 +191,35 @@ class MergeBlock(ProfileTable, table=True):
     profile_b: UUID = Field(sa_column=sa.Column(sa.Uuid(), primary_key=True, index=True))
     merge_id: UUID | None = Field(default=None, sa_column=sa.Column(sa.Uuid(), nullable=True))
     created_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))
+
+
+class ProfileBlockKey(ProfileTable, table=True):
+    """A blocking key of a profile (hashed: it holds personal data): the probabilistic stage scores the
+    profiles that share one."""
+
+    __tablename__ = "profile_block_key"
+
+    tenant_id: UUID = Field(sa_column=sa.Column(sa.Uuid(), nullable=False))
+    key: str = Field(sa_column=sa.Column(sa.String(32), primary_key=True))
+    profile_id: UUID = Field(sa_column=sa.Column(sa.Uuid(), primary_key=True, index=True))
+
+
+class MergeSuggestion(ProfileTable, table=True):
+    """Two profiles that look like one person, in the grey zone of the probabilistic score: a person
+    accepts (they merge) or rejects (never suggested again)."""
+
+    __tablename__ = "merge_suggestion"
+    __table_args__ = (sa.UniqueConstraint("profile_a", "profile_b"),)
+
+    id: UUID = Field(default_factory=uuid4, sa_column=sa.Column(sa.Uuid(), primary_key=True))
+    tenant_id: UUID = Field(sa_column=sa.Column(sa.Uuid(), nullable=False, index=True))
+    profile_a: UUID = Field(sa_column=sa.Column(sa.Uuid(), nullable=False), description="The lower id.")
+    profile_b: UUID = Field(sa_column=sa.Column(sa.Uuid(), nullable=False))
+    score: float = Field(description="Match probability.")
+    contributions: list[dict[str, Any]] = Field(
+        sa_column=sa.Column(sa.JSON(), nullable=False),
+        description="comparison, level and weight (bits) of each comparison: why they look alike",
+    )
+    status: str = Field(default="pending", max_length=10, description="pending, accepted, rejected, obsolete")
+    created_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))
+    decided_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime(), nullable=True))

@@ -14,7 +14,7 @@ from uuid import UUID
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from services.profile import identity, traits
+from services.profile import identity, probabilistic, traits
 from services.profile.models import MergeRecord, Profile, ProfileIdentifier, ProfileOrder, ProfileRecord
 from shared.db import utcnow
 from shared.errors import Invalid, NotFound
@@ -229,7 +229,13 @@ def identifiers_for(event: OrderIngested | CustomerRecorded | BehaviourRecorded)
 class ProfileBatch:
     """Batch hooks of the records consumer: the identity graph and the stored orders a poll's events
     touch are loaded in a few queries, and each touched profile is recomputed (and announced) once per
-    batch instead of once per event."""
+    batch instead of once per event; then the probabilistic stage looks at the changed profiles."""
+
+    def __init__(self, *, merge_threshold: float = 0.95, suggest_threshold: float = 0.6) -> None:
+        if not 0 <= suggest_threshold <= merge_threshold <= 1:
+            raise ValueError("thresholds must satisfy 0 <= suggest <= merge <= 1")
+        self.merge_threshold = merge_threshold
+        self.suggest_threshold = suggest_threshold
 
     def prepare(self, session: Session, events: list[tuple[Envelope, Event]]) -> None:
         graph = identity.Graph()
@@ -254,12 +260,31 @@ class ProfileBatch:
         session.info.pop("known_orders", None)
         if not dirty:
             return
+        self._recompute(session, dirty)
+        changed = [p for pid in sorted(dirty) if (p := session.get(Profile, pid)) is not None]
+        merges = probabilistic.second_stage(
+            session, changed, merge_threshold=self.merge_threshold, suggest_threshold=self.suggest_threshold
+        )
+        if merges:
+            announce_merges(session, merges, correlation_id=None)
+            self._recompute(session, {m.survivor_id: dirty.get(m.survivor_id) for m in merges})
+
+    @staticmethod
+    def _recompute(session: Session, dirty: dict[UUID, str | None]) -> None:
         session.flush()
         history = load_history(session, list(dirty))
         for profile_id in sorted(dirty):
             profile = session.get(Profile, profile_id)
             if profile is not None and profile.status == "active":
                 recompute_full(session, profile, *history[profile_id], correlation_id=dirty[profile_id])
+
+
+def after_manual_merge(session: Session, record: MergeRecord, *, correlation_id: str | None) -> None:
+    """Announce a merge made outside the consumer (an accepted suggestion) and recompute the survivor."""
+    announce_merges(session, [record], correlation_id=correlation_id)
+    survivor = session.get(Profile, record.survivor_id)
+    if survivor is not None:
+        recompute(session, survivor, correlation_id=correlation_id)
 
 
 def _stored_order(session: Session, order_id: UUID) -> ProfileOrder | None:

@@ -9,7 +9,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from services.profile.models import MergeRecord, Profile
+from services.profile.models import MergeRecord, MergeSuggestion, Profile
 from shared.records import average_order_value, from_minor
 
 
@@ -189,3 +189,37 @@ class UnmergeResult(BaseModel):
     merge_id: UUID
     survivor: ProfileRead = Field(description="The profile that keeps everything else.")
     restored: ProfileRead = Field(description="The profile that is its own again.")
+
+
+class SuggestionRead(BaseModel):
+    """Two profiles that look like one person (probabilistic stage, grey zone), and why."""
+
+    id: UUID
+    profile_ids: list[UUID] = Field(description="The two profiles.")
+    score: float = Field(description="Match probability (Fellegi-Sunter).")
+    contributions: list[dict[str, Any]] = Field(
+        description="Per comparison (name, birth_date, zip, phone, ...): the agreement level and its weight "
+        "in bits; never the compared values."
+    )
+    status: str = Field(description="pending, accepted, rejected, or obsolete (a profile changed since).")
+    created_at: datetime
+    decided_at: datetime | None
+
+    @classmethod
+    def of(cls, suggestion: MergeSuggestion) -> SuggestionRead:
+        return cls(
+            id=suggestion.id,
+            profile_ids=[suggestion.profile_a, suggestion.profile_b],
+            score=suggestion.score,
+            contributions=suggestion.contributions,
+            status=suggestion.status,
+            created_at=suggestion.created_at,
+            decided_at=suggestion.decided_at,
+        )
+
+
+class SuggestionPage(BaseModel):
+    items: list[SuggestionRead]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` to get the next page; null on the last page."
+    )

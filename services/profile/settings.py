@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import ServiceSettings
@@ -17,6 +18,12 @@ class ProfileSettings(ServiceSettings):
     service_name: str = "profile"
     database_url: str = "sqlite:///.data/profile.db"
     port: int = 8002
+    match_merge_threshold: float = Field(
+        0.95, ge=0, le=1, description="Probabilistic stage: merge at or above this match probability."
+    )
+    match_suggest_threshold: float = Field(
+        0.6, ge=0, le=1, description="Probabilistic stage: suggest a merge at or above this probability."
+    )
 
 
 @lru_cache

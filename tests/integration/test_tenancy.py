@@ -20,9 +20,11 @@ PUBLIC = {"/healthz", "/readyz"}
 # Path parameters that name no tenant-owned resource (routes with only these are not isolation cases).
 NOT_RESOURCES = {"source": "mercadolivre"}
 # Routes that take a body: a valid one (else validation answers 422 before the tenant check), and what the
-# owner gets with it.
-BODIES: dict[str, tuple[dict[str, Any], int]] = {
-    "/v1/profiles/{profile_id}/unmerge": ({"identifier": {"kind": "email", "value": "a@example.com"}}, 409),
+# owner may get (a decided suggestion cannot be decided again: 409).
+BODIES: dict[str, tuple[dict[str, Any] | None, set[int]]] = {
+    "/v1/profiles/{profile_id}/unmerge": ({"identifier": {"kind": "email", "value": "a@example.com"}}, {409}),
+    "/v1/merge-suggestions/{suggestion_id}/accept": (None, {200, 409}),
+    "/v1/merge-suggestions/{suggestion_id}/reject": (None, {200, 409}),
 }
 
 
@@ -55,7 +57,12 @@ def call(client: TestClient, method: str, url: str, key: str | None, body: Any =
 
 
 def test_every_route_refuses_requests_without_a_valid_key(stack: Stack) -> None:
-    random_ids = {"profile_id": str(uuid4()), "segment_id": str(uuid4()), "import_id": str(uuid4())}
+    random_ids = {
+        "profile_id": str(uuid4()),
+        "segment_id": str(uuid4()),
+        "import_id": str(uuid4()),
+        "suggestion_id": str(uuid4()),
+    }
     checked = 0
     for name, client in stack.clients.items():
         for method, path, _ in operations(client):
@@ -118,7 +125,24 @@ def test_a_tenant_never_sees_another_tenants_data(stack: Stack) -> None:
         headers=auth(key_a),
     )
     assert upload.status_code == 202
-    ids = {"profile_id": profile_id, "segment_id": segment.json()["id"], "import_id": upload.json()["id"]}
+    # Two buyers with one name in one city: a merge suggestion (see test_probabilistic).
+    for number, birth_date in (("A-2", {"birth_date": "1985-03-02"}), ("A-3", {})):
+        body = order_body(number, "unused@example.com", "1.00", source="amazon")
+        body["customer"] = {"external_id": number, "name": "Maria Aparecida Souza", **birth_date}
+        body["customer"]["address"] = {"city": "São Paulo", "state": "SP"}
+        assert stack.ingest.post("/v1/orders", json=body, headers=auth(key_a)).status_code == 202
+
+    def a_suggestion() -> str:
+        items = stack.profile.get("/v1/merge-suggestions", headers=auth(key_a)).json()["items"]
+        assert len(items) == 1
+        return str(items[0]["id"])
+
+    ids = {
+        "profile_id": profile_id,
+        "segment_id": segment.json()["id"],
+        "import_id": upload.json()["id"],
+        "suggestion_id": eventually(a_suggestion),
+    }
 
     # Every route with an id: A sees its resource, B gets 404 for the very same URL.
     with_ids = 0
@@ -127,8 +151,8 @@ def test_a_tenant_never_sees_another_tenants_data(stack: Stack) -> None:
             if not set(re.findall(r"\{([^}]+)\}", path)) - set(NOT_RESOURCES):
                 continue
             url = fill(path, ids)
-            body, expected = BODIES.get(path, (None, 200))
-            assert call(client, method, url, key_a, body).status_code == expected, (name, path)
+            body, expected = BODIES.get(path, (None, {200}))
+            assert call(client, method, url, key_a, body).status_code in expected, (name, path)
             response = call(client, method, url, key_b, body)
             assert response.status_code == 404, (name, method, path, response.text)
             assert response.headers["content-type"] == "application/problem+json"
@@ -144,6 +168,7 @@ def test_a_tenant_never_sees_another_tenants_data(stack: Stack) -> None:
         == []
     )
     assert stack.segmentation.get("/v1/segments", headers=auth(key_b)).json()["items"] == []
+    assert stack.profile.get("/v1/merge-suggestions", headers=auth(key_b)).json()["items"] == []
 
 
 def test_tenant_creation_needs_the_admin_token(stack: Stack) -> None:

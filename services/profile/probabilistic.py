@@ -1,0 +1,218 @@
+"""The second stage of identity resolution, on the database: profiles that no identifier links but that
+look like one person (`services.profile.matching` scores them) merge, or become a suggestion a person
+accepts or rejects.
+
+After each consumer batch, every changed active profile gets its blocking keys stored (hashed: they hold
+personal data) and is scored against the profiles sharing a key. Above `merge_threshold` the two merge
+(recorded as probabilistic, with the score); between `suggest_threshold` and it, a `MergeSuggestion` is
+kept for `GET /v1/merge-suggestions`. A pair that was unmerged, rejected or already suggested is not
+scored again; the deterministic merge protection (one document, per-kind limits, merge limit) holds here
+too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import asdict
+from datetime import date
+from uuid import UUID
+
+import sqlalchemy as sa
+from sqlmodel import Session, col, select
+
+from services.profile import identity, matching
+from services.profile.models import MergeRecord, MergeSuggestion, Profile, ProfileBlockKey, ProfileIdentifier
+from shared.db import utcnow
+from shared.errors import Conflict, NotFound
+
+# A key shared by more profiles than this says little (a common name in a big city): it finds no candidates.
+MAX_PROFILES_PER_KEY = 100
+
+
+def hashed(tenant_id: UUID, key: str) -> str:
+    return hashlib.sha256(f"{tenant_id}:{key}".encode()).hexdigest()[:32]
+
+
+def match_fields(profile: Profile, identifiers: Iterable[identity.Identifier]) -> matching.MatchFields:
+    found = list(identifiers)
+    documents = [v for k, v in found if k == "document"]
+    return matching.MatchFields(
+        name=profile.name,
+        birth_date=profile.birth_date if isinstance(profile.birth_date, date) else None,
+        zip=profile.zip,
+        city=profile.city,
+        state=profile.state,
+        phones=tuple(sorted(v for k, v in found if k == "phone")),
+        emails=tuple(sorted(v for k, v in found if k == "email")),
+        document=documents[0] if documents else None,
+    )
+
+
+def _identifiers(session: Session, profile_ids: list[UUID]) -> dict[UUID, list[identity.Identifier]]:
+    found: dict[UUID, list[identity.Identifier]] = {pid: [] for pid in profile_ids}
+    for start in range(0, len(profile_ids), 1000):
+        chunk = profile_ids[start : start + 1000]
+        for row in session.exec(
+            select(ProfileIdentifier).where(col(ProfileIdentifier.profile_id).in_(chunk))
+        ):
+            found[row.profile_id].append((row.kind, row.value))
+    return found
+
+
+def second_stage(
+    session: Session,
+    profiles: list[Profile],
+    *,
+    merge_threshold: float,
+    suggest_threshold: float,
+    weights: matching.Weights = matching.DEFAULT_WEIGHTS,
+) -> list[MergeRecord]:
+    """Index these (changed, active) profiles' blocking keys, score them against their candidates, merge or
+    suggest. Returns the merges made (their survivors need recomputing)."""
+    profiles = [p for p in profiles if p.status == "active"]
+    if not profiles:
+        return []
+    ids = [p.id for p in profiles]
+    identifiers = _identifiers(session, ids)
+    fields = {p.id: match_fields(p, identifiers[p.id]) for p in profiles}
+    keys = {p.id: {hashed(p.tenant_id, k) for k in matching.blocking_keys(fields[p.id])} for p in profiles}
+    session.execute(sa.delete(ProfileBlockKey).where(col(ProfileBlockKey.profile_id).in_(ids)))
+    session.add_all(
+        ProfileBlockKey(tenant_id=p.tenant_id, key=k, profile_id=p.id) for p in profiles for k in keys[p.id]
+    )
+    session.flush()
+
+    wanted = sorted({k for ks in keys.values() for k in ks})
+    holders: dict[str, set[UUID]] = {}
+    for start in range(0, len(wanted), 1000):
+        for row in session.exec(
+            select(ProfileBlockKey).where(col(ProfileBlockKey.key).in_(wanted[start : start + 1000]))
+        ):
+            holders.setdefault(row.key, set()).add(row.profile_id)
+    pairs: set[tuple[UUID, UUID]] = set()
+    for profile in profiles:
+        for key in keys[profile.id]:
+            found = holders.get(key, set())
+            if len(found) <= MAX_PROFILES_PER_KEY:
+                pairs.update(tuple(sorted((profile.id, other))) for other in found if other != profile.id)  # type: ignore[misc]
+    if not pairs:
+        return []
+
+    others = sorted({pid for pair in pairs for pid in pair} - set(ids))
+    known = {p.id: p for p in profiles}
+    for start in range(0, len(others), 1000):
+        for other in session.exec(select(Profile).where(col(Profile.id).in_(others[start : start + 1000]))):
+            known[other.id] = other
+    identifiers.update(_identifiers(session, others))
+    for pid in others:
+        if pid in known:
+            fields[pid] = match_fields(known[pid], identifiers[pid])
+    seen = _decided_pairs(session, pairs)
+
+    merges: list[MergeRecord] = []
+    for a_id, b_id in sorted(pairs):
+        a, b = known.get(a_id), known.get(b_id)
+        if a is None or b is None or a.status != "active" or b.status != "active" or (a_id, b_id) in seen:
+            continue
+        if a.tenant_id != b.tenant_id or identity.is_blocked(session, a_id, b_id):
+            continue
+        if not identity.can_merge(identifiers[a_id], identifiers[b_id], a.merges + b.merges):
+            continue
+        match = matching.score(fields[a_id], fields[b_id], weights)
+        decision = matching.decide(match, merge_threshold, suggest_threshold)
+        if decision == "merge":
+            survivor, merged = sorted((a, b), key=lambda p: (p.created_at, p.id))
+            merges.append(
+                identity.merge(
+                    session,
+                    survivor,
+                    merged,
+                    links=[],
+                    event_id=None,
+                    method="probabilistic",
+                    score=round(match.probability, 4),
+                )
+            )
+            identifiers[survivor.id] = identifiers[survivor.id] + identifiers[merged.id]
+            fields[survivor.id] = match_fields(survivor, identifiers[survivor.id])
+            session.execute(sa.delete(ProfileBlockKey).where(col(ProfileBlockKey.profile_id) == merged.id))
+        elif decision == "suggest":
+            session.add(
+                MergeSuggestion(
+                    tenant_id=a.tenant_id,
+                    profile_a=a_id,
+                    profile_b=b_id,
+                    score=round(match.probability, 4),
+                    contributions=[asdict(c) for c in match.contributions],
+                )
+            )
+    session.flush()
+    return merges
+
+
+def _decided_pairs(session: Session, pairs: set[tuple[UUID, UUID]]) -> set[tuple[UUID, UUID]]:
+    """Pairs already suggested (pending, accepted or rejected): not scored again."""
+    ids = sorted({pid for pair in pairs for pid in pair})
+    found: set[tuple[UUID, UUID]] = set()
+    for start in range(0, len(ids), 1000):
+        chunk = ids[start : start + 1000]
+        for row in session.exec(select(MergeSuggestion).where(col(MergeSuggestion.profile_a).in_(chunk))):
+            found.add((row.profile_a, row.profile_b))
+    return found
+
+
+def list_suggestions(
+    *, tenant_id: UUID, session: Session, status: str, after: UUID | None, limit: int
+) -> list[MergeSuggestion]:
+    query = select(MergeSuggestion).where(
+        MergeSuggestion.tenant_id == tenant_id, MergeSuggestion.status == status
+    )
+    if after is not None:
+        query = query.where(col(MergeSuggestion.id) > after)
+    return list(session.exec(query.order_by(col(MergeSuggestion.id)).limit(limit)).all())
+
+
+def get_suggestion(suggestion_id: UUID, *, tenant_id: UUID, session: Session) -> MergeSuggestion:
+    found = session.get(MergeSuggestion, suggestion_id)
+    if found is None or found.tenant_id != tenant_id:
+        raise NotFound("No merge suggestion with this id.")
+    return found
+
+
+def _pending(suggestion: MergeSuggestion) -> None:
+    if suggestion.status != "pending":
+        raise Conflict(f"This suggestion was {suggestion.status} already.")
+
+
+def accept(session: Session, suggestion: MergeSuggestion) -> MergeRecord:
+    """A person confirmed the pair is one person: merge them (recorded as manual, with the score)."""
+    _pending(suggestion)
+    profiles = {
+        p.id: p for p in identity.lock_profiles(session, [suggestion.profile_a, suggestion.profile_b])
+    }
+    if len(profiles) != 2 or any(p.status != "active" for p in profiles.values()):
+        suggestion.status, suggestion.decided_at = "obsolete", utcnow()
+        session.add(suggestion)
+        session.commit()
+        raise Conflict("One of the two profiles was merged or changed since: the suggestion is obsolete.")
+    a, b = profiles[suggestion.profile_a], profiles[suggestion.profile_b]
+    mine = _identifiers(session, [a.id, b.id])
+    if identity.is_blocked(session, a.id, b.id) or not identity.can_merge(
+        mine[a.id], mine[b.id], a.merges + b.merges
+    ):
+        raise Conflict("Merge protection refuses this merge (documents, limits or an undone merge).")
+    survivor, merged = sorted((a, b), key=lambda p: (p.created_at, p.id))
+    record = identity.merge(
+        session, survivor, merged, links=[], event_id=None, method="manual", score=suggestion.score
+    )
+    suggestion.status, suggestion.decided_at = "accepted", utcnow()
+    session.add(suggestion)
+    return record
+
+
+def reject(session: Session, suggestion: MergeSuggestion) -> None:
+    """Not one person: the pair is never suggested or merged again by the probabilistic stage."""
+    _pending(suggestion)
+    suggestion.status, suggestion.decided_at = "rejected", utcnow()
+    session.add(suggestion)

@@ -1,0 +1,165 @@
+"""The probabilistic stage of identity resolution on the profile service's real database: profiles no
+identifier links merge when they surely are one person, become a suggestion in the grey zone, and stay
+apart when they are a family.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID, uuid4
+
+import pytest
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from services.profile import probabilistic, unmerge
+from services.profile.consumer import workers
+from services.profile.models import MergeRecord, MergeSuggestion, Profile
+from shared.consumer import ConsumerWorker
+from shared.errors import Conflict
+from shared.events import OrderIngested
+from shared.records import Order
+from shared.settings import ServiceSettings
+from tests.support import SettingsFactory, auth, eventually, order_body
+
+pytestmark = pytest.mark.integration
+
+MARIA = {
+    "name": "Maria Aparecida Souza",
+    "birth_date": "1985-03-02",
+    "address": {"zip": "01310-100", "city": "São Paulo", "state": "SP"},
+}
+
+
+@pytest.fixture
+def settings(make_settings: SettingsFactory) -> ServiceSettings:
+    result: ServiceSettings = make_settings("profile")
+    return result
+
+
+@pytest.fixture
+def consumer(engine: Engine, settings: ServiceSettings) -> ConsumerWorker:
+    worker = dict(workers(engine, settings))["profile-records"]
+    assert isinstance(worker, ConsumerWorker)
+    return worker
+
+
+def order(tenant: UUID, number: str, source: str = "site", **customer: Any) -> bytes:
+    body = order_body(number, "unused@example.com", "10.00", source=source)
+    body["customer"] = customer
+    event = OrderIngested(order_id=uuid4(), order_version=1, order=Order.model_validate(body))
+    return event.envelope(tenant).to_bytes()
+
+
+def active(engine: Engine, tenant: UUID) -> list[Profile]:
+    with Session(engine) as session:
+        query = select(Profile).where(Profile.tenant_id == tenant, Profile.status == "active")
+        return list(session.exec(query.order_by(col(Profile.created_at))))
+
+
+def test_one_person_without_a_shared_identifier_merges_probabilistically(
+    engine: Engine, consumer: ConsumerWorker
+) -> None:
+    tenant = uuid4()
+    consumer.apply([order(tenant, "M-1", email="maria.souza@example.com", phone="11987654321", **MARIA)])
+    # On Shopee: another e-mail, a typo in the surname, no phone (a shared phone would attach the order).
+    typo = {**MARIA, "name": "MARIA APARECIDA SOUSA"}
+    consumer.apply([order(tenant, "M-2", "shopee", email="cida85@example.com", **typo)])
+    [maria] = active(engine, tenant)
+    assert maria.orders_count == 2
+    with Session(engine) as session:
+        [record] = session.exec(select(MergeRecord).where(MergeRecord.tenant_id == tenant)).all()
+        assert (record.method, record.rule, record.linked_by) == ("probabilistic", "probabilistic", [])
+        assert record.score is not None
+        assert record.score >= 0.95
+        # And it can be undone like any merge; the two are then kept apart.
+        unmerge.unmerge(session, record)
+        session.commit()
+    consumer.apply([order(tenant, "M-3", "shopee", email="cida85@example.com", **typo)])
+    assert sorted(p.orders_count for p in active(engine, tenant)) == [1, 2]
+
+
+def test_a_family_sharing_phone_and_address_stays_apart(engine: Engine, consumer: ConsumerWorker) -> None:
+    tenant = uuid4()
+    home = {"zip": "50030-230", "city": "Recife", "state": "PE", "street": "Rua da Aurora", "number": "100"}
+    jose = {"name": "José Ferreira Lima", "birth_date": "1960-07-01", "address": home}
+    ana = {"name": "Ana Ferreira Lima", "birth_date": "1992-01-15", "address": home}
+    consumer.apply([order(tenant, "F-1", email="jose@example.com", phone="81988887777", **jose)])
+    consumer.apply([order(tenant, "F-2", email="ana@example.com", **ana)])
+    consumer.apply([order(tenant, "F-3", email="ana@example.com", phone="81988887777", **ana)])
+    assert sorted(p.orders_count for p in active(engine, tenant)) == [1, 2]
+    with Session(engine) as session:
+        assert session.exec(select(MergeSuggestion).where(MergeSuggestion.tenant_id == tenant)).all() == []
+
+
+def test_a_grey_zone_pair_is_suggested_and_a_person_decides(engine: Engine, consumer: ConsumerWorker) -> None:
+    tenant = uuid4()
+    same_name = {"name": "Maria Aparecida Souza", "address": {"city": "São Paulo", "state": "SP"}}
+    # Three marketplace buyer ids (no e-mail: different e-mails would speak against them).
+    consumer.apply([order(tenant, "G-1", "amazon", external_id="a1", birth_date="1985-03-02", **same_name)])
+    zipped = {**same_name, "address": MARIA["address"]}
+    consumer.apply([order(tenant, "G-2", "shopee", external_id="s1", **zipped)])
+    consumer.apply([order(tenant, "G-3", "magalu", external_id="m1", **same_name)])
+    assert len(active(engine, tenant)) == 3
+    with Session(engine) as session:
+        pending = probabilistic.list_suggestions(
+            tenant_id=tenant, session=session, status="pending", after=None, limit=10
+        )
+        assert len(pending) >= 2
+        assert all(0.6 <= s.score < 0.95 for s in pending)
+        assert "Maria" not in str([s.contributions for s in pending])  # explained by levels, not values
+        pending_ids = {s.id for s in pending}
+        first, second = pending[:2]
+        record = probabilistic.accept(session, first)
+        session.commit()
+        assert record.method == "manual"
+        probabilistic.reject(session, second)
+        session.commit()
+        with pytest.raises(Conflict):
+            probabilistic.reject(session, second)
+    assert len(active(engine, tenant)) == 2
+    # New orders of the same people do not bring decided pairs back.
+    consumer.apply([order(tenant, "G-4", "magalu", external_id="m1", **same_name)])
+    with Session(engine) as session:
+        again = probabilistic.list_suggestions(
+            tenant_id=tenant, session=session, status="pending", after=None, limit=10
+        )
+        assert {s.id for s in again} <= pending_ids
+
+
+def test_suggestions_over_http(stack: Any) -> None:
+    key = stack.create_tenant()
+    h = auth(key)
+    for number, extra in (("H-1", {"birth_date": "1985-03-02"}), ("H-2", {})):
+        body = order_body(number, "unused@example.com", "10.00", source="amazon")
+        body["customer"] = {"external_id": number}
+        body["customer"].update(
+            {"name": "Maria Aparecida Souza", "address": {"city": "São Paulo", "state": "SP"}, **extra}
+        )
+        if number == "H-2":
+            body["customer"]["address"]["zip"] = "01310-100"
+        assert stack.ingest.post("/v1/orders", json=body, headers=h).status_code == 202
+
+    def one() -> dict[str, Any]:
+        items = stack.profile.get("/v1/merge-suggestions", headers=h).json()["items"]
+        assert len(items) == 1
+        return dict(items[0])
+
+    suggestion = eventually(one)
+    assert len(suggestion["profile_ids"]) == 2
+    assert {c["comparison"] for c in suggestion["contributions"]} >= {"name", "birth_date"}
+    accepted = stack.profile.post(f"/v1/merge-suggestions/{suggestion['id']}/accept", headers=h)
+    assert accepted.status_code == 200, accepted.text
+    assert accepted.json()["method"] == "manual"
+    assert (
+        stack.profile.post(f"/v1/merge-suggestions/{suggestion['id']}/reject", headers=h).status_code == 409
+    )
+    assert stack.profile.get("/v1/merge-suggestions", params={"status": "accepted"}, headers=h).json()[
+        "items"
+    ]
+
+    def merged() -> None:
+        items = stack.profile.get("/v1/profiles", headers=h).json()["items"]
+        assert [p["orders_count"] for p in items] == [2]
+
+    eventually(merged)
