@@ -24,7 +24,7 @@ from tests.support import SettingsFactory, auth, eventually, order_body
 
 pytestmark = pytest.mark.integration
 
-MARIA = {
+MARIA: dict[str, Any] = {
     "name": "Maria Aparecida Souza",
     "birth_date": "1985-03-02",
     "address": {"zip": "01310-100", "city": "São Paulo", "state": "SP"},
@@ -63,7 +63,7 @@ def test_one_person_without_a_shared_identifier_merges_probabilistically(
     tenant = uuid4()
     consumer.apply([order(tenant, "M-1", email="maria.souza@example.com", phone="11987654321", **MARIA)])
     # On Shopee: another e-mail, a typo in the surname, no phone (a shared phone would attach the order).
-    typo = {**MARIA, "name": "MARIA APARECIDA SOUSA"}
+    typo: dict[str, Any] = {**MARIA, "name": "MARIA APARECIDA SOUSA"}
     consumer.apply([order(tenant, "M-2", "shopee", email="cida85@example.com", **typo)])
     [maria] = active(engine, tenant)
     assert maria.orders_count == 2
@@ -82,8 +82,8 @@ def test_one_person_without_a_shared_identifier_merges_probabilistically(
 def test_a_family_sharing_phone_and_address_stays_apart(engine: Engine, consumer: ConsumerWorker) -> None:
     tenant = uuid4()
     home = {"zip": "50030-230", "city": "Recife", "state": "PE", "street": "Rua da Aurora", "number": "100"}
-    jose = {"name": "José Ferreira Lima", "birth_date": "1960-07-01", "address": home}
-    ana = {"name": "Ana Ferreira Lima", "birth_date": "1992-01-15", "address": home}
+    jose: dict[str, Any] = {"name": "José Ferreira Lima", "birth_date": "1960-07-01", "address": home}
+    ana: dict[str, Any] = {"name": "Ana Ferreira Lima", "birth_date": "1992-01-15", "address": home}
     consumer.apply([order(tenant, "F-1", email="jose@example.com", phone="81988887777", **jose)])
     consumer.apply([order(tenant, "F-2", email="ana@example.com", **ana)])
     consumer.apply([order(tenant, "F-3", email="ana@example.com", phone="81988887777", **ana)])
@@ -94,10 +94,13 @@ def test_a_family_sharing_phone_and_address_stays_apart(engine: Engine, consumer
 
 def test_a_grey_zone_pair_is_suggested_and_a_person_decides(engine: Engine, consumer: ConsumerWorker) -> None:
     tenant = uuid4()
-    same_name = {"name": "Maria Aparecida Souza", "address": {"city": "São Paulo", "state": "SP"}}
+    same_name: dict[str, Any] = {
+        "name": "Maria Aparecida Souza",
+        "address": {"city": "São Paulo", "state": "SP"},
+    }
     # Three marketplace buyer ids (no e-mail: different e-mails would speak against them).
     consumer.apply([order(tenant, "G-1", "amazon", external_id="a1", birth_date="1985-03-02", **same_name)])
-    zipped = {**same_name, "address": MARIA["address"]}
+    zipped: dict[str, Any] = {**same_name, "address": MARIA["address"]}
     consumer.apply([order(tenant, "G-2", "shopee", external_id="s1", **zipped)])
     consumer.apply([order(tenant, "G-3", "magalu", external_id="m1", **same_name)])
     assert len(active(engine, tenant)) == 3

@@ -127,10 +127,10 @@ def test_a_tenant_never_sees_another_tenants_data(stack: Stack) -> None:
     assert upload.status_code == 202
     # Two buyers with one name in one city: a merge suggestion (see test_probabilistic).
     for number, birth_date in (("A-2", {"birth_date": "1985-03-02"}), ("A-3", {})):
-        body = order_body(number, "unused@example.com", "1.00", source="amazon")
-        body["customer"] = {"external_id": number, "name": "Maria Aparecida Souza", **birth_date}
-        body["customer"]["address"] = {"city": "São Paulo", "state": "SP"}
-        assert stack.ingest.post("/v1/orders", json=body, headers=auth(key_a)).status_code == 202
+        lookalike = order_body(number, "unused@example.com", "1.00", source="amazon")
+        lookalike["customer"] = {"external_id": number, "name": "Maria Aparecida Souza", **birth_date}
+        lookalike["customer"]["address"] = {"city": "São Paulo", "state": "SP"}
+        assert stack.ingest.post("/v1/orders", json=lookalike, headers=auth(key_a)).status_code == 202
 
     def a_suggestion() -> str:
         items = stack.profile.get("/v1/merge-suggestions", headers=auth(key_a)).json()["items"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from services.profile.traits import OrderFacts, purchase_traits
 
@@ -75,7 +76,7 @@ def test_no_orders_and_ties_are_deterministic() -> None:
 def test_customer_traits_take_each_field_from_the_newest_record_that_has_it() -> None:
     from services.profile.traits import customer_traits
 
-    snapshots = [
+    snapshots: list[dict[str, Any]] = [
         {"at": "2026-01-02T00:00:00+00:00", "city": "Recife", "consents": []},
         {"at": "2026-01-01T00:00:00+00:00", "name": "Ana", "city": "Olinda"},
         {
