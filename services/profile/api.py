@@ -7,7 +7,8 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query
 
-from services.profile import probabilistic, profiles, unmerge
+from services.profile import identity_rules, probabilistic, profiles, unmerge
+from services.profile.identity_rules import IdentityRules
 from services.profile.schemas import (
     MergeList,
     MergeRead,
@@ -139,3 +140,17 @@ def reject_suggestion(suggestion_id: UUID, tenant_id: TenantDep, session: Sessio
     probabilistic.reject(session, suggestion)
     session.commit()
     return SuggestionRead.of(suggestion)
+
+
+@router.get("/identity-rules", responses=problem_responses(401), tags=["identity"])
+def get_identity_rules(tenant_id: TenantDep, session: SessionDep) -> IdentityRules:
+    """The tenant's identity resolution rules (the defaults until it sets its own)."""
+    return identity_rules.rules_for(session, tenant_id)
+
+
+@router.put("/identity-rules", responses=problem_responses(401, 422), tags=["identity"])
+def put_identity_rules(body: IdentityRules, tenant_id: TenantDep, session: SessionDep) -> IdentityRules:
+    """Replace the tenant's rules; they apply to records consumed from now on (no re-resolution)."""
+    saved = identity_rules.save(session, tenant_id, body)
+    session.commit()
+    return saved

@@ -20,6 +20,7 @@ from uuid import UUID
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
+from services.profile import identity_rules
 from services.profile.models import (
     MergeBlock,
     MergeRecord,
@@ -34,11 +35,9 @@ from shared.records import Customer, CustomerRef
 
 Identifier = tuple[str, str]  # (kind, normalised value)
 
-PRIORITY = ("document", "customer_id", "email", "relay_email", "phone", "anonymous_id")
+PRIORITY = identity_rules.KINDS  # the default priority; a tenant may set its own (`identity_rules`)
 # A device id links what a person did before and after identifying themselves (as the major CDPs do).
 MERGE_KINDS = frozenset({"document", "customer_id", "email", "relay_email", "anonymous_id"})
-LIMITS = {"document": 1, "email": 5, "phone": 5, "customer_id": 20, "relay_email": 20, "anonymous_id": 50}
-MAX_MERGES = 50
 # Placeholders people type into forms; they identify nobody.
 BLOCKED: frozenset[Identifier] = frozenset(
     {
@@ -169,12 +168,17 @@ def add_block(session: Session, tenant_id: UUID, a: UUID, b: UUID, *, merge_id: 
         session.add(MergeBlock(tenant_id=tenant_id, profile_a=low, profile_b=high, merge_id=merge_id))
 
 
-def can_merge(mine: list[Identifier], theirs: list[Identifier], merges: int) -> bool:
+def can_merge(
+    mine: list[Identifier],
+    theirs: list[Identifier],
+    merges: int,
+    rules: identity_rules.IdentityRules = identity_rules.DEFAULT,
+) -> bool:
     """Merge protection: no two documents, no kind over its limit, not too many merges."""
-    if merges >= MAX_MERGES:
+    if merges >= rules.max_merges:
         return False
     union = set(mine) | set(theirs)
-    return all(sum(1 for kind, _ in union if kind == k) <= limit for k, limit in LIMITS.items())
+    return all(sum(1 for kind, _ in union if kind == k) <= rules.limit(k) for k in PRIORITY)
 
 
 def resolve(
@@ -187,6 +191,8 @@ def resolve(
 ) -> tuple[Profile, list[MergeRecord]]:
     """The profile a record with these identifiers belongs to (created when none does), after the merges
     its identifiers call for; and those merges."""
+    rules = identity_rules.rules_for(session, tenant_id)
+    identifiers = [i for i in identifiers if not rules.blocks(*i)]
     known = graph(session)
     owned: dict[Identifier, UUID] = {}
     if known is not None and all((tenant_id, *i) in known.owner for i in identifiers):
@@ -200,11 +206,12 @@ def resolve(
         if known is not None:
             known.of_profile[target.id] = []
             known.profiles[target.id] = target
-        _attach(session, tenant_id, target, identifiers, have=[])
+        _attach(session, tenant_id, target, identifiers, have=[], rules=rules)
         return target, merges
     else:
         owners = {
-            pid: min((_rank(k) for (k, _), p in owned.items() if p == pid)) for pid in set(owned.values())
+            pid: min((rules.rank(k) for (k, _), p in owned.items() if p == pid))
+            for pid in set(owned.values())
         }
         profiles = {p.id: p for p in lock_profiles(session, list(owners))}
         target = profiles[min(owners, key=lambda pid: (owners[pid], profiles[pid].created_at, pid))]
@@ -214,19 +221,19 @@ def resolve(
                 continue
             links = sorted(
                 (i for i, p in owned.items() if p == other.id and i[0] in MERGE_KINDS),
-                key=lambda i: (_rank(i[0]), i[1]),
+                key=lambda i: (rules.rank(i[0]), i[1]),
             )
             if not links:
                 continue
             mine, theirs = _identifiers(session, target.id), _identifiers(session, other.id)
-            if not can_merge(mine, theirs, target.merges + other.merges) or is_blocked(
+            if not can_merge(mine, theirs, target.merges + other.merges, rules) or is_blocked(
                 session, target.id, other.id
             ):
                 continue
             survivor, merged = sorted((target, other), key=lambda p: (p.created_at, p.id))
             merges.append(merge(session, survivor, merged, links=links, event_id=event_id))
             target = survivor
-    _attach(session, tenant_id, target, [i for i in identifiers if i not in owned])
+    _attach(session, tenant_id, target, [i for i in identifiers if i not in owned], rules=rules)
     if target.email is None and contact_email is not None:
         target.email = contact_email
         session.add(target)
@@ -240,11 +247,12 @@ def _attach(
     new: list[Identifier],
     *,
     have: list[Identifier] | None = None,
+    rules: identity_rules.IdentityRules,
 ) -> None:
     """Attach unowned identifiers, unless that would break a limit (e.g. a second document)."""
     have = _identifiers(session, profile.id) if have is None else have
     for kind, value in new:
-        if sum(1 for k, _ in have if k == kind) >= LIMITS.get(kind, 100):
+        if sum(1 for k, _ in have if k == kind) >= rules.limit(kind):
             continue
         session.add(ProfileIdentifier(tenant_id=tenant_id, kind=kind, value=value, profile_id=profile.id))
         have.append((kind, value))

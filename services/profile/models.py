@@ -223,3 +223,13 @@ class MergeSuggestion(ProfileTable, table=True):
     status: str = Field(default="pending", max_length=10, description="pending, accepted, rejected, obsolete")
     created_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))
     decided_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime(), nullable=True))
+
+
+class IdentityRuleSet(ProfileTable, table=True):
+    """A tenant's own identity resolution rules (`identity_rules.IdentityRules`); absent: the defaults."""
+
+    __tablename__ = "identity_rule_set"
+
+    tenant_id: UUID = Field(sa_column=sa.Column(sa.Uuid(), primary_key=True))
+    rules: dict[str, Any] = Field(sa_column=sa.Column(sa.JSON(), nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))

@@ -21,7 +21,7 @@ from uuid import UUID
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from services.profile import identity, matching
+from services.profile import identity, identity_rules, matching
 from services.profile.models import MergeRecord, MergeSuggestion, Profile, ProfileBlockKey, ProfileIdentifier
 from shared.db import utcnow
 from shared.errors import Conflict, NotFound
@@ -64,8 +64,6 @@ def second_stage(
     session: Session,
     profiles: list[Profile],
     *,
-    merge_threshold: float,
-    suggest_threshold: float,
     weights: matching.Weights = matching.DEFAULT_WEIGHTS,
 ) -> list[MergeRecord]:
     """Index these (changed, active) profiles' blocking keys, score them against their candidates, merge or
@@ -117,10 +115,11 @@ def second_stage(
             continue
         if a.tenant_id != b.tenant_id or identity.is_blocked(session, a_id, b_id):
             continue
-        if not identity.can_merge(identifiers[a_id], identifiers[b_id], a.merges + b.merges):
+        rules = identity_rules.rules_for(session, a.tenant_id)
+        if not identity.can_merge(identifiers[a_id], identifiers[b_id], a.merges + b.merges, rules):
             continue
         match = matching.score(fields[a_id], fields[b_id], weights)
-        decision = matching.decide(match, merge_threshold, suggest_threshold)
+        decision = matching.decide(match, rules.merge_threshold, rules.suggest_threshold)
         if decision == "merge":
             survivor, merged = sorted((a, b), key=lambda p: (p.created_at, p.id))
             merges.append(
@@ -198,8 +197,9 @@ def accept(session: Session, suggestion: MergeSuggestion) -> MergeRecord:
         raise Conflict("One of the two profiles was merged or changed since: the suggestion is obsolete.")
     a, b = profiles[suggestion.profile_a], profiles[suggestion.profile_b]
     mine = _identifiers(session, [a.id, b.id])
+    rules = identity_rules.rules_for(session, a.tenant_id)
     if identity.is_blocked(session, a.id, b.id) or not identity.can_merge(
-        mine[a.id], mine[b.id], a.merges + b.merges
+        mine[a.id], mine[b.id], a.merges + b.merges, rules
     ):
         raise Conflict("Merge protection refuses this merge (documents, limits or an undone merge).")
     survivor, merged = sorted((a, b), key=lambda p: (p.created_at, p.id))

@@ -14,7 +14,7 @@ from uuid import UUID
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from services.profile import identity, probabilistic, traits
+from services.profile import identity, identity_rules, probabilistic, traits
 from services.profile.models import MergeRecord, Profile, ProfileIdentifier, ProfileOrder, ProfileRecord
 from shared.db import utcnow
 from shared.errors import Invalid, NotFound
@@ -232,10 +232,10 @@ class ProfileBatch:
     batch instead of once per event; then the probabilistic stage looks at the changed profiles."""
 
     def __init__(self, *, merge_threshold: float = 0.95, suggest_threshold: float = 0.6) -> None:
-        if not 0 <= suggest_threshold <= merge_threshold <= 1:
-            raise ValueError("thresholds must satisfy 0 <= suggest <= merge <= 1")
-        self.merge_threshold = merge_threshold
-        self.suggest_threshold = suggest_threshold
+        # The service's defaults, for tenants without their own rules.
+        self.defaults = identity_rules.IdentityRules(
+            merge_threshold=merge_threshold, suggest_threshold=suggest_threshold
+        )
 
     def prepare(self, session: Session, events: list[tuple[Envelope, Event]]) -> None:
         graph = identity.Graph()
@@ -252,22 +252,25 @@ class ProfileBatch:
             for stored in session.exec(select(ProfileOrder).where(col(ProfileOrder.order_id).in_(order_ids))):
                 known[stored.order_id] = stored
                 graph.keep.append(stored)
-        session.info.update(identity_graph=graph, known_orders=known, dirty={})
+        session.info.update(
+            identity_graph=graph, known_orders=known, dirty={}, identity_defaults=self.defaults
+        )
 
     def finish(self, session: Session) -> None:
         dirty: dict[UUID, str | None] = session.info.pop("dirty", {})
         session.info.pop("identity_graph", None)
         session.info.pop("known_orders", None)
-        if not dirty:
-            return
-        self._recompute(session, dirty)
-        changed = [p for pid in sorted(dirty) if (p := session.get(Profile, pid)) is not None]
-        merges = probabilistic.second_stage(
-            session, changed, merge_threshold=self.merge_threshold, suggest_threshold=self.suggest_threshold
-        )
-        if merges:
-            announce_merges(session, merges, correlation_id=None)
-            self._recompute(session, {m.survivor_id: dirty.get(m.survivor_id) for m in merges})
+        try:
+            if dirty:
+                self._recompute(session, dirty)
+                changed = [p for pid in sorted(dirty) if (p := session.get(Profile, pid)) is not None]
+                merges = probabilistic.second_stage(session, changed)
+                if merges:
+                    announce_merges(session, merges, correlation_id=None)
+                    self._recompute(session, {m.survivor_id: dirty.get(m.survivor_id) for m in merges})
+        finally:
+            session.info.pop("identity_rules", None)  # a rule change applies from the next batch
+            session.info.pop("identity_defaults", None)
 
     @staticmethod
     def _recompute(session: Session, dirty: dict[UUID, str | None]) -> None:
