@@ -154,6 +154,12 @@ class ProfileUpdated(Event):
     sources: list[str] = Field(default_factory=list, description="Sources with counted orders.")
     categories: list[str] = Field(default_factory=list, description="Top categories bought.")
     preferred_payment_method: str | None = None
+    # Tenant-wide traits, as of the profile's last traits refresh (absent before the first one).
+    rfm_group: str | None = Field(None, description="champions, loyal, ..., lost")
+    rfm_score: str | None = Field(None, description="R, F and M quintile scores, e.g. `545`.")
+    clv_12m: Decimal | None = Field(None, description="Predicted revenue over the next 12 months.")
+    churn_probability: float | None = Field(None, ge=0, le=1)
+    next_order_at: datetime | None = Field(None, description="Expected next order (may be overdue).")
 
 
 class ProfilesMerged(Event):

@@ -7,7 +7,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query
 
-from services.profile import identity_rules, probabilistic, profiles, unmerge
+from services.profile import identity_rules, probabilistic, profiles, refresh, unmerge
 from services.profile.identity_rules import IdentityRules
 from services.profile.schemas import (
     MergeList,
@@ -18,6 +18,7 @@ from services.profile.schemas import (
     SuggestionRead,
     Timeline,
     TimelineEntry,
+    TraitsRefreshRead,
     UnmergeRequest,
     UnmergeResult,
 )
@@ -154,3 +155,15 @@ def put_identity_rules(body: IdentityRules, tenant_id: TenantDep, session: Sessi
     saved = identity_rules.save(session, tenant_id, body)
     session.commit()
     return saved
+
+
+@router.post("/traits:refresh", status_code=202, responses=problem_responses(401), tags=["traits"])
+def refresh_traits(tenant_id: TenantDep, session: SessionDep) -> TraitsRefreshRead:
+    """Refresh RFM, CLV, churn and next-order predictions now (returns the refresh already queued, if any)."""
+    return TraitsRefreshRead.of(refresh.request(session, tenant_id, reason="api"))
+
+
+@router.get("/traits/refreshes/{refresh_id}", responses=ERRORS, tags=["traits"])
+def get_refresh(refresh_id: UUID, tenant_id: TenantDep, session: SessionDep) -> TraitsRefreshRead:
+    """A traits refresh's progress and, once done, the fitted model."""
+    return TraitsRefreshRead.of(refresh.get(refresh_id, tenant_id=tenant_id, session=session))

@@ -6,10 +6,12 @@ Run inside the API process (default) or alone: ``python -m services.profile.cons
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import timedelta
 
 from sqlalchemy.engine import Engine
 
 from services.profile.profiles import ProfileBatch, apply_behaviour, apply_customer_record, apply_order
+from services.profile.refresh import TraitsRefresher
 from services.profile.settings import get_settings
 from shared.auth import TENANT_HANDLERS
 from shared.consumer import consumer_workers
@@ -23,6 +25,10 @@ from shared.web import Worker, run_workers
 def workers(engine: Engine, settings: ServiceSettings) -> Sequence[tuple[str, Worker]]:
     return [
         ("profile-outbox-relay", OutboxRelay(engine, settings)),
+        (
+            "profile-traits-refresh",
+            TraitsRefresher(engine, every=timedelta(hours=getattr(settings, "traits_refresh_hours", 24))),
+        ),
         *consumer_workers(
             engine,
             settings,

@@ -233,3 +233,26 @@ class IdentityRuleSet(ProfileTable, table=True):
     tenant_id: UUID = Field(sa_column=sa.Column(sa.Uuid(), primary_key=True))
     rules: dict[str, Any] = Field(sa_column=sa.Column(sa.JSON(), nullable=False))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))
+
+
+class TraitsRefresh(ProfileTable, table=True):
+    """A refresh of a tenant's tenant-wide traits (RFM, CLV, churn, next order): queued, running, done."""
+
+    __tablename__ = "traits_refresh"
+
+    id: UUID = Field(default_factory=uuid4, sa_column=sa.Column(sa.Uuid(), primary_key=True))
+    tenant_id: UUID = Field(sa_column=sa.Column(sa.Uuid(), nullable=False, index=True))
+    reason: str = Field(max_length=20, description="api or schedule")
+    status: str = Field(default="queued", max_length=10, description="queued, running, done, failed")
+    profiles_total: int | None = None
+    profiles_done: int = 0
+    model: dict[str, Any] = Field(
+        default_factory=dict,
+        sa_column=sa.Column(sa.JSON(), nullable=False),
+        description="customers, repeaters and the fitted BG/NBD and Gamma-Gamma parameters",
+    )
+    error: str | None = Field(default=None, max_length=200)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))
+    started_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime(), nullable=True))
+    heartbeat_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime(), nullable=True))
+    finished_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime(), nullable=True))

@@ -358,9 +358,16 @@ def recompute_full(
     profile.first_order_at = computed.first_order_at
     profile.last_order_at = computed.last_order_at
     profile.purchases = computed.purchases
+    announce(session, profile, correlation_id=correlation_id)
+
+
+def announce(session: Session, profile: Profile, *, correlation_id: str | None) -> None:
+    """A new version of the profile, and its `profile.updated` event with the segmentable traits."""
     profile.version += 1
     profile.updated_at = utcnow()
     session.add(profile)
+    predicted = profile.predicted
+    clv = predicted.get("clv_12m_minor")
     add_event(
         session,
         ProfileUpdated(
@@ -373,6 +380,11 @@ def recompute_full(
             sources=sorted(profile.purchases.get("by_source", {})),
             categories=profile.purchases.get("top_categories", []),
             preferred_payment_method=profile.purchases.get("preferred_payment_method"),
+            rfm_group=predicted.get("rfm_group"),
+            rfm_score=predicted.get("rfm", {}).get("score"),
+            clv_12m=from_minor(clv) if clv is not None else None,
+            churn_probability=predicted.get("churn_probability"),
+            next_order_at=predicted.get("next_order_at"),
         ),
         tenant_id=profile.tenant_id,
         key=profile_key(profile.tenant_id, profile.id),

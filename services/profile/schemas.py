@@ -9,7 +9,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from services.profile.models import MergeRecord, MergeSuggestion, Profile
+from services.profile.models import MergeRecord, MergeSuggestion, Profile, TraitsRefresh
 from shared.records import average_order_value, from_minor
 
 
@@ -223,3 +223,39 @@ class SuggestionPage(BaseModel):
     next_cursor: str | None = Field(
         description="Pass as `cursor` to get the next page; null on the last page."
     )
+
+
+class TraitsRefreshRead(BaseModel):
+    """A refresh of the tenant-wide traits: progress, and the fitted model once done."""
+
+    id: UUID
+    status: str = Field(description="queued, running, done or failed")
+    reason: str = Field(description="api (POST /v1/traits:refresh) or schedule")
+    profiles_total: int | None
+    profiles_done: int
+    progress: float | None = Field(description="0..1")
+    model: dict[str, Any] = Field(
+        description="customers (with a counted order), repeaters, BG/NBD (r, alpha in days, a, b) and "
+        "Gamma-Gamma (p, q, v in cents) parameters; null when there was too little history to fit"
+    )
+    error: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, job: TraitsRefresh) -> TraitsRefreshRead:
+        total = job.profiles_total
+        return cls(
+            id=job.id,
+            status=job.status,
+            reason=job.reason,
+            profiles_total=total,
+            profiles_done=job.profiles_done,
+            progress=(job.profiles_done / total if total else 1.0) if total is not None else None,
+            model=job.model,
+            error=job.error,
+            created_at=job.created_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+        )

@@ -18,6 +18,9 @@ class ProfileSettings(ServiceSettings):
     service_name: str = "profile"
     database_url: str = "sqlite:///.data/profile.db"
     port: int = 8002
+    traits_refresh_hours: float = Field(
+        24, gt=0, description="Tenant-wide traits (RFM, CLV, churn) are refreshed this often (and on demand)."
+    )
     match_merge_threshold: float = Field(
         0.95, ge=0, le=1, description="Probabilistic stage: merge at or above this match probability."
     )
