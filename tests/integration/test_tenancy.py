@@ -62,6 +62,7 @@ def test_every_route_refuses_requests_without_a_valid_key(stack: Stack) -> None:
         "segment_id": str(uuid4()),
         "import_id": str(uuid4()),
         "suggestion_id": str(uuid4()),
+        "refresh_id": str(uuid4()),
     }
     checked = 0
     for name, client in stack.clients.items():
@@ -137,7 +138,10 @@ def test_a_tenant_never_sees_another_tenants_data(stack: Stack) -> None:
         assert len(items) == 1
         return str(items[0]["id"])
 
+    refresh = stack.profile.post("/v1/traits:refresh", headers=auth(key_a))
+    assert refresh.status_code == 202
     ids = {
+        "refresh_id": refresh.json()["id"],
         "profile_id": profile_id,
         "segment_id": segment.json()["id"],
         "import_id": upload.json()["id"],
