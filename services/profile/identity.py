@@ -6,7 +6,9 @@ Deterministic rules (first stage):
   none owned, a new profile.
 - Another profile that owns one of the record's *merge-grade* identifiers (document, source customer id,
   e-mail, relay e-mail) is the same person: the two merge, the older one survives and the other keeps
-  answering with `merged_into`. A phone alone never merges (families share phones); it only attaches.
+  answering with `merged_into`. A phone alone never merges (families share phones): a record whose only
+  known identifier is a phone joins its holder, one that also brings a document, customer id or e-mail
+  nobody holds is a new profile (the relative on the family phone).
 - Merge protection: two different documents never merge; a merge that would exceed a per-kind limit
   (e-mails, phones, ...) or the limit of merges per profile does not happen. An identifier that would
   break a limit, or a second document, is not attached.
@@ -15,6 +17,7 @@ Deterministic rules (first stage):
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from uuid import UUID
 
 import sqlalchemy as sa
@@ -86,6 +89,7 @@ class Graph:
         self.owner: dict[tuple[UUID, str, str], UUID | None] = {}  # (tenant, kind, value) -> profile
         self.of_profile: dict[UUID, list[Identifier]] = {}
         self.profiles: dict[UUID, Profile] = {}  # the owners, locked, and the profiles created in the batch
+        self.rows: dict[tuple[UUID, str, str], ProfileIdentifier] = {}  # the owners' identifier rows
         self.keep: list[object] = []  # strong references: the session's identity map is weak
 
     def preload(self, session: Session, wanted: dict[UUID, set[Identifier]]) -> list[UUID]:
@@ -102,6 +106,7 @@ class Graph:
             ):
                 self.of_profile.setdefault(row.profile_id, []).append((row.kind, row.value))
                 self.owner[(row.tenant_id, row.kind, row.value)] = row.profile_id
+                self.rows[(row.tenant_id, row.kind, row.value)] = row
             for profile in lock_profiles(session, list(owners)):
                 self.profiles[profile.id] = profile
         return list(owners)
@@ -188,9 +193,12 @@ def resolve(
     *,
     contact_email: str | None,
     event_id: UUID | None,
+    seen_at: datetime | None = None,
 ) -> tuple[Profile, list[MergeRecord]]:
     """The profile a record with these identifiers belongs to (created when none does), after the merges
-    its identifiers call for; and those merges."""
+    its identifiers call for; and those merges. `seen_at` is the record's own time: contested identifiers
+    (a profile's limit reached, a phone two profiles carry) go to the earliest record's profile, so the
+    outcome does not depend on which consumer saw which record first."""
     rules = identity_rules.rules_for(session, tenant_id)
     identifiers = [i for i in identifiers if not rules.blocks(*i)]
     known = graph(session)
@@ -200,13 +208,20 @@ def resolve(
     elif identifiers:
         owned = _chunked_owners(session, tenant_id, identifiers)
     merges: list[MergeRecord] = []
-    if not owned:  # a new person: every identifier is theirs
+    # A record that brings merge-grade identifiers nobody owns and shares only a phone with a profile is
+    # somebody new (a relative on the family phone), not that profile's owner.
+    only_phones = not any(kind in MERGE_KINDS for kind, _ in owned) and any(
+        kind in MERGE_KINDS for kind, _ in identifiers
+    )
+    if not owned or only_phones:  # a new person: every identifier nobody holds is theirs
         target = Profile(tenant_id=tenant_id, email=contact_email)  # id and times set here: no flush needed
         session.add(target)
         if known is not None:
             known.of_profile[target.id] = []
             known.profiles[target.id] = target
-        _attach(session, tenant_id, target, identifiers, have=[], rules=rules)
+        fresh = [i for i in identifiers if i not in owned]
+        _attach(session, tenant_id, target, fresh, have=[], rules=rules, seen_at=seen_at)
+        _claim(session, tenant_id, target, owned, rules=rules, seen_at=seen_at)
         return target, merges
     else:
         owners = {
@@ -233,7 +248,10 @@ def resolve(
             survivor, merged = sorted((target, other), key=lambda p: (p.created_at, p.id))
             merges.append(merge(session, survivor, merged, links=links, event_id=event_id))
             target = survivor
-    _attach(session, tenant_id, target, [i for i in identifiers if i not in owned], rules=rules)
+    _claim(session, tenant_id, target, owned, rules=rules, seen_at=seen_at)
+    _attach(
+        session, tenant_id, target, [i for i in identifiers if i not in owned], rules=rules, seen_at=seen_at
+    )
     if target.email is None and contact_email is not None:
         target.email = contact_email
         session.add(target)
@@ -248,18 +266,94 @@ def _attach(
     *,
     have: list[Identifier] | None = None,
     rules: identity_rules.IdentityRules,
+    seen_at: datetime | None,
 ) -> None:
-    """Attach unowned identifiers, unless that would break a limit (e.g. a second document)."""
+    """Attach unowned identifiers. At a kind's limit (e.g. a second document) the profile keeps the
+    earliest seen: a newcomer from an earlier record replaces the latest seen one, else it stays out."""
     have = _identifiers(session, profile.id) if have is None else have
     for kind, value in new:
-        if sum(1 for k, _ in have if k == kind) >= rules.limit(kind):
-            continue
-        session.add(ProfileIdentifier(tenant_id=tenant_id, kind=kind, value=value, profile_id=profile.id))
+        same_kind = [i for i in have if i[0] == kind]
+        if len(same_kind) >= rules.limit(kind):
+            latest = max(same_kind, key=lambda i: _seen_key(_row(session, tenant_id, i)))
+            if seen_at is None or (seen_at, value) >= _seen_key(_row(session, tenant_id, latest)):
+                continue
+            _detach(session, tenant_id, profile, latest)
+            have.remove(latest)
+        row = ProfileIdentifier(
+            tenant_id=tenant_id, kind=kind, value=value, profile_id=profile.id, seen_at=seen_at
+        )
+        session.add(row)
         have.append((kind, value))
         known = graph(session)
         if known is not None:
             known.owner[(tenant_id, kind, value)] = profile.id
             known.of_profile.setdefault(profile.id, []).append((kind, value))
+            known.rows[(tenant_id, kind, value)] = row
+
+
+_NEVER = datetime.max.replace(tzinfo=UTC)
+
+
+def _seen_key(row: ProfileIdentifier | None) -> tuple[datetime, str]:
+    if row is None:
+        return (_NEVER, "")
+    return (row.seen_at or _NEVER, row.value)
+
+
+def _row(session: Session, tenant_id: UUID, identifier: Identifier) -> ProfileIdentifier | None:
+    known = graph(session)
+    key = (tenant_id, *identifier)
+    if known is not None and key in known.rows:
+        return known.rows[key]
+    return session.get(ProfileIdentifier, key)
+
+
+def _detach(session: Session, tenant_id: UUID, profile: Profile, identifier: Identifier) -> None:
+    row = _row(session, tenant_id, identifier)
+    if row is not None:
+        session.delete(row)
+        session.flush()
+    known = graph(session)
+    if known is not None:
+        known.owner[(tenant_id, *identifier)] = None
+        known.rows.pop((tenant_id, *identifier), None)
+        if identifier in known.of_profile.get(profile.id, []):
+            known.of_profile[profile.id].remove(identifier)
+
+
+def _claim(
+    session: Session,
+    tenant_id: UUID,
+    target: Profile,
+    owned: dict[Identifier, UUID],
+    *,
+    rules: identity_rules.IdentityRules,
+    seen_at: datetime | None,
+) -> None:
+    """Identifiers of the record already owned: the earliest time they were seen is kept, and one that
+    another profile holds without merging (a shared phone) goes to the profile of its earliest record."""
+    if seen_at is None:
+        return
+    for identifier, owner_id in owned.items():
+        row = _row(session, tenant_id, identifier)
+        if row is None or (row.seen_at is not None and row.seen_at <= seen_at):
+            continue
+        if owner_id != target.id and row.profile_id != target.id:
+            have = _identifiers(session, target.id)
+            if identifier[0] in MERGE_KINDS or sum(1 for k, _ in have if k == identifier[0]) >= rules.limit(
+                identifier[0]
+            ):
+                continue  # merge-grade identifiers moved by merges, not here; no room
+            previous = row.profile_id
+            row.profile_id = target.id
+            known = graph(session)
+            if known is not None:
+                known.owner[(tenant_id, *identifier)] = target.id
+                if identifier in known.of_profile.get(previous, []):
+                    known.of_profile[previous].remove(identifier)
+                known.of_profile.setdefault(target.id, []).append(identifier)
+        row.seen_at = seen_at
+        session.add(row)
 
 
 def merge(

@@ -146,6 +146,12 @@ class ProfileIdentifier(ProfileTable, table=True):
     kind: str = Field(sa_column=sa.Column(sa.String(20), primary_key=True))
     value: str = Field(sa_column=sa.Column(sa.String(300), primary_key=True))
     profile_id: UUID = Field(sa_column=sa.Column(sa.Uuid(), nullable=False, index=True))
+    seen_at: datetime | None = Field(
+        default=None,
+        sa_column=sa.Column(UTCDateTime(), nullable=True),
+        description="Time of the earliest record that carried it (record time, not arrival): who holds a "
+        "contested identifier is decided by it, so arrival order does not matter.",
+    )
     created_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))
 
 

@@ -40,7 +40,9 @@ def apply_order(session: Session, envelope: Envelope, event: OrderIngested) -> N
     """Handler for OrderIngested: keep the order's latest version with its profile; the traits follow."""
     order = event.order
     identifiers = identifiers_for(event)
-    profile, merges = _resolve(session, envelope, identifiers, order.customer)
+    profile, merges = _resolve(
+        session, envelope, identifiers, order.customer, order.updated_at or order.placed_at
+    )
     stored = _stored_order(session, event.order_id)
     if stored is not None and stored.order_version >= event.order_version:
         if merges:
@@ -86,8 +88,9 @@ def _resolve(
     envelope: Envelope,
     identifiers: list[identity.Identifier],
     customer: Customer | CustomerRef | None,
+    seen_at: datetime,
 ) -> tuple[Profile, list[MergeRecord]]:
-    """The record's profile after identity resolution (merges announced)."""
+    """The record's profile after identity resolution (merges announced); `seen_at`: the record's time."""
     email = customer.email if customer is not None else None
     profile, merges = identity.resolve(
         session,
@@ -95,6 +98,7 @@ def _resolve(
         identifiers,
         contact_email=email if email and not is_relay_email(email) else None,
         event_id=envelope.event_id,
+        seen_at=seen_at,
     )
     announce_merges(session, merges, correlation_id=envelope.correlation_id)
     return profile, merges
@@ -129,7 +133,9 @@ def snapshot(
 def apply_customer_record(session: Session, envelope: Envelope, event: CustomerRecorded) -> None:
     """Handler for CustomerRecorded: identity, demographics, location and consents from a CRM/form record."""
     record = event.customer
-    profile, merges = _resolve(session, envelope, identifiers_for(event), record)
+    profile, merges = _resolve(
+        session, envelope, identifiers_for(event), record, record.updated_at or envelope.occurred_at
+    )
     stored = session.get(ProfileRecord, event.record_id)
     if stored is not None and stored.record_version >= event.record_version:
         if merges:
@@ -160,7 +166,9 @@ def apply_customer_record(session: Session, envelope: Envelope, event: CustomerR
 def apply_behaviour(session: Session, envelope: Envelope, event: BehaviourRecorded) -> None:
     """Handler for BehaviourRecorded: who did it (known identifiers and/or the device) and what."""
     behaviour = event.event
-    profile, _ = _resolve(session, envelope, identifiers_for(event), behaviour.customer)
+    profile, _ = _resolve(
+        session, envelope, identifiers_for(event), behaviour.customer, behaviour.occurred_at
+    )
     properties = {
         k: str(behaviour.properties[k])[:200] for k in ("sku", "category") if behaviour.properties.get(k)
     }

@@ -36,7 +36,11 @@ def consumer(engine: Engine, settings: ServiceSettings) -> ConsumerWorker:
 
 
 def order(tenant: UUID, number: str, source: str = "site", **customer: Any) -> bytes:
-    body = order_body(number, "unused@example.com", "10.00", source=source)
+    # W-1 placed on the 1st, W-2 on the 2nd, ...: records in time order, as they are applied here.
+    day = int(number.rpartition("-")[2])
+    body = order_body(
+        number, "unused@example.com", "10.00", source=source, placed_at=f"2026-11-{day:02d}T10:00:00Z"
+    )
     body["customer"] = customer
     event = OrderIngested(order_id=uuid4(), order_version=1, order=Order.model_validate(body))
     return event.envelope(tenant).to_bytes()
