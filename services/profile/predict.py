@@ -58,7 +58,9 @@ Both models are fitted with L-BFGS-B on the log-parameters, with analytic gradie
 
 Limits: a fit needs enough history: BG/NBD at least `MIN_CUSTOMERS` customers and `MIN_REPEATERS` of
 them with repeat purchases, Gamma-Gamma `MIN_CUSTOMERS` repeat customers, and a likelihood with a finite
-maximum (else the fit functions return None, and so do the predictions that need them). Even then the
+maximum (else the fit functions return None, and so do the predictions that need them); a history in
+which nobody is seen leaving gives the model's no-dropout limit (`BgNbdParams.dropout` False: churn 0,
+purchases at the customer's posterior rate), which holds only until churn shows up. Even then the
 estimates are noisy for small tenants and for observation windows shorter than a few typical gaps
 between orders; predictions for customers whose first order is very recent lean almost entirely on
 the tenant-wide parameters; purchase days are UTC calendar days; and a first order's value does not
@@ -87,6 +89,8 @@ DAYS_PER_MONTH = 30
 # The fits search log-parameters within these bounds (about 6e-6 to 1.6e5 once rescaled), far beyond any
 # sensible value; a fit that ends on one is refused.
 _LOG_BOUND = 12.0
+# A fitted mean dropout probability below this is the no-dropout limit (see `fit_bgnbd`).
+_NO_DROPOUT = 1e-4
 
 
 class RfmGroup(StrEnum):
@@ -128,6 +132,9 @@ class BgNbdParams:
     alpha: float  # days
     a: float
     b: float
+    # False when the history shows nobody leaving: the dropout probability's maximum-likelihood value is
+    # 0 (a and b are then meaningless, stored as 0), every customer is alive and buys as in the NBD model.
+    dropout: bool = True
 
 
 @dataclass(frozen=True)
@@ -229,6 +236,9 @@ def purchase_history(
 def bgnbd_log_likelihood(params: BgNbdParams, x: Column, t_x: Column, age: Column) -> float:
     """Sum of the customers' log-likelihoods (days)."""
     xs, txs, ages = _bgnbd_inputs(x, t_x, age)
+    if not params.dropout:
+        nbd, _ = _nbd_ll(np.array([params.r, params.alpha]), xs, ages, gradient=False)
+        return float(nbd.sum())
     ll, _ = _bgnbd_ll(np.array([params.r, params.alpha, params.a, params.b]), xs, txs, ages, gradient=False)
     return float(ll.sum())
 
@@ -236,7 +246,9 @@ def bgnbd_log_likelihood(params: BgNbdParams, x: Column, t_x: Column, age: Colum
 def fit_bgnbd(x: Column, t_x: Column, age: Column) -> BgNbdParams | None:
     """Maximum-likelihood BG/NBD parameters (alpha in days), or None below `MIN_CUSTOMERS` customers or
     `MIN_REPEATERS` repeat customers, or when the likelihood has no finite maximum (a parameter runs off
-    to 0 or infinity: e.g. every customer buys at the same rate, or nobody is seen leaving)."""
+    to 0 or infinity: e.g. every customer buys at the same rate). When only the dropout runs off to 0
+    (nobody is seen leaving), the answer is the limit of the model: no dropout (`dropout=False`), the
+    purchase rates fitted alone (the NBD model)."""
     xs, txs, ages = _bgnbd_inputs(x, t_x, age)
     if xs.size < MIN_CUSTOMERS or np.count_nonzero(xs) < MIN_REPEATERS:
         return None
@@ -250,16 +262,34 @@ def fit_bgnbd(x: Column, t_x: Column, age: Column) -> BgNbdParams | None:
         ll, grad = _bgnbd_ll(params, xs, txs, ages, gradient=True)
         return -float(ll.mean()), -grad.mean(axis=1) * params
 
-    found = _minimize(objective, np.zeros(4))
-    if found is None:
-        return None
+    found, on_bound = _minimize(objective, np.zeros(4))
     r, alpha, a, b = found
-    return BgNbdParams(r=r, alpha=alpha * scale, a=a, b=b)
+    if not on_bound and a / (a + b) >= _NO_DROPOUT:
+        return BgNbdParams(r=r, alpha=alpha * scale, a=a, b=b)
+    # The mean dropout probability a / (a + b) heading to 0 (a to its lower bound or b to its upper one,
+    # or the optimiser stopping on the flat way there) with the rate parameters inside: the likelihood's
+    # supremum is the no-dropout model.
+    a_to_0, b_to_infinity = a < 1.0, b > 1.0
+    if on_bound - {2, 3} or not all(a_to_0 if i == 2 else b_to_infinity for i in on_bound):
+        return None
+
+    def nbd_objective(theta: Floats) -> tuple[float, Floats]:
+        params = np.exp(theta)
+        ll, grad = _nbd_ll(params, xs, ages, gradient=True)
+        return -float(ll.mean()), -grad.mean(axis=1) * params
+
+    rates, rates_on_bound = _minimize(nbd_objective, np.zeros(2))
+    if rates_on_bound:
+        return None
+    r, alpha = rates
+    return BgNbdParams(r=r, alpha=alpha * scale, a=0.0, b=0.0, dropout=False)
 
 
 def p_alive(params: BgNbdParams, x: Column, t_x: Column, age: Column) -> Floats:
     """Probability that each customer is still alive now: 1 for x == 0, else in [0, 1)."""
     xs, txs, ages = _bgnbd_inputs(x, t_x, age)
+    if not params.dropout:
+        return np.ones(xs.size)
     r, alpha, a, b = params.r, params.alpha, params.a, params.b
     repeat = xs > 0
     log_odds = (
@@ -277,6 +307,9 @@ def expected_purchases(params: BgNbdParams, t: float, x: Column, t_x: Column, ag
     if t < 0:
         raise ValueError("t must not be negative")
     xs, txs, ages = _bgnbd_inputs(x, t_x, age)
+    if not params.dropout:  # the posterior mean rate (r + x) / (alpha + age), for t days
+        nbd: Floats = t * (params.r + xs) / (params.alpha + ages)
+        return nbd
     alive = p_alive(params, xs, txs, ages)
     bought = _bought_while_alive(params, t, xs, ages)
     # 0 <= E[purchases | alive] <= t * E[rate | alive]. Outside that the closed form lost to floating
@@ -318,8 +351,8 @@ def fit_gamma_gamma(x: Column, average_value: Column) -> GammaGammaParams | None
         ll, grad = _gamma_gamma_ll(params, xs, ms, gradient=True)
         return -float(ll.mean()), -grad.mean(axis=1) * params
 
-    found = _minimize(objective, np.zeros(3))
-    if found is None or found[1] <= 1.0:
+    found, on_bound = _minimize(objective, np.zeros(3))
+    if on_bound or found[1] <= 1.0:
         return None
     p, q, v = found
     return GammaGammaParams(p=p, q=q, v=v * scale)
@@ -497,7 +530,26 @@ def _gamma_gamma_ll(params: Floats, x: Floats, m: Floats, *, gradient: bool) -> 
     return ll, np.stack([d_p, d_q, d_v])
 
 
-def _minimize(objective: Callable[[Floats], tuple[float, Floats]], start: Floats) -> tuple[float, ...] | None:
+def _nbd_ll(params: Floats, x: Floats, age: Floats, *, gradient: bool) -> tuple[Floats, Floats]:
+    """Per-customer log-likelihood of the NBD model (BG/NBD without dropout: x purchases in (0, age] at
+    a Gamma(r, alpha) rate; t_x does not matter) and, if asked, its gradient with respect to (r, alpha)."""
+    r, alpha = (float(v) for v in params)
+    ll: Floats = (
+        special.gammaln(r + x) - special.gammaln(r) + r * np.log(alpha) - (r + x) * np.log(alpha + age)
+    )
+    if not gradient:
+        return ll, np.empty((0, x.size))
+    d_r = special.digamma(r + x) - special.digamma(r) + np.log(alpha) - np.log(alpha + age)
+    d_alpha = r / alpha - (r + x) / (alpha + age)
+    return ll, np.stack([d_r, d_alpha])
+
+
+def _minimize(
+    objective: Callable[[Floats], tuple[float, Floats]], start: Floats
+) -> tuple[tuple[float, ...], set[int]]:
+    """The parameters at the optimum and the indexes of those that ended on the search bound (a
+    likelihood still growing towards 0 or infinity: the data cannot pin them down); all of them when the
+    optimum is not finite."""
     result = optimize.minimize(
         objective,
         start,
@@ -506,11 +558,10 @@ def _minimize(objective: Callable[[Floats], tuple[float, Floats]], start: Floats
         bounds=[(-_LOG_BOUND, _LOG_BOUND)] * start.size,
         options={"maxiter": 2000, "ftol": 1e-13, "gtol": 1e-9},
     )
-    # A parameter on the search bound means the likelihood keeps growing towards 0 or infinity: the data
-    # cannot tell the model's parameters apart (no variation between customers, nobody seen leaving).
-    if not (np.isfinite(result.fun) and np.all(np.abs(result.x) < _LOG_BOUND - 1e-6)):
-        return None
-    return tuple(float(v) for v in np.exp(result.x))
+    if not np.isfinite(result.fun):
+        return tuple(float(v) for v in np.exp(result.x)), set(range(start.size))
+    on_bound = {int(i) for i in np.flatnonzero(np.abs(result.x) >= _LOG_BOUND - 1e-6)}
+    return tuple(float(v) for v in np.exp(result.x)), on_bound
 
 
 def _within(bought: Floats, ceiling: Floats) -> npt.NDArray[np.bool_]:

@@ -282,6 +282,41 @@ def test_bgnbd_needs_enough_customers_and_repeat_customers() -> None:
     assert fit_bgnbd(small.x, small.t_x, small.age) is not None
 
 
+def simulate_without_dropout(n: int, seed: int) -> Simulated:
+    """Customers who never leave (the NBD model): what a generator without churn produces."""
+    rng = np.random.default_rng(seed)
+    rate = rng.gamma(CDNOW.r * 4, 1.0 / CDNOW.alpha, n)
+    age = WINDOW - rng.uniform(0.0, COHORT, n)
+    x = rng.poisson(rate * age)
+    xr = np.maximum(x, 1)
+    t_x = np.where(x > 0, age * rng.beta(xr, 1), 0.0)  # the last of x uniform times in (0, age]
+    holdout = rng.poisson(rate * HOLDOUT)
+    return Simulated(x.astype(np.float64), t_x, age, holdout.astype(np.float64), np.zeros(n))
+
+
+def test_bgnbd_without_anyone_leaving_is_the_no_dropout_limit() -> None:
+    population = simulate_without_dropout(20_000, seed=11)
+    params = fit_bgnbd(population.x, population.t_x, population.age)
+    assert params is not None
+    assert not params.dropout
+    assert params.r == pytest.approx(CDNOW.r * 4, rel=0.1)
+    assert params.alpha == pytest.approx(CDNOW.alpha, rel=0.1)
+    assert set(p_alive(params, population.x, population.t_x, population.age)) == {1.0}
+    expected = expected_purchases(params, HOLDOUT, population.x, population.t_x, population.age)
+    assert float(expected.sum()) == pytest.approx(float(population.holdout.sum()), rel=0.03)
+    # The limit is the supremum of the full model's likelihood: nudging the dropout in from 0 only lowers it.
+    best = bgnbd_log_likelihood(params, population.x, population.t_x, population.age)
+    for a, b in ((0.01, 100.0), (0.1, 10.0)):
+        nudged = BgNbdParams(r=params.r, alpha=params.alpha, a=a, b=b)
+        assert bgnbd_log_likelihood(nudged, population.x, population.t_x, population.age) < best
+    first = datetime(2026, 1, 1, tzinfo=UTC)
+    (prediction,) = predict(
+        params, None, x=[3], t_x=[100], age=[200], average_value=[0], last_order_at=[first]
+    )
+    assert prediction.churn_probability == 0.0
+    assert prediction.expected_orders == pytest.approx(360 * (params.r + 3) / (params.alpha + 200))
+
+
 def test_bgnbd_inputs_are_checked() -> None:
     with pytest.raises(ValueError, match="t_x"):
         p_alive(CDNOW, [1], [20], [10])
