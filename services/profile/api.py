@@ -77,7 +77,8 @@ def get_timeline(
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> Timeline:
-    """The person's orders and merges, newest first (a merged id shows its survivor's timeline)."""
+    """The person's orders, customer records, behaviour events and merges, newest first (a merged id
+    shows its survivor's timeline)."""
     entries = profiles.timeline(profile_id, tenant_id=tenant_id, session=session, limit=limit)
     return Timeline(items=[TimelineEntry(**e) for e in entries])
 

@@ -469,7 +469,9 @@ def list_profiles(
 
 
 def timeline(profile_id: UUID, *, tenant_id: UUID, session: Session, limit: int) -> list[dict[str, Any]]:
-    """What happened to this person, newest first: orders (latest version each) and merges."""
+    """What happened to this person, newest first: orders (latest version each), customer records (type
+    `customer_record`, no contents: those are the profile's fields), behaviour events (their type, with
+    the product or category) and merges."""
     profile = get_profile(profile_id, tenant_id=tenant_id, session=session)
     owner = profile.merged_into or profile.id
     entries: list[dict[str, Any]] = [
@@ -486,6 +488,21 @@ def timeline(profile_id: UUID, *, tenant_id: UUID, session: Session, limit: int)
             select(ProfileOrder)
             .where(ProfileOrder.profile_id == owner)
             .order_by(col(ProfileOrder.placed_at).desc())
+            .limit(limit)
+        )
+    ]
+    entries += [
+        {
+            "at": record.occurred_at,
+            "type": record.type if record.kind == "behaviour" else "customer_record",
+            "record_id": str(record.id),
+            "source": record.source,
+            **({"properties": record.properties} if record.properties else {}),
+        }
+        for record in session.exec(
+            select(ProfileRecord)
+            .where(ProfileRecord.profile_id == owner)
+            .order_by(col(ProfileRecord.occurred_at).desc())
             .limit(limit)
         )
     ]

@@ -145,12 +145,16 @@ class MergeList(BaseModel):
 
 
 class TimelineEntry(BaseModel):
-    """An order (latest version) or a merge; fields depend on `type`."""
+    """An order (latest version), a customer record, a behaviour event or a merge; fields depend on
+    `type`."""
 
     model_config = ConfigDict(extra="allow")
 
     at: datetime
-    type: str = Field(description="order or merge")
+    type: str = Field(
+        description="order, customer_record, merge, or the behaviour event's type (page_view, product_view, "
+        "search, add_to_cart, checkout_started, survey_answered, signup)"
+    )
 
 
 class Timeline(BaseModel):

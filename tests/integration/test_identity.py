@@ -252,3 +252,8 @@ def test_customer_records_and_behaviour_build_the_profile(stack: Any) -> None:
     assert len(stack.profile.get("/v1/profiles", headers=h).json()["items"]) == 1
     by_device = stack.profile.get("/v1/profiles/" + profile["id"] + "/merges", headers=h).json()["items"]
     assert [m["rule"] for m in by_device] in ([], ["anonymous_id"])
+    timeline = stack.profile.get(f"/v1/profiles/{profile['id']}/timeline", headers=h).json()["items"]
+    kinds = [e["type"] for e in timeline if e["type"] != "merge"]
+    assert kinds == ["order", "customer_record", "signup", "product_view"]  # newest first
+    assert timeline[-1]["properties"] == {"sku": "CAFE"}
+    assert "rita" not in str(timeline).lower()  # the timeline says what happened, not who
