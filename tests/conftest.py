@@ -30,6 +30,9 @@ from shared.settings import ServiceSettings
 from shared.topics import ensure_topics
 from tests.support import ADMIN_TOKEN, KAFKA, SettingsFactory, Stack
 
+# The secret that keys identifier hashes and seals personal data (shared.crypto); services started as
+# processes by the e2e tests inherit it.
+os.environ.setdefault("CLIENTELA_SECRET_KEY", "test-only-secret-key-0123456789abcdefghijkl")
 ROOT = Path(__file__).resolve().parents[1]
 PG = os.environ.get("CLIENTELA_TEST_PG", "postgresql+psycopg://clientela:clientela@127.0.0.1:5432")
 SERVICES = ("ingest", "profile", "segmentation")

@@ -13,6 +13,12 @@ Deterministic rules (first stage):
   (e-mails, phones, ...) or the limit of merges per profile does not happen. An identifier that would
   break a limit, or a second document, is not attached.
 - Every merge is recorded (`MergeRecord`: event, rule, linking kinds, what moved) and announced.
+
+Identifiers are stored and compared as blind indexes (`shared.crypto`: HMAC-SHA256 under a key derived for
+the tenant): `resolve` takes the normalised values a record carries, drops the blocked ones and works on
+(kind, index) pairs from then on; the readable value is kept only sealed (AES-GCM) next to the index, for
+the probabilistic stage and the profile's contact e-mail. Orders, records and merge records keep the
+indexes too.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from services.profile.models import (
     ProfileOrder,
     ProfileRecord,
 )
+from shared.crypto import keyring
 from shared.db import utcnow
 from shared.normalize import is_relay_email
 from shared.records import Customer, CustomerRef
@@ -72,6 +79,21 @@ def identifiers_of(customer: Customer | CustomerRef, source: str) -> list[Identi
     if customer.phone:
         found.append(("phone", customer.phone))
     return [i for i in found if not blocked(i)]
+
+
+def blind(tenant_id: UUID, identifiers: list[Identifier]) -> list[Identifier]:
+    """The (kind, blind index) pairs of normalised identifiers: what the graph stores and compares."""
+    keys = keyring()
+    return [(kind, keys.index(tenant_id, kind, value)) for kind, value in identifiers]
+
+
+def seal(tenant_id: UUID, value: str | None) -> str | None:
+    """A readable value (a contact e-mail) as stored: sealed for the tenant."""
+    return None if value is None else keyring().seal(tenant_id, value)
+
+
+def unseal(tenant_id: UUID, token: str | None) -> str | None:
+    return None if token is None else keyring().open(tenant_id, token)
 
 
 def blocked(identifier: Identifier) -> bool:
@@ -194,13 +216,19 @@ def resolve(
     contact_email: str | None,
     event_id: UUID | None,
     seen_at: datetime | None = None,
+    contact_phone: str | None = None,
 ) -> tuple[Profile, list[MergeRecord]]:
     """The profile a record with these identifiers belongs to (created when none does), after the merges
     its identifiers call for; and those merges. `seen_at` is the record's own time: contested identifiers
     (a profile's limit reached, a phone two profiles carry) go to the earliest record's profile, so the
-    outcome does not depend on which consumer saw which record first."""
+    outcome does not depend on which consumer saw which record first.
+
+    `identifiers` are normalised readable values; `contact_email` and `contact_phone` too (stored sealed)."""
     rules = identity_rules.rules_for(session, tenant_id)
-    identifiers = [i for i in identifiers if not rules.blocks(*i)]
+    readable = [i for i in identifiers if not rules.blocks(*i)]
+    identifiers = blind(tenant_id, readable)
+    plain = dict(zip(identifiers, (value for _, value in readable), strict=True))
+    contact_email = seal(tenant_id, contact_email)
     known = graph(session)
     owned: dict[Identifier, UUID] = {}
     if known is not None and all((tenant_id, *i) in known.owner for i in identifiers):
@@ -214,13 +242,14 @@ def resolve(
         kind in MERGE_KINDS for kind, _ in identifiers
     )
     if not owned or only_phones:  # a new person: every identifier nobody holds is theirs
-        target = Profile(tenant_id=tenant_id, email=contact_email)  # id and times set here: no flush needed
+        # id and times are set here: no flush needed
+        target = Profile(tenant_id=tenant_id, email=contact_email, phone=seal(tenant_id, contact_phone))
         session.add(target)
         if known is not None:
             known.of_profile[target.id] = []
             known.profiles[target.id] = target
         fresh = [i for i in identifiers if i not in owned]
-        _attach(session, tenant_id, target, fresh, have=[], rules=rules, seen_at=seen_at)
+        _attach(session, tenant_id, target, fresh, plain, have=[], rules=rules, seen_at=seen_at)
         _claim(session, tenant_id, target, owned, rules=rules, seen_at=seen_at)
         return target, merges
     else:
@@ -249,11 +278,13 @@ def resolve(
             merges.append(merge(session, survivor, merged, links=links, event_id=event_id))
             target = survivor
     _claim(session, tenant_id, target, owned, rules=rules, seen_at=seen_at)
-    _attach(
-        session, tenant_id, target, [i for i in identifiers if i not in owned], rules=rules, seen_at=seen_at
-    )
+    fresh = [i for i in identifiers if i not in owned]
+    _attach(session, tenant_id, target, fresh, plain, rules=rules, seen_at=seen_at)
     if target.email is None and contact_email is not None:
         target.email = contact_email
+        session.add(target)
+    if target.phone is None and contact_phone is not None:
+        target.phone = seal(tenant_id, contact_phone)
         session.add(target)
     return target, merges
 
@@ -263,13 +294,15 @@ def _attach(
     tenant_id: UUID,
     profile: Profile,
     new: list[Identifier],
+    plain: dict[Identifier, str],
     *,
     have: list[Identifier] | None = None,
     rules: identity_rules.IdentityRules,
     seen_at: datetime | None,
 ) -> None:
-    """Attach unowned identifiers. At a kind's limit (e.g. a second document) the profile keeps the
-    earliest seen: a newcomer from an earlier record replaces the latest seen one, else it stays out."""
+    """Attach unowned identifiers (blind indexes; `plain` has their readable values, stored sealed). At a
+    kind's limit (e.g. a second document) the profile keeps the earliest seen: a newcomer from an earlier
+    record replaces the latest seen one, else it stays out."""
     have = _identifiers(session, profile.id) if have is None else have
     for kind, value in new:
         same_kind = [i for i in have if i[0] == kind]
@@ -280,7 +313,12 @@ def _attach(
             _detach(session, tenant_id, profile, latest)
             have.remove(latest)
         row = ProfileIdentifier(
-            tenant_id=tenant_id, kind=kind, value=value, profile_id=profile.id, seen_at=seen_at
+            tenant_id=tenant_id,
+            kind=kind,
+            value=value,
+            sealed=keyring().seal(tenant_id, plain[(kind, value)]),
+            profile_id=profile.id,
+            seen_at=seen_at,
         )
         session.add(row)
         have.append((kind, value))
@@ -417,6 +455,8 @@ def merge(
     survivor.merges += merged.merges + 1
     if survivor.email is None:
         survivor.email = merged.email
+    if survivor.phone is None:
+        survivor.phone = merged.phone
     record = MergeRecord(
         tenant_id=survivor.tenant_id,
         survivor_id=survivor.id,

@@ -25,7 +25,15 @@ class Profile(ProfileTable, table=True):
 
     id: UUID = Field(default_factory=uuid4, sa_column=sa.Column(sa.Uuid(), primary_key=True))
     tenant_id: UUID = Field(sa_column=sa.Column(sa.Uuid(), nullable=False, index=True))
-    email: str | None = Field(default=None, max_length=254, description="The first e-mail seen (display).")
+    email: str | None = Field(
+        default=None, max_length=400, description="The first e-mail seen (display), sealed (`shared.crypto`)."
+    )
+    phone: str | None = Field(
+        default=None,
+        max_length=400,
+        description="The first phone its records carried, sealed: contact data, and what the probabilistic "
+        "stage compares even when another profile holds the phone as an identifier (a family's phone).",
+    )
     status: str = Field(default="active", max_length=10, description="active, or merged (see merged_into)")
     merged_into: UUID | None = Field(default=None, sa_column=sa.Column(sa.Uuid(), nullable=True))
     merges: int = Field(default=0, description="How many profiles were merged into this one.")
@@ -137,7 +145,9 @@ class ProfileIdentifier(ProfileTable, table=True):
     """Which profile an identifier belongs to, within a tenant: the identity graph's edges.
 
     kinds: `email`, `phone` (E.164), `document` (CPF/CNPJ), `customer_id` (`<source>:<id on source>`),
-    `relay_email` (`<source>:<address>`: a marketplace relay address identifies a buyer only there).
+    `relay_email` (`<source>:<address>`: a marketplace relay address identifies a buyer only there),
+    `anonymous_id` (`<source>:<device id>`). `value` is the normalised value's blind index (HMAC for the
+    tenant), `sealed` the value itself, encrypted (`shared.crypto`).
     """
 
     __tablename__ = "profile_identifier"
@@ -145,6 +155,7 @@ class ProfileIdentifier(ProfileTable, table=True):
     tenant_id: UUID = Field(sa_column=sa.Column(sa.Uuid(), primary_key=True))
     kind: str = Field(sa_column=sa.Column(sa.String(20), primary_key=True))
     value: str = Field(sa_column=sa.Column(sa.String(300), primary_key=True))
+    sealed: str = Field(sa_column=sa.Column(sa.String(600), nullable=False))
     profile_id: UUID = Field(sa_column=sa.Column(sa.Uuid(), nullable=False, index=True))
     seen_at: datetime | None = Field(
         default=None,

@@ -12,7 +12,6 @@ too.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 from dataclasses import asdict
 from datetime import date
@@ -23,6 +22,7 @@ from sqlmodel import Session, col, select
 
 from services.profile import identity, identity_rules, matching
 from services.profile.models import MergeRecord, MergeSuggestion, Profile, ProfileBlockKey, ProfileIdentifier
+from shared.crypto import keyring
 from shared.db import utcnow
 from shared.errors import Conflict, NotFound
 
@@ -31,10 +31,17 @@ MAX_PROFILES_PER_KEY = 100
 
 
 def hashed(tenant_id: UUID, key: str) -> str:
-    return hashlib.sha256(f"{tenant_id}:{key}".encode()).hexdigest()[:32]
+    """A blocking key as stored: its blind index for the tenant (keyed: a phone's digits are guessable)."""
+    return keyring().index(tenant_id, "block", key)[:32]
+
+
+def _contact_phone(profile: Profile) -> set[str]:
+    return {keyring().open(profile.tenant_id, profile.phone)} if profile.phone else set()
 
 
 def match_fields(profile: Profile, identifiers: Iterable[identity.Identifier]) -> matching.MatchFields:
+    """What the score compares: the profile's name, birth date and address, the readable values of its
+    identifiers and its contact phone."""
     found = list(identifiers)
     documents = [v for k, v in found if k == "document"]
     return matching.MatchFields(
@@ -43,21 +50,33 @@ def match_fields(profile: Profile, identifiers: Iterable[identity.Identifier]) -
         zip=profile.zip,
         city=profile.city,
         state=profile.state,
-        phones=tuple(sorted(v for k, v in found if k == "phone")),
+        phones=tuple(sorted({v for k, v in found if k == "phone"} | _contact_phone(profile))),
         emails=tuple(sorted(v for k, v in found if k == "email")),
         document=documents[0] if documents else None,
     )
 
 
-def _identifiers(session: Session, profile_ids: list[UUID]) -> dict[UUID, list[identity.Identifier]]:
+def _identifiers(
+    session: Session, profile_ids: list[UUID], readable: dict[UUID, list[identity.Identifier]] | None = None
+) -> dict[UUID, list[identity.Identifier]]:
+    """The profiles' identifiers as stored (blind indexes); their readable values into `readable` when
+    given (what the score compares)."""
     found: dict[UUID, list[identity.Identifier]] = {pid: [] for pid in profile_ids}
+    keys = keyring()
     for start in range(0, len(profile_ids), 1000):
         chunk = profile_ids[start : start + 1000]
         for row in session.exec(
             select(ProfileIdentifier).where(col(ProfileIdentifier.profile_id).in_(chunk))
         ):
             found[row.profile_id].append((row.kind, row.value))
+            if readable is not None and row.kind in _COMPARED:
+                readable.setdefault(row.profile_id, []).append(
+                    (row.kind, keys.open(row.tenant_id, row.sealed))
+                )
     return found
+
+
+_COMPARED = frozenset({"document", "email", "phone"})  # what `match_fields` reads
 
 
 def second_stage(
@@ -72,8 +91,9 @@ def second_stage(
     if not profiles:
         return []
     ids = [p.id for p in profiles]
-    identifiers = _identifiers(session, ids)
-    fields = {p.id: match_fields(p, identifiers[p.id]) for p in profiles}
+    readable: dict[UUID, list[identity.Identifier]] = {}
+    identifiers = _identifiers(session, ids, readable)
+    fields = {p.id: match_fields(p, readable.get(p.id, [])) for p in profiles}
     keys = {p.id: {hashed(p.tenant_id, k) for k in matching.blocking_keys(fields[p.id])} for p in profiles}
     session.execute(sa.delete(ProfileBlockKey).where(col(ProfileBlockKey.profile_id).in_(ids)))
     session.add_all(
@@ -102,10 +122,10 @@ def second_stage(
     for start in range(0, len(others), 1000):
         for other in session.exec(select(Profile).where(col(Profile.id).in_(others[start : start + 1000]))):
             known[other.id] = other
-    identifiers.update(_identifiers(session, others))
+    identifiers.update(_identifiers(session, others, readable))
     for pid in others:
         if pid in known:
-            fields[pid] = match_fields(known[pid], identifiers[pid])
+            fields[pid] = match_fields(known[pid], readable.get(pid, []))
     seen = _decided_pairs(session, pairs)
 
     merges: list[MergeRecord] = []
@@ -134,7 +154,8 @@ def second_stage(
                 )
             )
             identifiers[survivor.id] = identifiers[survivor.id] + identifiers[merged.id]
-            fields[survivor.id] = match_fields(survivor, identifiers[survivor.id])
+            readable[survivor.id] = readable.get(survivor.id, []) + readable.get(merged.id, [])
+            fields[survivor.id] = match_fields(survivor, readable[survivor.id])
             session.execute(sa.delete(ProfileBlockKey).where(col(ProfileBlockKey.profile_id) == merged.id))
         elif decision == "suggest":
             session.add(

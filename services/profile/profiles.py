@@ -67,7 +67,7 @@ def apply_order(session: Session, envelope: Envelope, event: OrderIngested) -> N
     stored.placed_at = order.placed_at
     stored.items = [{"sku": i.sku, "category": i.category, "quantity": i.quantity} for i in order.items]
     stored.payments = [{"method": p.method.value, "installments": p.installments} for p in order.payments]
-    stored.identifiers = [[kind, value] for kind, value in identifiers]
+    stored.identifiers = [[kind, value] for kind, value in identity.blind(envelope.tenant_id, identifiers)]
     stored.customer = snapshot(order.customer, order.consents, at=order.updated_at or order.placed_at)
     stored.recorded_at = utcnow()
     session.add(stored)
@@ -97,6 +97,7 @@ def _resolve(
         envelope.tenant_id,
         identifiers,
         contact_email=email if email and not is_relay_email(email) else None,
+        contact_phone=customer.phone if customer is not None else None,
         event_id=envelope.event_id,
         seen_at=seen_at,
     )
@@ -197,7 +198,7 @@ def _store_record(
     record = ProfileRecord(
         tenant_id=envelope.tenant_id,
         profile_id=profile.id,
-        identifiers=[[kind, value] for kind, value in identifiers],
+        identifiers=[[kind, value] for kind, value in identity.blind(envelope.tenant_id, identifiers)],
         **fields,
     )
     session.add(record)
@@ -251,7 +252,9 @@ class ProfileBatch:
         order_ids: list[UUID] = []
         for envelope, event in events:
             if isinstance(event, OrderIngested | CustomerRecorded | BehaviourRecorded):
-                wanted.setdefault(envelope.tenant_id, set()).update(identifiers_for(event))
+                wanted.setdefault(envelope.tenant_id, set()).update(
+                    identity.blind(envelope.tenant_id, identifiers_for(event))
+                )
             if isinstance(event, OrderIngested):
                 order_ids.append(event.order_id)
         graph.preload(session, wanted)
@@ -456,7 +459,7 @@ def list_profiles(
     """Profiles of a tenant, optionally only those owning the given identifiers (normalised first)."""
     query = select(Profile).where(Profile.tenant_id == tenant_id, Profile.status == "active")
     for kind, raw in lookup.items():
-        value = _normalise(kind, raw)
+        ((_, value),) = identity.blind(tenant_id, [(kind, _normalise(kind, raw))])
         owner = select(ProfileIdentifier.profile_id).where(
             ProfileIdentifier.tenant_id == tenant_id,
             ProfileIdentifier.kind == kind,

@@ -10,6 +10,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.profile.models import MergeRecord, MergeSuggestion, Profile, TraitsRefresh
+from shared.crypto import keyring
 from shared.records import average_order_value, from_minor
 
 
@@ -26,12 +27,19 @@ def mask_email(email: str | None) -> str | None:
     return f"{local[:1]}***@{domain}"
 
 
+def mask_phone(phone: str | None) -> str | None:
+    return None if phone is None else phone[:5] + "*" * max(len(phone) - 7, 0) + phone[-2:]
+
+
 class ProfileRead(BaseModel):
     """A unified customer profile with its purchase traits."""
 
     id: UUID
     email: str | None = Field(
         description="First e-mail seen, normalised; masked (`m***@example.com`) in lists."
+    )
+    phone: str | None = Field(
+        None, description="First phone seen, E.164; masked (`+5511*******78`) in lists."
     )
     orders_count: int = Field(description="Orders that count (not cancelled or returned).")
     total_spent: Decimal = Field(description="Sum of the counted orders' totals.")
@@ -68,9 +76,13 @@ class ProfileRead(BaseModel):
     @classmethod
     def of(cls, profile: Profile, *, masked: bool = False) -> ProfileRead:
         total = from_minor(profile.total_spent_minor)
+        keys = keyring()
+        email = keys.open(profile.tenant_id, profile.email) if profile.email else None
+        phone = keys.open(profile.tenant_id, profile.phone) if profile.phone else None
         return cls(
             id=profile.id,
-            email=mask_email(profile.email) if masked else profile.email,
+            email=mask_email(email) if masked else email,
+            phone=mask_phone(phone) if masked else phone,
             orders_count=profile.orders_count,
             total_spent=total,
             average_order_value=average_order_value(total, profile.orders_count),

@@ -52,7 +52,8 @@ def find_merge(
     merge_id: UUID | None = None,
     identifier: Identifier | None = None,
 ) -> MergeRecord:
-    """The merge to undo: by its id, or the latest merge into this profile that brought the identifier."""
+    """The merge to undo: by its id, or the latest merge into this profile that brought the identifier
+    (normalised, readable: looked up by its blind index)."""
     query = select(MergeRecord).where(
         MergeRecord.tenant_id == owner.tenant_id,
         col(MergeRecord.merged_id).in_(select(Profile.id).where(Profile.merged_into == owner.id)),
@@ -66,7 +67,7 @@ def find_merge(
         if record not in session.exec(query).all():
             raise Conflict("This merge is not part of this profile (it may have been undone or moved).")
         return record
-    wanted = [*identifier] if identifier is not None else None
+    wanted = [*identity.blind(owner.tenant_id, [identifier])[0]] if identifier is not None else None
     candidates = [
         r
         for r in session.exec(query.where(col(MergeRecord.undone_at).is_(None))).all()
@@ -223,20 +224,22 @@ def _taken_in(profile_id: UUID, merges: list[MergeRecord], *, before: datetime) 
 def _contact_email(
     session: Session, profile: Profile, orders: list[ProfileOrder], records: list[ProfileRecord]
 ) -> str | None:
-    """The first e-mail (by time) the profile's history carries that the profile still owns."""
+    """The first e-mail (by time) the profile's history carries that the profile still owns (sealed, as
+    `Profile.email` keeps it)."""
     owned = {
-        value
-        for value in session.exec(
-            select(ProfileIdentifier.value).where(
+        value: sealed
+        for value, sealed in session.exec(
+            select(ProfileIdentifier.value, ProfileIdentifier.sealed).where(
                 ProfileIdentifier.profile_id == profile.id, ProfileIdentifier.kind == "email"
             )
         ).all()
     }
-    if profile.email in owned:
+    current = identity.unseal(profile.tenant_id, profile.email)
+    if current is not None and identity.blind(profile.tenant_id, [("email", current)])[0][1] in owned:
         return profile.email
     dated = [(o.placed_at, o.identifiers) for o in orders] + [(r.occurred_at, r.identifiers) for r in records]
     for _, carried in sorted(dated, key=lambda d: d[0]):
         for kind, value in carried:
             if kind == "email" and value in owned:
-                return value
-    return min(owned) if owned else None
+                return owned[value]
+    return owned[min(owned)] if owned else None

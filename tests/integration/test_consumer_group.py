@@ -26,6 +26,7 @@ from services.ingest.intake import ORDERS as ORDER_KIND
 from services.profile.consumer import workers
 from services.profile.models import Profile, ProfileIdentifier, ProfileOrder, ProfileRecord
 from shared.consumer import ConsumerWorker
+from shared.crypto import keyring
 from shared.events import CustomerRecorded, Event, OrderIngested
 from shared.infra import ProcessedEvent
 from shared.records import CustomerRecord, Order
@@ -92,7 +93,7 @@ def outcome(engine: Engine, tenant: uuid.UUID) -> set[tuple[Any, ...]]:
             held[profile_id].append(f"{kind}:{source}:{occurred.isoformat()}")
         identifiers: dict[uuid.UUID, list[tuple[str, str]]] = defaultdict(list)
         for row in session.exec(select(ProfileIdentifier).where(ProfileIdentifier.tenant_id == tenant)):
-            identifiers[row.profile_id].append((row.kind, row.value))
+            identifiers[row.profile_id].append((row.kind, keyring().open(row.tenant_id, row.sealed)))
         for profile in session.exec(
             select(Profile).where(Profile.tenant_id == tenant, Profile.status == "active")
         ):

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from services.profile import identity
 from services.profile.consumer import workers
 from services.profile.models import MergeRecord, Profile, ProfileIdentifier
 from shared.consumer import ConsumerWorker
@@ -57,7 +58,8 @@ def active(engine: Engine) -> list[Profile]:
 
 def owner(engine: Engine, kind: str, value: str) -> UUID:
     with Session(engine) as session:
-        row = session.get(ProfileIdentifier, (TENANT, kind, value))
+        ((_, index),) = identity.blind(TENANT, [(kind, value)])
+        row = session.get(ProfileIdentifier, (TENANT, kind, index))
         assert row is not None
         return row.profile_id
 

@@ -149,12 +149,22 @@ def test_segment_created_after_the_profiles_is_evaluated_over_them(stack: Stack)
 def test_orders_without_an_email_are_found_by_their_other_identifiers(stack: Stack) -> None:
     key = stack.create_tenant()
     phone_only = order_body("P-1", "x@example.com", "30.00", source="shopee")
-    phone_only["customer"] = {"phone": "(11) 91234-5678", "external_id": "shopee-buyer-1"}
+    phone_only["customer"] = {
+        "phone": "(11) 91234-5678",
+        "external_id": "shopee-buyer-1",
+        "name": "Beatriz Nogueira",
+    }
     with_document = order_body("D-1", "doc@example.com", "40.00")
     with_document["customer"] = {"document": "529.982.247-25", "name": "MARIA DA SILVA"}
-    # The same phone, in another format, with an e-mail: joins the first profile and adds the e-mail.
+    # The same phone in another format, with an e-mail nobody holds: a phone alone could be the family's,
+    # so the deterministic rules keep it apart; the same name on it makes the probabilistic stage merge
+    # them (a phone with an unknown e-mail and another name stays a person of its own: see test_identity).
     same_person = order_body("P-2", "bia@example.com", "50.00", source="site")
-    same_person["customer"] = {"email": "bia@example.com", "phone": "+55 11 91234 5678"}
+    same_person["customer"] = {
+        "email": "bia@example.com",
+        "phone": "+55 11 91234 5678",
+        "name": "BEATRIZ NOGUEIRA",
+    }
     for body in (phone_only, with_document, same_person):
         response = stack.ingest.post("/v1/orders", json=body, headers=auth(key))
         assert response.status_code == 202, response.text

@@ -17,6 +17,7 @@ from services.profile import unmerge
 from services.profile.consumer import workers
 from services.profile.models import MergeRecord, Profile, ProfileIdentifier, ProfileOrder
 from shared.consumer import ConsumerWorker
+from shared.crypto import keyring
 from shared.errors import Conflict, NotFound
 from shared.events import BehaviourRecorded, CustomerRecorded, OrderIngested
 from shared.infra import OutboxMessage
@@ -75,7 +76,7 @@ def summary(engine: Engine, profile: Profile) -> dict[str, Any]:
     """What a profile is, without ids and times: comparable across tenants."""
     with Session(engine) as session:
         identifiers = sorted(
-            (r.kind, r.value)
+            (r.kind, keyring().open(r.tenant_id, r.sealed))
             for r in session.exec(select(ProfileIdentifier).where(ProfileIdentifier.profile_id == profile.id))
         )
         totals = sorted(
@@ -89,7 +90,7 @@ def summary(engine: Engine, profile: Profile) -> dict[str, Any]:
         "spent": profile.total_spent_minor,
         "name": profile.name,
         "city": profile.city,
-        "email": profile.email,
+        "email": profile.email and keyring().open(profile.tenant_id, profile.email),
         "purchases": profile.purchases,
         "behaviour": {k: v for k, v in profile.behaviour.items() if k != "carts_abandoned"},
     }
@@ -130,7 +131,9 @@ def test_unmerge_gives_what_the_history_gives_without_the_wrong_link(
 
     with Session(engine) as session:
         [merge] = session.exec(select(MergeRecord).where(MergeRecord.tenant_id == wrong)).all()
-        assert merge.linked_identifiers == [["email", "ana@example.com"]]
+        assert merge.linked_identifiers == [
+            ["email", keyring().index(merge.tenant_id, "email", "ana@example.com")]
+        ]
         done = unmerge.unmerge(session, merge)
         session.commit()
         survivor_id, restored_id, merge_id = done.survivor.id, done.restored.id, merge.id

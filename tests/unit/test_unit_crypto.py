@@ -1,0 +1,74 @@
+"""shared.crypto: blind indexes and sealed values, per tenant, across a key rotation."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from uuid import uuid4
+
+import pytest
+
+from shared.crypto import Keyring, SecretError, SecretSettings, keyring_from
+
+OLD = "an-old-secret-of-at-least-32-characters!"
+NEW = "a-new-secret-of-at-least-32-characters!!"
+
+
+def test_a_blind_index_is_stable_within_a_tenant_and_unrelated_across_tenants() -> None:
+    keys, a, b = Keyring(NEW), uuid4(), uuid4()
+    index = keys.index(a, "email", "ana@example.com")
+    assert index == keys.index(a, "email", "ana@example.com")
+    assert index != keys.index(b, "email", "ana@example.com")
+    assert index != keys.index(a, "phone", "ana@example.com")  # the kind is part of what is hashed
+    assert index != keys.index(a, "email", "ana@example.org")
+    assert "ana" not in index
+    assert len(index) == 43
+    assert Keyring(OLD).index(a, "email", "ana@example.com") != index  # keyed: no secret, no match
+
+
+def test_sealed_values_open_only_for_their_tenant() -> None:
+    keys, a, b = Keyring(NEW), uuid4(), uuid4()
+    token = keys.seal(a, "Ana Souza <ana@example.com>")
+    assert "ana" not in token.lower()
+    assert token != keys.seal(a, "Ana Souza <ana@example.com>")  # a fresh nonce every time
+    assert keys.open(a, token) == "Ana Souza <ana@example.com>"
+    with pytest.raises(SecretError) as refused:
+        keys.open(b, token)
+    assert "ana" not in str(refused.value).lower()
+    tampered = token[:-2] + ("A" if token[-2] != "A" else "B") + token[-1]
+    with pytest.raises(SecretError):
+        keys.open(a, tampered)
+
+
+def test_rotation_keeps_old_tokens_and_indexes_working() -> None:
+    tenant = uuid4()
+    before = Keyring(OLD)
+    token, index = before.seal(tenant, "+5511987654321"), before.index(tenant, "phone", "+5511987654321")
+    after = Keyring(NEW, [OLD])
+    assert after.open(tenant, token) == "+5511987654321"
+    assert after.index(tenant, "phone", "+5511987654321") == index  # indexes use the oldest secret
+    moved = after.reseal(tenant, token)
+    assert moved.split(".")[0] == after.current_id != token.split(".")[0]
+    assert Keyring(NEW).open(tenant, moved) == "+5511987654321"
+    assert after.reseal(tenant, moved) == moved
+    with pytest.raises(SecretError, match="unknown key"):
+        Keyring(NEW).open(tenant, token)  # the old secret dropped too early
+
+
+def test_weak_secrets_are_refused() -> None:
+    with pytest.raises(SecretError, match="32"):
+        Keyring("short")
+
+
+def test_without_a_configured_secret_one_is_created_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CLIENTELA_SECRET_KEY", raising=False)
+    path = tmp_path / "data" / "secret.key"
+    settings = SecretSettings.model_validate({"CLIENTELA_SECRET_KEY_FILE": str(path)})
+    tenant = uuid4()
+    first = keyring_from(settings)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    second = keyring_from(settings)
+    assert second.open(tenant, first.seal(tenant, "x")) == "x"
