@@ -7,6 +7,7 @@ cancellations and returns are counted apart.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -131,19 +132,37 @@ def behaviour_traits(
             carts[-1] = (carts[-1][0], at)
         else:
             carts.append((at, at))
-    abandoned = sum(
-        1
+    abandoned = [
+        last
         for start, last in carts
         if last + CART_WINDOW < now and not any(start <= t <= last + CART_WINDOW for t in order_times)
-    )
+    ]
     return {
         "counts": dict(sorted(counts.items())),
         "last_seen_at": max(e.occurred_at for e in events).isoformat() if events else None,
         "viewed_products": _top(products),
         "viewed_categories": _top(categories),
         "carts_started": len(carts),
-        "carts_abandoned": abandoned,
+        "carts_abandoned": len(abandoned),
+        "cart_abandoned_at": max(abandoned).isoformat() if abandoned else None,
+        # When each was last viewed (the most recent VIEWED_AT of each): what "viewed X in the last N days"
+        # segments read.
+        "products_viewed_at": _last_seen(viewed, lambda e: e.sku),
+        "categories_viewed_at": _last_seen(viewed, lambda e: e.category),
     }
+
+
+VIEWED_AT = 50
+
+
+def _last_seen(events: list[BehaviourFacts], key: Callable[[BehaviourFacts], str | None]) -> dict[str, str]:
+    last: dict[str, datetime] = {}
+    for event in events:
+        name = key(event)
+        if name and (name not in last or event.occurred_at > last[name]):
+            last[name] = event.occurred_at
+    recent = sorted(last.items(), key=lambda kv: (kv[1], kv[0]), reverse=True)[:VIEWED_AT]
+    return {name: at.isoformat() for name, at in sorted(recent)}
 
 
 def _top(counter: Counter[str]) -> list[str]:

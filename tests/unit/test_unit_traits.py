@@ -120,4 +120,24 @@ def test_behaviour_traits_count_views_and_carts() -> None:
     assert found["viewed_categories"] == ["books", "games"]
     assert (found["carts_started"], found["carts_abandoned"]) == (3, 1)
     assert found["last_seen_at"] == (t0 + timedelta(days=10)).isoformat()
-    assert behaviour_traits([], [], now=t0)["last_seen_at"] is None
+    assert found["cart_abandoned_at"] == (t0 + timedelta(hours=2)).isoformat()  # the first cart's last add
+    assert found["products_viewed_at"] == {"A": t0.isoformat(), "B": t0.isoformat()}
+    assert found["categories_viewed_at"] == {"books": t0.isoformat(), "games": t0.isoformat()}
+    empty = behaviour_traits([], [], now=t0)
+    assert empty["last_seen_at"] is None
+    assert (empty["cart_abandoned_at"], empty["products_viewed_at"]) == (None, {})
+
+
+def test_last_viewed_times_keep_the_latest_view_of_the_most_recent() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from services.profile.traits import VIEWED_AT, BehaviourFacts, behaviour_traits
+
+    t0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
+    events = [BehaviourFacts("product_view", t0 + timedelta(minutes=i), f"SKU-{i}") for i in range(80)]
+    events.append(BehaviourFacts("product_view", t0 + timedelta(days=1), "SKU-0"))  # seen again, later
+    found = behaviour_traits(events, [], now=t0 + timedelta(days=2))["products_viewed_at"]
+    assert len(found) == VIEWED_AT
+    assert found["SKU-0"] == (t0 + timedelta(days=1)).isoformat()
+    assert "SKU-30" not in found  # among the oldest views
+    assert "SKU-79" in found
