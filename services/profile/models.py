@@ -35,7 +35,7 @@ class Profile(ProfileTable, table=True):
         "stage compares even when another profile holds the phone as an identifier (a family's phone).",
     )
     status: str = Field(default="active", max_length=10, description="active, or merged (see merged_into)")
-    merged_into: UUID | None = Field(default=None, sa_column=sa.Column(sa.Uuid(), nullable=True))
+    merged_into: UUID | None = Field(default=None, sa_column=sa.Column(sa.Uuid(), nullable=True, index=True))
     merges: int = Field(default=0, description="How many profiles were merged into this one.")
     name: str | None = Field(default=None, max_length=200)
     birth_date: date | None = Field(default=None, sa_column=sa.Column(sa.Date(), nullable=True))

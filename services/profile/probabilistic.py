@@ -65,14 +65,19 @@ def _identifiers(
     keys = keyring()
     for start in range(0, len(profile_ids), 1000):
         chunk = profile_ids[start : start + 1000]
-        for row in session.exec(
-            select(ProfileIdentifier).where(col(ProfileIdentifier.profile_id).in_(chunk))
-        ):
-            found[row.profile_id].append((row.kind, row.value))
-            if readable is not None and row.kind in _COMPARED:
-                readable.setdefault(row.profile_id, []).append(
-                    (row.kind, keys.open(row.tenant_id, row.sealed))
-                )
+        rows = session.execute(
+            sa.select(
+                col(ProfileIdentifier.profile_id),
+                col(ProfileIdentifier.tenant_id),
+                col(ProfileIdentifier.kind),
+                col(ProfileIdentifier.value),
+                col(ProfileIdentifier.sealed),
+            ).where(col(ProfileIdentifier.profile_id).in_(chunk))
+        )
+        for profile_id, tenant_id, kind, value, sealed in rows:
+            found[profile_id].append((kind, value))
+            if readable is not None and kind in _COMPARED:
+                readable.setdefault(profile_id, []).append((kind, keys.open(tenant_id, sealed)))
     return found
 
 

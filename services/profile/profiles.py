@@ -273,9 +273,8 @@ class ProfileBatch:
         session.info.pop("known_orders", None)
         try:
             if dirty:
-                self._recompute(session, dirty)
-                changed = [p for pid in sorted(dirty) if (p := session.get(Profile, pid)) is not None]
-                merges = probabilistic.second_stage(session, changed)
+                profiles = self._recompute(session, dirty)
+                merges = probabilistic.second_stage(session, [profiles[pid] for pid in sorted(profiles)])
                 if merges:
                     announce_merges(session, merges, correlation_id=None)
                     self._recompute(session, {m.survivor_id: dirty.get(m.survivor_id) for m in merges})
@@ -284,13 +283,23 @@ class ProfileBatch:
             session.info.pop("identity_defaults", None)
 
     @staticmethod
-    def _recompute(session: Session, dirty: dict[UUID, str | None]) -> None:
+    def _recompute(session: Session, dirty: dict[UUID, str | None]) -> dict[UUID, Profile]:
+        """Recompute and announce these profiles (those still active); return them, loaded in one query
+        per thousand rather than one each."""
         session.flush()
-        history = load_history(session, list(dirty))
-        for profile_id in sorted(dirty):
-            profile = session.get(Profile, profile_id)
+        ids = sorted(dirty)
+        history = load_history(session, ids)
+        profiles: dict[UUID, Profile] = {}
+        for start in range(0, len(ids), 1000):
+            chunk = ids[start : start + 1000]
+            profiles.update(
+                (p.id, p) for p in session.exec(select(Profile).where(col(Profile.id).in_(chunk)))
+            )
+        for profile_id in ids:
+            profile = profiles.get(profile_id)
             if profile is not None and profile.status == "active":
                 recompute_full(session, profile, *history[profile_id], correlation_id=dirty[profile_id])
+        return profiles
 
 
 def after_manual_merge(session: Session, record: MergeRecord, *, correlation_id: str | None) -> None:
