@@ -11,7 +11,7 @@ a breaking change is a new version (a new class with the same TYPE and VERSION +
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, ClassVar, Literal
 from uuid import UUID, uuid4
@@ -20,7 +20,7 @@ import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from shared.db import utcnow
-from shared.records import BehaviourEvent, CustomerRecord, Order
+from shared.records import BehaviourEvent, ConsentStatus, CustomerRecord, Order
 from shared.topics import BEHAVIOUR, CUSTOMERS, MEMBERSHIPS, ORDERS, PROFILES, TENANTS, Topic
 
 
@@ -139,7 +139,8 @@ class BehaviourRecorded(Event):
 
 
 class ProfileUpdated(Event):
-    """A profile's segmentable traits changed. Carries no contact data."""
+    """A profile's segmentable traits changed. Carries no contact data. Superseded by `ProfileUpdatedV2`
+    (consumers keep applying this version: producers of it may still be running)."""
 
     TYPE = "profile.updated"
     VERSION = 1
@@ -160,6 +161,58 @@ class ProfileUpdated(Event):
     clv_12m: Decimal | None = Field(None, description="Predicted revenue over the next 12 months.")
     churn_probability: float | None = Field(None, ge=0, le=1)
     next_order_at: datetime | None = Field(None, description="Expected next order (may be overdue).")
+
+
+class ProfileUpdatedV2(Event):
+    """A profile's segmentable traits changed: every trait a segment rule can read, and which changed.
+
+    Carries no contact data (no e-mail, phone, name, document or street): demographics, location down to
+    the CEP, consents, purchase, behaviour and predicted traits only. Every field is sent every time (null
+    or empty when unknown), so a consumer can rebuild its copy from the latest event alone.
+    Replaces version 1 (still decoded and applied while v1 producers may be running)."""
+
+    TYPE = "profile.updated"
+    VERSION = 2
+    TOPIC = PROFILES
+
+    profile_id: UUID
+    profile_version: int = Field(ge=1, description="Grows with every change; consumers drop older versions.")
+    changed: list[str] = Field(
+        description="Names of the payload fields that changed since the previous version (all of them on a "
+        "profile's first version)."
+    )
+    # Purchases (orders that count: not cancelled or returned).
+    orders_count: int = Field(ge=0)
+    total_spent: Decimal
+    average_order_value: Decimal | None = Field(description="Rounded to cents; null without orders.")
+    first_order_at: AwareDatetime | None
+    last_order_at: AwareDatetime | None
+    sources: list[str] = Field(description="Sources with counted orders.")
+    categories: list[str] = Field(description="Top categories bought.")
+    products: list[str] = Field(description="Top products (SKUs) bought.")
+    preferred_payment_method: str | None
+    # Demographics and location.
+    birth_date: date | None
+    gender: str | None = Field(description="female, male or other.")
+    city: str | None
+    state: str | None = Field(description="UF code (`SP`).")
+    zip: str | None = Field(pattern=r"^\d{5}(\d{3})?$", description="CEP: 8 digits (or a 5-digit prefix).")
+    consents: dict[str, ConsentStatus] = Field(description="Purpose -> the latest decision.")
+    # Tenant-wide traits, as of the profile's last traits refresh (null before the first one).
+    rfm_group: str | None = Field(description="champions, loyal, ..., lost")
+    rfm_r: int | None = Field(ge=1, le=5, description="Recency quintile score, 5 the most recent.")
+    rfm_f: int | None = Field(ge=1, le=5, description="Frequency quintile score.")
+    rfm_m: int | None = Field(ge=1, le=5, description="Monetary quintile score.")
+    clv_12m: Decimal | None = Field(description="Predicted revenue over the next 12 months.")
+    churn_probability: float | None = Field(ge=0, le=1)
+    next_order_at: AwareDatetime | None = Field(description="Expected next order (may be overdue).")
+    # Behaviour.
+    last_seen_at: AwareDatetime | None
+    viewed_categories: dict[str, AwareDatetime] = Field(description="Category -> when last viewed.")
+    viewed_products: dict[str, AwareDatetime] = Field(description="Product (SKU) -> when last viewed.")
+    cart_abandoned_at: AwareDatetime | None = Field(
+        description="The latest abandoned cart's last add to cart; null if no cart was abandoned."
+    )
 
 
 class ProfilesMerged(Event):
@@ -208,6 +261,7 @@ EVENT_TYPES: dict[tuple[str, int], type[Event]] = {
         CustomerRecorded,
         BehaviourRecorded,
         ProfileUpdated,
+        ProfileUpdatedV2,
         ProfilesMerged,
         ProfilesUnmerged,
         SegmentMembershipChanged,

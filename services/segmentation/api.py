@@ -10,14 +10,27 @@ from sqlmodel import Session
 
 from services.segmentation import segments
 from services.segmentation.models import Segment
-from services.segmentation.schemas import Member, MemberPage, SegmentCreate, SegmentList, SegmentRead
+from services.segmentation.rules import parse_rule
+from services.segmentation.schemas import (
+    Member,
+    MemberPage,
+    SegmentCreate,
+    SegmentList,
+    SegmentPreview,
+    SegmentPreviewRequest,
+    SegmentRead,
+    SegmentTemplate,
+    SegmentTemplateList,
+)
+from services.segmentation.templates import TEMPLATES
 from shared.auth import TenantDep
-from shared.db import SessionDep
+from shared.db import SessionDep, utcnow
 from shared.errors import problem_responses
 
 router = APIRouter(prefix="/v1", tags=["segments"])
 
 ERRORS = problem_responses(401, 404)
+BODY_ERRORS = problem_responses(401, 422)
 
 
 def _read(segment: Segment, session: Session) -> SegmentRead:
@@ -31,11 +44,32 @@ def _read(segment: Segment, session: Session) -> SegmentRead:
     )
 
 
-@router.post("/segments", status_code=status.HTTP_201_CREATED, responses=ERRORS)
+@router.post("/segments", status_code=status.HTTP_201_CREATED, responses=BODY_ERRORS)
 def create_segment(body: SegmentCreate, tenant_id: TenantDep, session: SessionDep) -> SegmentRead:
     """Create a segment; its members are evaluated at once and kept current."""
-    segment = segments.create_segment(body.name, body.rule, tenant_id=tenant_id, session=session)
+    rule = parse_rule(body.rule)
+    segment = segments.create_segment(body.name, rule, tenant_id=tenant_id, session=session)
     return _read(segment, session)
+
+
+@router.post("/segments:preview", responses=BODY_ERRORS)
+def preview_segment(body: SegmentPreviewRequest, tenant_id: TenantDep, session: SessionDep) -> SegmentPreview:
+    """How many profiles a rule selects now, with a sample of their ids; nothing is saved."""
+    rule, now = parse_rule(body.rule), utcnow()
+    count, sample = segments.preview_segment(
+        rule, tenant_id=tenant_id, session=session, now=now, sample_size=body.sample_size
+    )
+    return SegmentPreview(count=count, sample=sample, evaluated_at=now)
+
+
+@router.get("/segment-templates", responses=problem_responses(401))
+def list_templates(tenant_id: TenantDep) -> SegmentTemplateList:
+    """Ready-made rules: RFM groups, one-time buyers, abandoned carts, birthdays, ..."""
+    return SegmentTemplateList(
+        items=[
+            SegmentTemplate(id=t.id, name=t.name, description=t.description, rule=t.rule) for t in TEMPLATES
+        ]
+    )
 
 
 @router.get("/segments", responses=ERRORS)

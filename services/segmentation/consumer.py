@@ -13,7 +13,7 @@ from services.segmentation.segments import apply_profile_updated, apply_profiles
 from services.segmentation.settings import get_settings
 from shared.auth import TENANT_HANDLERS
 from shared.consumer import consumer_workers
-from shared.events import ProfilesMerged, ProfileUpdated
+from shared.events import ProfilesMerged, ProfileUpdated, ProfileUpdatedV2
 from shared.outbox import OutboxRelay
 from shared.settings import ServiceSettings
 from shared.topics import PROFILES, SEGMENTATION_DLQ, TENANTS
@@ -31,7 +31,11 @@ def workers(engine: Engine, settings: ServiceSettings) -> Sequence[tuple[str, Wo
                 "tenants": ([TENANTS], TENANT_HANDLERS),
                 "profiles": (
                     [PROFILES],
-                    {ProfileUpdated: apply_profile_updated, ProfilesMerged: apply_profiles_merged},
+                    {
+                        ProfileUpdated: apply_profile_updated,
+                        ProfileUpdatedV2: apply_profile_updated,
+                        ProfilesMerged: apply_profiles_merged,
+                    },
                 ),
             },
         ),

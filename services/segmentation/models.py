@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
+from enum import StrEnum
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -19,7 +20,12 @@ class SegmentationTable(SQLModel, registry=segmentation_registry):
 
 
 class ProfileProjection(SegmentationTable, table=True):
-    """This service's copy of each profile's segmentable traits, built from ProfileUpdated events."""
+    """This service's copy of each profile's segmentable scalar traits, built from ProfileUpdated events.
+
+    One column per scalar trait a rule can read (null = unknown); money in integer minor units (cents).
+    Set-valued traits live in `profile_tag`. Age and birth month are computed from `birth_date` when a rule
+    is evaluated (they change with time, not with events).
+    """
 
     __tablename__ = "profile_projection"
 
@@ -28,9 +34,61 @@ class ProfileProjection(SegmentationTable, table=True):
     profile_version: int
     orders_count: int
     total_spent_minor: int = Field(sa_column=sa.Column(sa.BigInteger(), nullable=False))
+    average_order_value_minor: int | None = Field(
+        default=None, sa_column=sa.Column(sa.BigInteger(), nullable=True)
+    )
     first_order_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime(), nullable=True))
     last_order_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime(), nullable=True))
+    preferred_payment_method: str | None = Field(default=None, max_length=40)
+    birth_date: date | None = Field(default=None, sa_column=sa.Column(sa.Date(), nullable=True))
+    gender: str | None = Field(default=None, max_length=10)
+    city: str | None = Field(default=None, max_length=200)
+    state: str | None = Field(default=None, max_length=2)
+    zip: str | None = Field(default=None, max_length=8)
+    rfm_group: str | None = Field(default=None, max_length=40)
+    rfm_r: int | None = Field(default=None, sa_column=sa.Column(sa.SmallInteger(), nullable=True))
+    rfm_f: int | None = Field(default=None, sa_column=sa.Column(sa.SmallInteger(), nullable=True))
+    rfm_m: int | None = Field(default=None, sa_column=sa.Column(sa.SmallInteger(), nullable=True))
+    clv_12m_minor: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger(), nullable=True))
+    churn_probability: float | None = Field(default=None, sa_column=sa.Column(sa.Float(), nullable=True))
+    next_order_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime(), nullable=True))
+    last_seen_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime(), nullable=True))
+    cart_abandoned_at: datetime | None = Field(
+        default=None, sa_column=sa.Column(UTCDateTime(), nullable=True)
+    )
     updated_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))
+
+
+class TagKind(StrEnum):
+    """What a `profile_tag` row is an element of. A consent is stored as its purpose under the kind of its
+    latest decision, so that "consent X is granted" is one EXISTS like the others."""
+
+    source = "source"
+    bought_category = "bought_category"
+    bought_product = "bought_product"
+    viewed_category = "viewed_category"
+    viewed_product = "viewed_product"
+    consent_granted = "consent_granted"
+    consent_denied = "consent_denied"
+    consent_revoked = "consent_revoked"
+
+
+class ProfileTag(SegmentationTable, table=True):
+    """One element of a profile's set-valued traits: a `kind` (`TagKind`) and a `value`, with the time of
+    the element where it has one (`viewed_category`: when last viewed).
+
+    Rows instead of a JSON column so that "contains" and "viewed X in the last N days" are plain EXISTS
+    subqueries, portable between PostgreSQL and SQLite and served by the primary key.
+    """
+
+    __tablename__ = "profile_tag"
+    __table_args__ = (sa.Index("ix_profile_tag_tenant_id_kind_value", "tenant_id", "kind", "value"),)
+
+    profile_id: UUID = Field(sa_column=sa.Column(sa.Uuid(), primary_key=True))
+    kind: str = Field(sa_column=sa.Column(sa.String(30), primary_key=True))
+    value: str = Field(sa_column=sa.Column(sa.String(200), primary_key=True))
+    tenant_id: UUID = Field(sa_column=sa.Column(sa.Uuid(), nullable=False))
+    at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime(), nullable=True))
 
 
 class Segment(SegmentationTable, table=True):

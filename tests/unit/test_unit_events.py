@@ -110,7 +110,7 @@ def test_decode_returns_the_typed_event() -> None:
 
 @pytest.mark.parametrize(
     ("type_", "version"),
-    [("profile.deleted", 1), ("profile.updated", 2), ("profile.updated", 0), ("", 1)],
+    [("profile.deleted", 1), ("profile.updated", 3), ("profile.updated", 0), ("", 1)],
 )
 def test_decode_ignores_unknown_type_or_version(type_: str, version: int) -> None:
     assert decode(envelope(type_, version, profile_updated_payload())) is None
