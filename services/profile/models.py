@@ -68,6 +68,11 @@ class Profile(ProfileTable, table=True):
         sa_column=sa.Column(sa.JSON(), nullable=False),
         description="tenant-wide traits (RFM scores and group, CLV, churn, next order), set by a refresh",
     )
+    announced: dict[str, Any] = Field(
+        default_factory=dict,
+        sa_column=sa.Column(sa.JSON(), nullable=False),
+        description="The segmentable traits as last announced (`profile.updated`): what `changed` compares.",
+    )
     orders_count: int = 0
     total_spent_minor: int = Field(default=0, sa_column=sa.Column(sa.BigInteger(), nullable=False))
     first_order_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime(), nullable=True))

@@ -25,11 +25,19 @@ from shared.events import (
     Event,
     OrderIngested,
     ProfilesMerged,
-    ProfileUpdated,
+    ProfileUpdatedV2,
 )
 from shared.normalize import is_relay_email, normalize_document, normalize_email, normalize_phone
 from shared.outbox import add_event
-from shared.records import Consent, Customer, CustomerRecord, CustomerRef, from_minor, to_minor
+from shared.records import (
+    Consent,
+    Customer,
+    CustomerRecord,
+    CustomerRef,
+    average_order_value,
+    from_minor,
+    to_minor,
+)
 
 
 def profile_key(tenant_id: UUID, profile_id: UUID) -> str:
@@ -382,34 +390,72 @@ def recompute_full(
 
 
 def announce(session: Session, profile: Profile, *, correlation_id: str | None) -> None:
-    """A new version of the profile, and its `profile.updated` event with the segmentable traits."""
+    """A new version of the profile, and its `profile.updated` event (v2) with every segmentable trait
+    and the names of those that changed since the last one announced."""
     profile.version += 1
     profile.updated_at = utcnow()
+    traits = segmentable_traits(profile)
+    event = ProfileUpdatedV2.model_validate(
+        {
+            **traits,
+            "profile_id": profile.id,
+            "profile_version": profile.version,
+            "changed": sorted(k for k, v in traits.items() if profile.announced.get(k, _UNSET) != v),
+        }
+    )
+    profile.announced = traits
     session.add(profile)
-    predicted = profile.predicted
-    clv = predicted.get("clv_12m_minor")
     add_event(
         session,
-        ProfileUpdated(
-            profile_id=profile.id,
-            profile_version=profile.version,
-            orders_count=profile.orders_count,
-            total_spent=from_minor(profile.total_spent_minor),
-            first_order_at=profile.first_order_at,
-            last_order_at=profile.last_order_at,
-            sources=sorted(profile.purchases.get("by_source", {})),
-            categories=profile.purchases.get("top_categories", []),
-            preferred_payment_method=profile.purchases.get("preferred_payment_method"),
-            rfm_group=predicted.get("rfm_group"),
-            rfm_score=predicted.get("rfm", {}).get("score"),
-            clv_12m=from_minor(clv) if clv is not None else None,
-            churn_probability=predicted.get("churn_probability"),
-            next_order_at=predicted.get("next_order_at"),
-        ),
+        event,
         tenant_id=profile.tenant_id,
         key=profile_key(profile.tenant_id, profile.id),
         correlation_id=correlation_id,
     )
+
+
+_UNSET = object()
+
+
+def segmentable_traits(profile: Profile) -> dict[str, Any]:
+    """What `profile.updated` v2 carries besides ids and versions, in its JSON form: no contact data."""
+    predicted, purchases, behaviour = profile.predicted, profile.purchases, profile.behaviour
+    rfm = predicted.get("rfm", {})
+    clv = predicted.get("clv_12m_minor")
+    total = from_minor(profile.total_spent_minor)
+    aov = average_order_value(total, profile.orders_count)
+    return {
+        "orders_count": profile.orders_count,
+        "total_spent": str(total),
+        "average_order_value": None if aov is None else str(aov),
+        "first_order_at": _iso(profile.first_order_at),
+        "last_order_at": _iso(profile.last_order_at),
+        "sources": sorted(purchases.get("by_source", {})),
+        "categories": purchases.get("top_categories", []),
+        "products": purchases.get("top_products", []),
+        "preferred_payment_method": purchases.get("preferred_payment_method"),
+        "birth_date": profile.birth_date.isoformat() if profile.birth_date else None,
+        "gender": profile.gender,
+        "city": profile.city,
+        "state": profile.state,
+        "zip": profile.zip,
+        "consents": {purpose: c["status"] for purpose, c in sorted(profile.consents.items())},
+        "rfm_group": predicted.get("rfm_group"),
+        "rfm_r": rfm.get("r"),
+        "rfm_f": rfm.get("f"),
+        "rfm_m": rfm.get("m"),
+        "clv_12m": str(from_minor(clv)) if clv is not None else None,
+        "churn_probability": predicted.get("churn_probability"),
+        "next_order_at": predicted.get("next_order_at"),
+        "last_seen_at": behaviour.get("last_seen_at"),
+        "viewed_categories": behaviour.get("categories_viewed_at", {}),
+        "viewed_products": behaviour.get("products_viewed_at", {}),
+        "cart_abandoned_at": behaviour.get("cart_abandoned_at"),
+    }
+
+
+def _iso(at: datetime | None) -> str | None:
+    return None if at is None else at.isoformat()
 
 
 def get_profile(profile_id: UUID, *, tenant_id: UUID, session: Session) -> Profile:

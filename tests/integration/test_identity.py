@@ -5,6 +5,8 @@ Events are applied through the profile's own consumer (`ConsumerWorker.apply`), 
 
 from __future__ import annotations
 
+from datetime import date
+from decimal import Decimal
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -16,7 +18,7 @@ from services.profile import identity
 from services.profile.consumer import workers
 from services.profile.models import MergeRecord, Profile, ProfileIdentifier
 from shared.consumer import ConsumerWorker
-from shared.events import OrderIngested
+from shared.events import Envelope, OrderIngested, ProfileUpdatedV2, decode
 from shared.infra import OutboxMessage
 from shared.records import Order
 from shared.settings import ServiceSettings
@@ -259,3 +261,54 @@ def test_customer_records_and_behaviour_build_the_profile(stack: Any) -> None:
     assert kinds == ["order", "customer_record", "signup", "product_view"]  # newest first
     assert timeline[-1]["properties"] == {"sku": "CAFE"}
     assert "rita" not in str(timeline).lower()  # the timeline says what happened, not who
+
+
+def test_profile_updated_carries_every_segmentable_trait_and_what_changed(
+    engine: Engine, orders: ConsumerWorker
+) -> None:
+    first = order("U-1", "120.00", email="lia@example.com", phone="11977776666", name="Lia Prado")
+    orders.apply([first])
+    second = order_body("U-2", "lia@example.com", "80.00", source="shopee")
+    second["customer"]["birth_date"] = "1991-04-02"
+    orders.apply(
+        [
+            OrderIngested(order_id=uuid4(), order_version=1, order=Order.model_validate(second))
+            .envelope(TENANT)
+            .to_bytes()
+        ]
+    )
+    orders.apply([first])  # redelivered: no new version
+    with Session(engine) as session:
+        updates = [
+            decode(Envelope.from_bytes(m.body))
+            for m in session.exec(
+                select(OutboxMessage)
+                .where(OutboxMessage.event_type == "profile.updated")
+                .order_by(col(OutboxMessage.id))
+            )
+        ]
+    assert [type(u) for u in updates] == [ProfileUpdatedV2, ProfileUpdatedV2]
+    one, two = (u for u in updates if isinstance(u, ProfileUpdatedV2))
+    assert (one.profile_version, two.profile_version) == (1, 2)
+    assert set(one.changed) == set(ProfileUpdatedV2.model_fields) - {
+        "profile_id",
+        "profile_version",
+        "changed",
+    }
+    assert set(two.changed) == {
+        "orders_count",
+        "total_spent",
+        "average_order_value",
+        "sources",
+        "birth_date",
+    }  # placed at the same time as the first: last_order_at stays
+    assert (two.orders_count, two.total_spent, two.average_order_value) == (
+        2,
+        Decimal("200.00"),
+        Decimal("100.00"),
+    )
+    assert two.sources == ["shopee", "site"]
+    assert two.birth_date == date(1991, 4, 2)
+    text = two.model_dump_json()
+    for personal in ("lia@example.com", "77776666", "Lia", "Prado"):
+        assert personal not in text
