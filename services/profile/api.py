@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
@@ -47,17 +48,31 @@ def list_profiles(
     document: Annotated[str | None, Query(description="... this CPF/CNPJ (with or without mask).")] = None,
     source: Annotated[str | None, Query(description="With `external_id`: the source's customer id.")] = None,
     external_id: Annotated[str | None, Query(description="The customer's id on `source`.")] = None,
+    state: Annotated[
+        str | None, Query(description="Filter: UF code (`SP`).", pattern="^[A-Za-z]{2}$")
+    ] = None,
+    city: Annotated[str | None, Query(description="Filter: city (as normalised: `São Paulo`).")] = None,
+    min_orders: Annotated[int | None, Query(ge=0, description="Filter: at least this many orders.")] = None,
+    updated_since: Annotated[
+        datetime | None, Query(description="Filter: changed at or after this time (with a zone).")
+    ] = None,
     cursor: Annotated[UUID | None, Query(description="`next_cursor` of the previous page.")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> ProfilePage:
-    """Profiles of the tenant, or those owning the given identifiers; e-mails are masked in plain lists."""
+    """Profiles of the tenant, or those owning the given identifiers, optionally filtered; contact data is
+    masked in plain lists."""
+    if updated_since is not None and updated_since.utcoffset() is None:
+        raise Invalid("`updated_since` needs a time zone (e.g. `2026-11-20T00:00:00Z`).")
+    filters = profiles.ListFilters(
+        state=state.upper() if state else None, city=city, min_orders=min_orders, updated_since=updated_since
+    )
     lookup = {k: v for k, v in (("email", email), ("phone", phone), ("document", document)) if v is not None}
     if (source is None) != (external_id is None):
         raise Invalid("`source` and `external_id` go together.")
     if source is not None and external_id is not None:
         lookup["customer_id"] = f"{source.strip().lower()}:{external_id}"
     found = profiles.list_profiles(
-        tenant_id=tenant_id, session=session, lookup=lookup, after=cursor, limit=limit
+        tenant_id=tenant_id, session=session, lookup=lookup, filters=filters, after=cursor, limit=limit
     )
     next_cursor = str(found[-1].id) if len(found) == limit else None
     return ProfilePage(items=[ProfileRead.of(p, masked=not lookup) for p in found], next_cursor=next_cursor)

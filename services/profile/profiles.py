@@ -7,6 +7,7 @@ Which profile a record belongs to, and merges, are decided in `identity`; here t
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 from uuid import UUID
@@ -508,11 +509,34 @@ def normalised_identifier(kind: str, raw: str) -> identity.Identifier:
     return (kind, value)
 
 
+@dataclass(frozen=True)
+class ListFilters:
+    state: str | None = None
+    city: str | None = None
+    min_orders: int | None = None
+    updated_since: datetime | None = None
+
+
 def list_profiles(
-    *, tenant_id: UUID, session: Session, lookup: dict[str, str], after: UUID | None, limit: int
+    *,
+    tenant_id: UUID,
+    session: Session,
+    lookup: dict[str, str],
+    filters: ListFilters = ListFilters(),
+    after: UUID | None,
+    limit: int,
 ) -> list[Profile]:
-    """Profiles of a tenant, optionally only those owning the given identifiers (normalised first)."""
+    """Profiles of a tenant, optionally only those owning the given identifiers (normalised first) and
+    matching the filters."""
     query = select(Profile).where(Profile.tenant_id == tenant_id, Profile.status == "active")
+    if filters.state is not None:
+        query = query.where(Profile.state == filters.state)
+    if filters.city is not None:
+        query = query.where(sa.func.lower(col(Profile.city)) == filters.city.strip().lower())
+    if filters.min_orders is not None:
+        query = query.where(col(Profile.orders_count) >= filters.min_orders)
+    if filters.updated_since is not None:
+        query = query.where(col(Profile.updated_at) >= filters.updated_since)
     for kind, raw in lookup.items():
         ((_, value),) = identity.blind(tenant_id, [(kind, _normalise(kind, raw))])
         owner = select(ProfileIdentifier.profile_id).where(

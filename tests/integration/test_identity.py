@@ -312,3 +312,41 @@ def test_profile_updated_carries_every_segmentable_trait_and_what_changed(
     text = two.model_dump_json()
     for personal in ("lia@example.com", "77776666", "Lia", "Prado"):
         assert personal not in text
+
+
+def test_profile_lists_filter_by_place_orders_and_time_and_mask_contact_data(stack: Any) -> None:
+    from tests.support import auth, eventually
+
+    key = stack.create_tenant()
+    h = auth(key)
+    people = (
+        ("F-1", "ana@example.com", "Curitiba", "PR", 2),
+        ("F-2", "bia@example.com", "Curitiba", "PR", 1),
+        ("F-3", "caio@example.com", "Santos", "SP", 1),
+    )
+    for number, email, city, state, orders in people:
+        for n in range(orders):
+            body = order_body(f"{number}-{n}", email, "10.00")
+            body["customer"]["phone"] = f"1198888{int(number[-1]):04d}"
+            body["customer"]["address"] = {"city": city, "state": state}
+            assert stack.ingest.post("/v1/orders", json=body, headers=h).status_code == 202
+
+    def listed(**params: Any) -> list[dict[str, Any]]:
+        response = stack.profile.get("/v1/profiles", params=params, headers=h)
+        assert response.status_code == 200, response.text
+        items: list[dict[str, Any]] = response.json()["items"]
+        return items
+
+    def all_there() -> None:
+        assert sum(p["orders_count"] for p in listed()) == 4
+
+    eventually(all_there)
+    in_pr = listed(state="pr")
+    assert sorted(p["email"] for p in in_pr) == ["a***@example.com", "b***@example.com"]
+    assert all(p["phone"].startswith("+5511") and "*" in p["phone"] for p in in_pr)
+    assert [p["email"] for p in listed(city="curitiba", min_orders=2)] == ["a***@example.com"]
+    assert listed(updated_since="2999-01-01T00:00:00Z") == []
+    assert len(listed(updated_since="2020-01-01T00:00:00Z")) == 3
+    bad = stack.profile.get("/v1/profiles", params={"updated_since": "2026-01-01T00:00:00"}, headers=h)
+    assert bad.status_code == 422
+    assert stack.profile.get("/v1/profiles", params={"state": "São Paulo"}, headers=h).status_code == 422
