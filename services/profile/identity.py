@@ -241,7 +241,8 @@ def resolve(
     only_phones = not any(kind in MERGE_KINDS for kind, _ in owned) and any(
         kind in MERGE_KINDS for kind, _ in identifiers
     )
-    if not owned or only_phones:  # a new person: every identifier nobody holds is theirs
+    if not owned or only_phones or _brings_another_document(session, identifiers, owned, rules):
+        # A new person: every identifier nobody holds is theirs.
         # id and times are set here: no flush needed
         target = Profile(tenant_id=tenant_id, email=contact_email, phone=seal(tenant_id, contact_phone))
         session.add(target)
@@ -287,6 +288,22 @@ def resolve(
         target.phone = seal(tenant_id, contact_phone)
         session.add(target)
     return target, merges
+
+
+def _brings_another_document(
+    session: Session,
+    identifiers: list[Identifier],
+    owned: dict[Identifier, UUID],
+    rules: identity_rules.IdentityRules,
+) -> bool:
+    """The record brings a document nobody holds while the profile it would join (the owner of its
+    strongest known identifier) holds another: two documents are two people (a family's shared e-mail),
+    so the record is somebody new rather than a second document silently dropped."""
+    if not owned or not any(i[0] == "document" and i not in owned for i in identifiers):
+        return False
+    best = min(rules.rank(kind) for kind, _ in owned)
+    joined = {pid for (kind, _), pid in owned.items() if rules.rank(kind) == best}
+    return any(kind == "document" for pid in joined for kind, _ in _identifiers(session, pid))
 
 
 def _attach(

@@ -114,6 +114,21 @@ def test_two_different_documents_never_merge(engine: Engine, orders: ConsumerWor
         assert session.exec(select(MergeRecord)).all() == []
 
 
+def test_a_new_document_on_a_shared_e_mail_is_another_person(engine: Engine, orders: ConsumerWorker) -> None:
+    orders.apply([order("S-1", email="familia@example.com", document="529.982.247-25")])
+    # The family's e-mail with a document nobody holds yet: not a second CPF dropped from the first
+    # person's profile, but somebody new; the e-mail stays where it was.
+    orders.apply([order("S-2", email="familia@example.com", document="111.444.777-35")])
+    first, second = active(engine)
+    assert (first.orders_count, second.orders_count) == (1, 1)
+    assert owner(engine, "document", "52998224725") == first.id
+    assert owner(engine, "document", "11144477735") == second.id
+    assert owner(engine, "email", "familia@example.com") == first.id
+    # Without a document of its own, the e-mail's records still join its profile.
+    orders.apply([order("S-3", email="familia@example.com")])
+    assert [p.orders_count for p in active(engine)] == [2, 1]
+
+
 def test_a_shared_phone_alone_never_merges(engine: Engine, orders: ConsumerWorker) -> None:
     orders.apply([order("F-1", email="pai@example.com", phone="11977776666")])
     orders.apply([order("F-2", email="filha@example.com")])
