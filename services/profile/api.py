@@ -11,6 +11,9 @@ from fastapi import APIRouter, Query
 from services.profile import identity_rules, probabilistic, profiles, refresh, unmerge
 from services.profile.identity_rules import IdentityRules
 from services.profile.schemas import (
+    ConsentDecision,
+    ConsentsRead,
+    ConsentsUpdate,
     MergeList,
     MergeRead,
     ProfilePage,
@@ -96,6 +99,29 @@ def get_timeline(
     shows its survivor's timeline)."""
     entries = profiles.timeline(profile_id, tenant_id=tenant_id, session=session, limit=limit)
     return Timeline(items=[TimelineEntry(**e) for e in entries])
+
+
+@router.get("/profiles/{profile_id}/consents", responses=ERRORS, tags=["consents"])
+def get_consents(profile_id: UUID, tenant_id: TenantDep, session: SessionDep) -> ConsentsRead:
+    """The person's consent per purpose (the newest decision) and every decision received, newest first
+    (a merged id answers for its survivor)."""
+    profile = profiles.get_profile(profile_id, tenant_id=tenant_id, session=session)
+    owner = profiles.get_profile(profile.merged_into or profile.id, tenant_id=tenant_id, session=session)
+    history = [ConsentDecision(**c) for c in profiles.consent_history(session, owner)]
+    return ConsentsRead(profile_id=owner.id, consents=owner.consents, history=history)
+
+
+@router.put("/profiles/{profile_id}/consents", responses=problem_responses(401, 404, 422), tags=["consents"])
+def put_consents(
+    profile_id: UUID, body: ConsentsUpdate, tenant_id: TenantDep, session: SessionDep
+) -> ConsentsRead:
+    """Record decisions the person made (e.g. in the seller's preference centre): each purpose's newest
+    decision wins, and segments that need a revoked consent drop the person within seconds."""
+    profile = profiles.get_profile(profile_id, tenant_id=tenant_id, session=session)
+    owner = profiles.update_consents(session, profile, body.consents, correlation_id=request_id_var.get())
+    session.commit()
+    history = [ConsentDecision(**c) for c in profiles.consent_history(session, owner)]
+    return ConsentsRead(profile_id=owner.id, consents=owner.consents, history=history)
 
 
 @router.post("/profiles/{profile_id}/unmerge", responses=problem_responses(401, 404, 409, 422))

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
@@ -576,7 +576,7 @@ def timeline(profile_id: UUID, *, tenant_id: UUID, session: Session, limit: int)
     entries += [
         {
             "at": record.occurred_at,
-            "type": record.type if record.kind == "behaviour" else "customer_record",
+            "type": record.type,
             "record_id": str(record.id),
             "source": record.source,
             **({"properties": record.properties} if record.properties else {}),
@@ -600,3 +600,51 @@ def timeline(profile_id: UUID, *, tenant_id: UUID, session: Session, limit: int)
         for record in list_merges(owner, tenant_id=tenant_id, session=session)
     ]
     return sorted(entries, key=lambda e: e["at"], reverse=True)[:limit]
+
+
+# --- Consents -------------------------------------------------------------------------------------------
+
+
+def update_consents(
+    session: Session, profile: Profile, consents: Sequence[Consent], *, correlation_id: str | None
+) -> Profile:
+    """Record the person's decisions (from the seller's preference centre) in the profile's history, as a
+    record of their own, and recompute: the newest decision per purpose wins, and `profile.updated` tells
+    segmentation at once (a revoked consent leaves the segments that need it)."""
+    owner = (
+        profile
+        if profile.merged_into is None
+        else get_profile(profile.merged_into, tenant_id=profile.tenant_id, session=session)
+    )
+    now = utcnow()
+    session.add(
+        ProfileRecord(
+            id=uuid4(),
+            tenant_id=owner.tenant_id,
+            profile_id=owner.id,
+            kind="customer",
+            type="consent_update",
+            source="api",
+            occurred_at=now,
+            identifiers=[],
+            customer=snapshot(None, consents, at=now),
+        )
+    )
+    recompute(session, owner, correlation_id=correlation_id)
+    return owner
+
+
+def consent_history(session: Session, profile: Profile) -> list[dict[str, Any]]:
+    """Every consent decision the profile's history holds (orders, customer records, the API), newest
+    first."""
+    rows, records = load_history(session, [profile.id])[profile.id]
+    found: list[dict[str, Any]] = []
+    sources = [("order", o.customer) for o in rows] + [
+        ("api" if r.type == "consent_update" else "customer_record", r.customer)
+        for r in records
+        if r.kind == "customer"
+    ]
+    for origin, customer in sources:
+        for consent in customer.get("consents", ()):
+            found.append({**consent, "origin": origin})
+    return sorted(found, key=lambda c: (c["at"], c["purpose"]), reverse=True)

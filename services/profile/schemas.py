@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.profile.models import MergeRecord, MergeSuggestion, Profile, TraitsRefresh
 from shared.crypto import keyring
-from shared.records import average_order_value, from_minor
+from shared.records import Consent, average_order_value, from_minor
 
 
 def age_on(birth_date: date | None, today: date) -> int | None:
@@ -275,3 +275,43 @@ class TraitsRefreshRead(BaseModel):
             started_at=job.started_at,
             finished_at=job.finished_at,
         )
+
+
+class ConsentsUpdate(BaseModel):
+    """Decisions the person made, e.g. in the seller's preference centre (each purpose's newest wins)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "consents": [
+                        {
+                            "purpose": "marketing_whatsapp",
+                            "status": "revoked",
+                            "at": "2026-11-29T10:00:00-03:00",
+                            "source": "preference_centre",
+                            "text_version": "2026-05",
+                        }
+                    ]
+                }
+            ]
+        },
+    )
+
+    consents: list[Consent] = Field(min_length=1, max_length=20)
+
+
+class ConsentDecision(BaseModel):
+    purpose: str
+    status: str = Field(description="granted, denied or revoked")
+    at: datetime
+    source: str | None = None
+    text_version: str | None = None
+    origin: str = Field(description="Where Clientela got it: order, customer_record or api.")
+
+
+class ConsentsRead(BaseModel):
+    profile_id: UUID
+    consents: dict[str, Any] = Field(description="Per purpose, the newest decision (what segments read).")
+    history: list[ConsentDecision] = Field(description="Every decision received, newest first.")

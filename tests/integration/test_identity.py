@@ -365,3 +365,63 @@ def test_profile_lists_filter_by_place_orders_and_time_and_mask_contact_data(sta
     bad = stack.profile.get("/v1/profiles", params={"updated_since": "2026-01-01T00:00:00"}, headers=h)
     assert bad.status_code == 422
     assert stack.profile.get("/v1/profiles", params={"state": "São Paulo"}, headers=h).status_code == 422
+
+
+def test_consents_put_by_the_seller_keep_their_history_and_leave_segments_at_once(stack: Any) -> None:
+    from tests.support import auth, eventually
+
+    key = stack.create_tenant()
+    h = auth(key)
+    body = order_body("C-1", "rui@example.com", "90.00")
+    body["consents"] = [{"purpose": "marketing_email", "status": "granted", "at": "2026-11-20T10:00:00Z"}]
+    assert stack.ingest.post("/v1/orders", json=body, headers=h).status_code == 202
+    segment = stack.segmentation.post(
+        "/v1/segments",
+        json={
+            "name": "newsletter",
+            "rule": {"field": "consent", "key": "marketing_email", "op": "eq", "value": "granted"},
+        },
+        headers=h,
+    )
+    assert segment.status_code == 201
+    members = f"/v1/segments/{segment.json()['id']}/members"
+
+    def member() -> str:
+        items = stack.segmentation.get(members, headers=h).json()["items"]
+        assert len(items) == 1
+        return str(items[0]["profile_id"])
+
+    profile_id = eventually(member)
+    url = f"/v1/profiles/{profile_id}/consents"
+    revoke = {
+        "consents": [
+            {
+                "purpose": "marketing_email",
+                "status": "revoked",
+                "source": "preference_centre",
+                "text_version": "v3",
+            }
+        ]
+    }
+    response = stack.profile.put(url, json=revoke, headers=h)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["consents"]["marketing_email"]["status"] == "revoked"
+    assert [(c["status"], c["origin"]) for c in answer["history"]] == [
+        ("revoked", "api"),
+        ("granted", "order"),
+    ]
+
+    def gone() -> None:
+        assert stack.segmentation.get(members, headers=h).json()["items"] == []
+
+    eventually(gone)
+    assert stack.profile.get(url, headers=h).json() == answer
+    timeline = stack.profile.get(f"/v1/profiles/{profile_id}/timeline", headers=h).json()["items"]
+    assert timeline[0]["type"] == "consent_update"
+    bad = stack.profile.put(
+        url, json={"consents": [{"purpose": "telepathy", "status": "granted"}]}, headers=h
+    )
+    assert bad.status_code == 422
+    other = auth(stack.create_tenant())
+    assert stack.profile.put(url, json=revoke, headers=other).status_code == 404
