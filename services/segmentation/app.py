@@ -1,4 +1,4 @@
-"""The segmentation service: live segments of profiles and their members."""
+"""The segmentation service: live segments of profiles and their members, and webhooks about them."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from services.segmentation.api import router
 from services.segmentation.consumer import workers
 from services.segmentation.settings import SegmentationSettings, get_settings
+from services.segmentation.webhook_api import router as webhook_router
 from shared.web import create_service_app
 
 SERVICE_DIR = Path(__file__).parent
@@ -19,7 +20,8 @@ def create_app(settings: SegmentationSettings | None = None) -> FastAPI:
         settings=settings or get_settings(),
         service_dir=SERVICE_DIR,
         title="Clientela segmentation",
-        description="Segments of unified profiles, evaluated live as profiles change.",
-        routers=[router],
+        description="Segments of unified profiles, evaluated live as profiles change, and signed webhooks "
+        "(Standard Webhooks) to the seller's systems when profiles enter or leave them.",
+        routers=[router, webhook_router],
         workers=workers,
     )

@@ -1,4 +1,5 @@
-"""The segmentation service's Kafka side: consumers of tenants and profiles, and its outbox relay.
+"""The segmentation service's background side: consumers of tenants and profiles, its outbox relay, and the
+webhook dispatcher.
 
 Run inside the API process (default) or alone: ``python -m services.segmentation.consumer``.
 """
@@ -9,6 +10,7 @@ from collections.abc import Sequence
 
 from sqlalchemy.engine import Engine
 
+from services.segmentation.delivery import WebhookDispatcher
 from services.segmentation.segments import apply_profile_updated, apply_profiles_merged
 from services.segmentation.settings import get_settings
 from shared.auth import TENANT_HANDLERS
@@ -23,6 +25,7 @@ from shared.web import Worker, run_workers
 def workers(engine: Engine, settings: ServiceSettings) -> Sequence[tuple[str, Worker]]:
     return [
         ("segmentation-outbox-relay", OutboxRelay(engine, settings)),
+        ("segmentation-webhooks", WebhookDispatcher.from_settings(engine, settings)),
         *consumer_workers(
             engine,
             settings,

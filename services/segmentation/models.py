@@ -109,3 +109,74 @@ class SegmentMember(SegmentationTable, table=True):
     profile_id: UUID = Field(sa_column=sa.Column(sa.Uuid(), primary_key=True))
     tenant_id: UUID = Field(sa_column=sa.Column(sa.Uuid(), nullable=False))
     entered_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))
+
+
+class WebhookEndpoint(SegmentationTable, table=True):
+    """A seller's HTTP endpoint that receives signed deliveries of the events it subscribes to.
+
+    The signing secrets are sealed (`shared.crypto`, AES-GCM per tenant): `secret` signs every delivery,
+    `previous_secret` too until `previous_secret_expires_at` (a rotation's overlap). `lease_*` say which
+    dispatcher serves the endpoint now (one at a time, across processes); `paused_until` is set by a
+    `Retry-After`; `failing_since` is the first failed attempt since the last success (the auto-disable
+    clock).
+    """
+
+    __tablename__ = "webhook_endpoint"
+
+    id: UUID = Field(default_factory=uuid4, sa_column=sa.Column(sa.Uuid(), primary_key=True))
+    tenant_id: UUID = Field(sa_column=sa.Column(sa.Uuid(), nullable=False, index=True))
+    url: str = Field(sa_column=sa.Column(sa.String(2000), nullable=False))
+    description: str | None = Field(default=None, max_length=500)
+    event_types: list[str] = Field(sa_column=sa.Column(sa.JSON(), nullable=False))
+    segment_ids: list[str] | None = Field(default=None, sa_column=sa.Column(sa.JSON(), nullable=True))
+    enabled: bool = Field(default=True, sa_column=sa.Column(sa.Boolean(), nullable=False))
+    disabled_reason: str | None = Field(default=None, max_length=20)
+    disabled_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime(), nullable=True))
+    secret: str = Field(sa_column=sa.Column(sa.String(300), nullable=False))
+    previous_secret: str | None = Field(default=None, sa_column=sa.Column(sa.String(300), nullable=True))
+    previous_secret_expires_at: datetime | None = Field(
+        default=None, sa_column=sa.Column(UTCDateTime(), nullable=True)
+    )
+    failing_since: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime(), nullable=True))
+    paused_until: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime(), nullable=True))
+    lease_owner: UUID | None = Field(default=None, sa_column=sa.Column(sa.Uuid(), nullable=True))
+    lease_until: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime(), nullable=True))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))
+
+
+class DeliveryStatus(StrEnum):
+    pending = "pending"  # waiting for its first attempt or a retry
+    delivered = "delivered"  # a 2xx answer
+    failed = "failed"  # every attempt failed, 410, or the endpoint was disabled
+
+
+class WebhookDelivery(SegmentationTable, table=True):
+    """One message to one endpoint: the exact body that is signed and sent, and its attempts so far.
+
+    `message_id` is the `webhook-id` header: the same for every attempt, for every endpoint that gets the
+    event, and for a redelivery (a new row with `redelivery_of` set), so receivers can deduplicate.
+    """
+
+    __tablename__ = "webhook_delivery"
+    __table_args__ = (
+        sa.Index("ix_webhook_delivery_due", "endpoint_id", "status", "next_attempt_at"),
+        sa.Index("ix_webhook_delivery_endpoint_id_created_at", "endpoint_id", "created_at"),
+    )
+
+    id: UUID = Field(default_factory=uuid4, sa_column=sa.Column(sa.Uuid(), primary_key=True))
+    tenant_id: UUID = Field(sa_column=sa.Column(sa.Uuid(), nullable=False))
+    endpoint_id: UUID = Field(sa_column=sa.Column(sa.Uuid(), nullable=False))
+    message_id: str = Field(max_length=40)
+    event_type: str = Field(max_length=50)
+    payload: bytes = Field(sa_column=sa.Column(sa.LargeBinary(), nullable=False))
+    status: str = Field(default=DeliveryStatus.pending, max_length=20)
+    attempts: int = 0
+    next_attempt_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime(), nullable=True))
+    last_attempt_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime(), nullable=True))
+    response_status: int | None = None
+    latency_ms: int | None = None
+    error: str | None = Field(default=None, max_length=100)
+    delivered_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime(), nullable=True))
+    redelivery_of: UUID | None = Field(default=None, sa_column=sa.Column(sa.Uuid(), nullable=True))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))

@@ -9,8 +9,9 @@ Two paths keep `segment_member` current, with the two evaluators of the rule lan
   (`compiler.compile_rule`) finds the members, and the difference with the current ones is applied;
   `preview_segment` runs the same query without saving anything.
 
-Each entry and exit is announced as a SegmentMembershipChanged event through the outbox, in the same
-transaction as the membership change.
+Each entry and exit is announced as a SegmentMembershipChanged event through the outbox, and queued as a
+webhook delivery for the endpoints that want it (`webhooks`), in the same transaction as the membership
+change.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from services.segmentation import projection as projections
+from services.segmentation import webhooks
 from services.segmentation.compiler import compile_rule
 from services.segmentation.compiler import projection as projection_table
 from services.segmentation.evaluate import Traits, matches
@@ -49,8 +51,11 @@ def _announce(
     profile_version: int,
     change: str,
     cid: str | None,
+    projection: ProfileProjection | None = None,
 ) -> None:
-    add_event(
+    """Announce an entry or exit: the event through the outbox, and a webhook delivery to each endpoint
+    that wants it, both in the caller's transaction."""
+    envelope = add_event(
         session,
         SegmentMembershipChanged(
             segment_id=segment.id,
@@ -61,6 +66,16 @@ def _announce(
         tenant_id=segment.tenant_id,
         key=f"{segment.tenant_id}:{profile_id}",
         correlation_id=cid,
+    )
+    webhooks.enqueue_membership(
+        session,
+        segment,
+        profile_id=profile_id,
+        profile_version=profile_version,
+        change=change,
+        projection=projection,
+        event_id=envelope.event_id,
+        occurred_at=envelope.occurred_at,
     )
 
 
@@ -82,10 +97,14 @@ def _evaluate(
                 segment_id=segment.id, profile_id=projection.profile_id, tenant_id=segment.tenant_id
             )
         )
-        _announce(session, segment, projection.profile_id, projection.profile_version, "entered", cid)
+        _announce(
+            session, segment, projection.profile_id, projection.profile_version, "entered", cid, projection
+        )
     elif not inside and member is not None:
         session.delete(member)
-        _announce(session, segment, projection.profile_id, projection.profile_version, "exited", cid)
+        _announce(
+            session, segment, projection.profile_id, projection.profile_version, "exited", cid, projection
+        )
 
 
 def apply_profile_updated(
@@ -122,7 +141,10 @@ def _stored_rule(segment: Segment) -> Rule | None:
 
 def apply_profiles_merged(session: Session, envelope: Envelope, event: ProfilesMerged) -> None:
     """Handler for ProfilesMerged: the merged profile is gone (its traits now count in the survivor's next
-    ProfileUpdated), so it leaves every segment."""
+    ProfileUpdated), so it leaves every segment. Endpoints subscribed to `profile.merged` are told."""
+    webhooks.enqueue_profile_merged(
+        session, envelope.tenant_id, event, event_id=envelope.event_id, occurred_at=envelope.occurred_at
+    )
     projection = session.get(ProfileProjection, event.merged_id)
     if projection is None:
         return
@@ -138,6 +160,7 @@ def apply_profiles_merged(session: Session, envelope: Envelope, event: ProfilesM
                 projection.profile_version,
                 "exited",
                 envelope.correlation_id,
+                projection,
             )
     projections.delete(session, projection)
 
@@ -173,14 +196,38 @@ def evaluate_segment(segment: Segment, rule: Rule, *, session: Session, now: dat
         version = session.get(ProfileProjection, member.profile_id)
         session.delete(member)
         _announce(
-            session, segment, member.profile_id, version.profile_version if version else 0, "exited", None
+            session,
+            segment,
+            member.profile_id,
+            version.profile_version if version else 0,
+            "exited",
+            None,
+            version,
         )
     inside = {m.profile_id for m in current}
     entered = [(p, v) for p, v in matching.items() if p not in inside]
+    # The webhook payloads read the projections: loaded in a few queries rather than one per profile.
+    loaded = (
+        _load_projections(session, [p for p, _ in entered])
+        if entered and webhooks.wanted(session, segment.tenant_id, webhooks.SEGMENT_ENTERED, segment.id)
+        else {}
+    )
     for profile_id, profile_version in entered:
         session.add(SegmentMember(segment_id=segment.id, profile_id=profile_id, tenant_id=segment.tenant_id))
-        _announce(session, segment, profile_id, profile_version, "entered", None)
+        _announce(session, segment, profile_id, profile_version, "entered", None, loaded.get(profile_id))
     return len(entered), len(exited)
+
+
+def _load_projections(
+    session: Session, profile_ids: list[UUID], chunk: int = 1000
+) -> dict[UUID, ProfileProjection]:
+    """These profiles' projections, with a query per `chunk` of ids."""
+    found: dict[UUID, ProfileProjection] = {}
+    for start in range(0, len(profile_ids), chunk):
+        ids = profile_ids[start : start + chunk]
+        for row in session.exec(select(ProfileProjection).where(col(ProfileProjection.profile_id).in_(ids))):
+            found[row.profile_id] = row
+    return found
 
 
 def preview_segment(

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import ServiceSettings
+
+# Standard Webhooks' example schedule: the first attempt at once, then retries 5 s, 5 min, 30 min, 2 h, 5 h,
+# 10 h, 14 h, 20 h and 24 h after each failure (10 attempts, the last 75 h 35 min after the first).
+DEFAULT_RETRY_SCHEDULE_S: tuple[float, ...] = (5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400)
 
 
 class SegmentationSettings(ServiceSettings):
@@ -17,6 +22,26 @@ class SegmentationSettings(ServiceSettings):
     service_name: str = "segmentation"
     database_url: str = "sqlite:///.data/segmentation.db"
     port: int = 8003
+
+    # Webhooks (see services/segmentation/delivery.py and ssrf.py).
+    webhook_allow_private: bool = Field(
+        False,
+        description="DEVELOPMENT AND TESTS ONLY: accept http URLs and loopback, private, link-local, CGNAT "
+        "and unique-local addresses for webhook endpoints (a receiver on 127.0.0.1). Never in production.",
+    )
+    webhook_timeout_s: float = Field(15.0, gt=0, le=60, description="Connect, read and write timeout.")
+    webhook_retry_schedule_s: tuple[float, ...] = Field(
+        DEFAULT_RETRY_SCHEDULE_S,
+        min_length=1,
+        description="Delay before each retry, counted from the failure before it (±10 % jitter); a "
+        "delivery gets 1 + len(schedule) attempts. Default: Standard Webhooks', 10 attempts over ~3 days.",
+    )
+    webhook_disable_after_hours: float = Field(
+        120.0, gt=0, description="An endpoint whose every attempt has failed for this long is disabled."
+    )
+    webhook_concurrency: int = Field(16, ge=1, le=256, description="Endpoints served at once.")
+    webhook_retention_days: int = Field(30, ge=1, description="Finished deliveries are kept this long.")
+    webhook_poll_interval_s: float = Field(0.2, gt=0, description="Dispatcher poll interval when idle.")
 
 
 @lru_cache

@@ -23,9 +23,25 @@ NOT_RESOURCES = {"source": "mercadolivre"}
 # owner may get (a decided suggestion cannot be decided again: 409).
 BODIES: dict[str, tuple[dict[str, Any] | None, set[int]]] = {
     "/v1/profiles/{profile_id}/unmerge": ({"identifier": {"kind": "email", "value": "a@example.com"}}, {409}),
+    "/v1/profiles/{profile_id}/consents": (
+        {"consents": [{"purpose": "profiling", "status": "granted"}]},
+        {200},
+    ),
     "/v1/merge-suggestions/{suggestion_id}/accept": (None, {200, 409}),
     "/v1/merge-suggestions/{suggestion_id}/reject": (None, {200, 409}),
+    # GET, PATCH and DELETE (the last route walked: the endpoint is gone afterwards).
+    "/v1/webhook-endpoints/{endpoint_id}": ({"description": "x"}, {200, 204}),
+    "/v1/webhook-endpoints/{endpoint_id}/test": (None, {202}),
+    # The test delivery is still pending (its receiver is down): 409 until it has failed for good.
+    "/v1/webhook-endpoints/{endpoint_id}/deliveries/{delivery_id}/redeliver": (None, {202, 409}),
+    "/v1/webhook-endpoints/{endpoint_id}/redeliver": ({"since": "2026-01-01T00:00:00Z"}, {202}),
 }
+
+
+@pytest.fixture(autouse=True)
+def local_webhook_receivers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Webhook endpoints on 127.0.0.1 (nothing listens there): never an address outside the machine."""
+    monkeypatch.setenv("SEGMENTATION_WEBHOOK_ALLOW_PRIVATE", "true")
 
 
 def operations(client: TestClient) -> list[tuple[str, str, dict[str, Any]]]:
@@ -63,6 +79,8 @@ def test_every_route_refuses_requests_without_a_valid_key(stack: Stack) -> None:
         "import_id": str(uuid4()),
         "suggestion_id": str(uuid4()),
         "refresh_id": str(uuid4()),
+        "endpoint_id": str(uuid4()),
+        "delivery_id": str(uuid4()),
     }
     checked = 0
     for name, client in stack.clients.items():
@@ -140,12 +158,24 @@ def test_a_tenant_never_sees_another_tenants_data(stack: Stack) -> None:
 
     refresh = stack.profile.post("/v1/traits:refresh", headers=auth(key_a))
     assert refresh.status_code == 202
+    endpoint = stack.segmentation.post(
+        "/v1/webhook-endpoints",
+        json={"url": "http://127.0.0.1:9/hook", "event_types": ["segment.entered"]},
+        headers=auth(key_a),
+    )
+    assert endpoint.status_code == 201, endpoint.text
+    delivery = stack.segmentation.post(
+        f"/v1/webhook-endpoints/{endpoint.json()['id']}/test", headers=auth(key_a)
+    )
+    assert delivery.status_code == 202, delivery.text
     ids = {
         "refresh_id": refresh.json()["id"],
         "profile_id": profile_id,
         "segment_id": segment.json()["id"],
         "import_id": upload.json()["id"],
         "suggestion_id": eventually(a_suggestion),
+        "endpoint_id": endpoint.json()["id"],
+        "delivery_id": delivery.json()["id"],
     }
 
     # Every route with an id: A sees its resource, B gets 404 for the very same URL.
