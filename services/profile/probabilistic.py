@@ -15,19 +15,28 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import asdict
 from datetime import date
+from typing import cast
 from uuid import UUID
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from services.profile import identity, identity_rules, matching
-from services.profile.models import MergeRecord, MergeSuggestion, Profile, ProfileBlockKey, ProfileIdentifier
+from services.profile.models import (
+    MergeBlock,
+    MergeRecord,
+    MergeSuggestion,
+    Profile,
+    ProfileBlockKey,
+    ProfileIdentifier,
+)
 from shared.crypto import keyring
 from shared.db import utcnow
 from shared.errors import Conflict, NotFound
 
 # A key shared by more profiles than this says little (a common name in a big city): it finds no candidates.
 MAX_PROFILES_PER_KEY = 100
+_BLOCK_KEYS = cast(sa.Table, sa.inspect(ProfileBlockKey).local_table)
 
 
 def hashed(tenant_id: UUID, key: str) -> str:
@@ -100,11 +109,11 @@ def second_stage(
     identifiers = _identifiers(session, ids, readable)
     fields = {p.id: match_fields(p, readable.get(p.id, [])) for p in profiles}
     keys = {p.id: {hashed(p.tenant_id, k) for k in matching.blocking_keys(fields[p.id])} for p in profiles}
+    # Core statements, not ORM rows: thousands of keys per batch.
     session.execute(sa.delete(ProfileBlockKey).where(col(ProfileBlockKey.profile_id).in_(ids)))
-    session.add_all(
-        ProfileBlockKey(tenant_id=p.tenant_id, key=k, profile_id=p.id) for p in profiles for k in keys[p.id]
-    )
-    session.flush()
+    rows = [{"tenant_id": p.tenant_id, "key": k, "profile_id": p.id} for p in profiles for k in keys[p.id]]
+    if rows:
+        session.execute(sa.insert(_BLOCK_KEYS), rows)
 
     wanted = sorted({k for ks in keys.values() for k in ks})
     holders: dict[str, set[UUID]] = {}
@@ -132,13 +141,16 @@ def second_stage(
         if pid in known:
             fields[pid] = match_fields(known[pid], readable.get(pid, []))
     seen = _decided_pairs(session, pairs)
+    blocked = _blocked_pairs(session, pairs)
 
     merges: list[MergeRecord] = []
     for a_id, b_id in sorted(pairs):
         a, b = known.get(a_id), known.get(b_id)
         if a is None or b is None or a.status != "active" or b.status != "active" or (a_id, b_id) in seen:
             continue
-        if a.tenant_id != b.tenant_id or identity.is_blocked(session, a_id, b_id):
+        if a.tenant_id != b.tenant_id or (a_id, b_id) in blocked:
+            continue
+        if merges and identity.is_blocked(session, a_id, b_id):  # a merge of this stage moved blocks
             continue
         rules = identity_rules.rules_for(session, a.tenant_id)
         if not identity.can_merge(identifiers[a_id], identifiers[b_id], a.merges + b.merges, rules):
@@ -174,6 +186,17 @@ def second_stage(
             )
     session.flush()
     return merges
+
+
+def _blocked_pairs(session: Session, pairs: set[tuple[UUID, UUID]]) -> set[tuple[UUID, UUID]]:
+    """The pairs split by an unmerge (`MergeBlock`, lower id first), in one query per thousand ids."""
+    ids = sorted({pid for pair in pairs for pid in pair})
+    found: set[tuple[UUID, UUID]] = set()
+    for start in range(0, len(ids), 1000):
+        chunk = ids[start : start + 1000]
+        for row in session.exec(select(MergeBlock).where(col(MergeBlock.profile_a).in_(chunk))):
+            found.add((row.profile_a, row.profile_b))
+    return found & pairs
 
 
 def _decided_pairs(session: Session, pairs: set[tuple[UUID, UUID]]) -> set[tuple[UUID, UUID]]:
