@@ -15,7 +15,6 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from services.profile import identity
-from services.profile.consumer import workers
 from services.profile.models import MergeRecord, Profile, ProfileIdentifier
 from shared.consumer import ConsumerWorker
 from shared.events import Envelope, OrderIngested, ProfileUpdatedV2, decode
@@ -32,13 +31,6 @@ TENANT = uuid4()
 def settings(make_settings: SettingsFactory) -> ServiceSettings:
     result: ServiceSettings = make_settings("profile")
     return result
-
-
-@pytest.fixture
-def orders(engine: Engine, settings: ServiceSettings) -> ConsumerWorker:
-    worker = dict(workers(engine, settings))["profile-records"]
-    assert isinstance(worker, ConsumerWorker)
-    return worker
 
 
 def order(order_id: str, total: str = "10.00", source: str = "site", **customer: Any) -> bytes:
@@ -67,18 +59,18 @@ def owner(engine: Engine, kind: str, value: str) -> UUID:
 
 
 def test_an_order_linking_two_profiles_merges_them_into_the_older(
-    engine: Engine, orders: ConsumerWorker
+    engine: Engine, profile_records: ConsumerWorker
 ) -> None:
     first = order("A-1", "10.00", email="ana@example.com")
     second = order("B-1", "20.00", source="shopee", external_id="buyer-9", phone="11912345678")
-    orders.apply([first])
-    orders.apply([second])
+    profile_records.apply([first])
+    profile_records.apply([second])
     older, newer = active(engine)
     assert (older.orders_count, newer.orders_count) == (1, 1)
 
     # The same person: her e-mail and her Shopee buyer id on one order.
     link = order("C-1", "30.00", source="shopee", external_id="buyer-9", email="ana@example.com")
-    orders.apply([link])
+    profile_records.apply([link])
     [survivor] = active(engine)
     assert survivor.id == older.id
     assert (survivor.orders_count, survivor.total_spent_minor, survivor.merges) == (3, 6000, 1)
@@ -96,16 +88,16 @@ def test_an_order_linking_two_profiles_merges_them_into_the_older(
     assert events.count("profile.merged") == 1
     assert owner(engine, "phone", "+5511912345678") == older.id
 
-    orders.apply([link])  # redelivered: nothing changes
+    profile_records.apply([link])  # redelivered: nothing changes
     [again] = active(engine)
     assert (again.orders_count, again.merges, again.version) == (3, 1, survivor.version)
 
 
-def test_two_different_documents_never_merge(engine: Engine, orders: ConsumerWorker) -> None:
-    orders.apply([order("D-1", email="casa@example.com", document="529.982.247-25")])
-    orders.apply([order("D-2", phone="11988887777", document="111.444.777-35")])
+def test_two_different_documents_never_merge(engine: Engine, profile_records: ConsumerWorker) -> None:
+    profile_records.apply([order("D-1", email="casa@example.com", document="529.982.247-25")])
+    profile_records.apply([order("D-2", phone="11988887777", document="111.444.777-35")])
     # A shared family e-mail on the second person's order: it is hers (her document decides), no merge.
-    orders.apply([order("D-3", email="casa@example.com", document="111.444.777-35")])
+    profile_records.apply([order("D-3", email="casa@example.com", document="111.444.777-35")])
     first, second = active(engine)
     assert (first.orders_count, second.orders_count) == (1, 2)
     assert owner(engine, "document", "11144477735") == second.id
@@ -114,31 +106,33 @@ def test_two_different_documents_never_merge(engine: Engine, orders: ConsumerWor
         assert session.exec(select(MergeRecord)).all() == []
 
 
-def test_a_new_document_on_a_shared_e_mail_is_another_person(engine: Engine, orders: ConsumerWorker) -> None:
-    orders.apply([order("S-1", email="familia@example.com", document="529.982.247-25")])
+def test_a_new_document_on_a_shared_e_mail_is_another_person(
+    engine: Engine, profile_records: ConsumerWorker
+) -> None:
+    profile_records.apply([order("S-1", email="familia@example.com", document="529.982.247-25")])
     # The family's e-mail with a document nobody holds yet: not a second CPF dropped from the first
     # person's profile, but somebody new; the e-mail stays where it was.
-    orders.apply([order("S-2", email="familia@example.com", document="111.444.777-35")])
+    profile_records.apply([order("S-2", email="familia@example.com", document="111.444.777-35")])
     first, second = active(engine)
     assert (first.orders_count, second.orders_count) == (1, 1)
     assert owner(engine, "document", "52998224725") == first.id
     assert owner(engine, "document", "11144477735") == second.id
     assert owner(engine, "email", "familia@example.com") == first.id
     # Without a document of its own, the e-mail's records still join its profile.
-    orders.apply([order("S-3", email="familia@example.com")])
+    profile_records.apply([order("S-3", email="familia@example.com")])
     assert [p.orders_count for p in active(engine)] == [2, 1]
 
 
-def test_a_shared_phone_alone_never_merges(engine: Engine, orders: ConsumerWorker) -> None:
-    orders.apply([order("F-1", email="pai@example.com", phone="11977776666")])
-    orders.apply([order("F-2", email="filha@example.com")])
-    orders.apply([order("F-3", email="filha@example.com", phone="11977776666")])
+def test_a_shared_phone_alone_never_merges(engine: Engine, profile_records: ConsumerWorker) -> None:
+    profile_records.apply([order("F-1", email="pai@example.com", phone="11977776666")])
+    profile_records.apply([order("F-2", email="filha@example.com")])
+    profile_records.apply([order("F-3", email="filha@example.com", phone="11977776666")])
     assert [p.orders_count for p in active(engine)] == [1, 2]
 
 
-def test_placeholder_values_identify_nobody(engine: Engine, orders: ConsumerWorker) -> None:
-    orders.apply([order("T-1", email="teste@teste.com", external_id="x1")])
-    orders.apply([order("T-2", email="TESTE@teste.com", external_id="x2")])
+def test_placeholder_values_identify_nobody(engine: Engine, profile_records: ConsumerWorker) -> None:
+    profile_records.apply([order("T-1", email="teste@teste.com", external_id="x1")])
+    profile_records.apply([order("T-2", email="TESTE@teste.com", external_id="x2")])
     assert len(active(engine)) == 2
     with Session(engine) as session:
         kinds = {row.kind for row in session.exec(select(ProfileIdentifier))}
@@ -279,20 +273,20 @@ def test_customer_records_and_behaviour_build_the_profile(stack: Any) -> None:
 
 
 def test_profile_updated_carries_every_segmentable_trait_and_what_changed(
-    engine: Engine, orders: ConsumerWorker
+    engine: Engine, profile_records: ConsumerWorker
 ) -> None:
     first = order("U-1", "120.00", email="lia@example.com", phone="11977776666", name="Lia Prado")
-    orders.apply([first])
+    profile_records.apply([first])
     second = order_body("U-2", "lia@example.com", "80.00", source="shopee")
     second["customer"]["birth_date"] = "1991-04-02"
-    orders.apply(
+    profile_records.apply(
         [
             OrderIngested(order_id=uuid4(), order_version=1, order=Order.model_validate(second))
             .envelope(TENANT)
             .to_bytes()
         ]
     )
-    orders.apply([first])  # redelivered: no new version
+    profile_records.apply([first])  # redelivered: no new version
     with Session(engine) as session:
         updates = [
             decode(Envelope.from_bytes(m.body))

@@ -10,7 +10,6 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from services.profile import identity_rules
-from services.profile.consumer import workers
 from services.profile.identity_rules import IdentityRules
 from services.profile.models import Profile
 from shared.consumer import ConsumerWorker
@@ -26,13 +25,6 @@ pytestmark = pytest.mark.integration
 def settings(make_settings: SettingsFactory) -> ServiceSettings:
     result: ServiceSettings = make_settings("profile")
     return result
-
-
-@pytest.fixture
-def consumer(engine: Engine, settings: ServiceSettings) -> ConsumerWorker:
-    worker = dict(workers(engine, settings))["profile-records"]
-    assert isinstance(worker, ConsumerWorker)
-    return worker
 
 
 def order(tenant: UUID, number: str, source: str = "site", **customer: Any) -> bytes:
@@ -53,7 +45,7 @@ def counts(engine: Engine, tenant: UUID) -> list[int]:
 
 
 def test_a_tenants_blocked_values_and_limits_apply_to_it_alone(
-    engine: Engine, consumer: ConsumerWorker
+    engine: Engine, profile_records: ConsumerWorker
 ) -> None:
     strict, default = uuid4(), uuid4()
     rules = IdentityRules(
@@ -65,12 +57,12 @@ def test_a_tenants_blocked_values_and_limits_apply_to_it_alone(
         session.commit()
     for tenant in (strict, default):
         # Staff typed the shop's own e-mail for two walk-in buyers: it identifies nobody for `strict`.
-        consumer.apply([order(tenant, "W-1", "pos", external_id="c1", email="vendas@loja.com.br")])
-        consumer.apply([order(tenant, "W-2", "pos", external_id="c2", email="vendas@loja.com.br")])
-        consumer.apply([order(tenant, "W-3", "pos", external_id="c1", email="c1@example.com")])
+        profile_records.apply([order(tenant, "W-1", "pos", external_id="c1", email="vendas@loja.com.br")])
+        profile_records.apply([order(tenant, "W-2", "pos", external_id="c2", email="vendas@loja.com.br")])
+        profile_records.apply([order(tenant, "W-3", "pos", external_id="c1", email="c1@example.com")])
         # A second e-mail for c1: `strict` allows one e-mail per profile, so it is not attached.
-        consumer.apply([order(tenant, "W-4", "pos", external_id="c1", email="c1.b@example.com")])
-        consumer.apply([order(tenant, "W-5", "site", email="c1.b@example.com")])
+        profile_records.apply([order(tenant, "W-4", "pos", external_id="c1", email="c1.b@example.com")])
+        profile_records.apply([order(tenant, "W-5", "site", email="c1.b@example.com")])
     assert counts(engine, strict) == [1, 1, 3]  # c1 (W-1, W-3, W-4), c2 (W-2), W-5 on a profile of its own
     assert counts(engine, default) == [5]  # the shop's e-mail made one profile of everyone
 

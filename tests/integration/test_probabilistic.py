@@ -13,7 +13,6 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from services.profile import probabilistic, unmerge
-from services.profile.consumer import workers
 from services.profile.models import MergeRecord, MergeSuggestion, Profile
 from shared.consumer import ConsumerWorker
 from shared.errors import Conflict
@@ -37,13 +36,6 @@ def settings(make_settings: SettingsFactory) -> ServiceSettings:
     return result
 
 
-@pytest.fixture
-def consumer(engine: Engine, settings: ServiceSettings) -> ConsumerWorker:
-    worker = dict(workers(engine, settings))["profile-records"]
-    assert isinstance(worker, ConsumerWorker)
-    return worker
-
-
 def order(tenant: UUID, number: str, source: str = "site", **customer: Any) -> bytes:
     body = order_body(number, "unused@example.com", "10.00", source=source)
     body["customer"] = customer
@@ -58,13 +50,15 @@ def active(engine: Engine, tenant: UUID) -> list[Profile]:
 
 
 def test_one_person_without_a_shared_identifier_merges_probabilistically(
-    engine: Engine, consumer: ConsumerWorker
+    engine: Engine, profile_records: ConsumerWorker
 ) -> None:
     tenant = uuid4()
-    consumer.apply([order(tenant, "M-1", email="maria.souza@example.com", phone="11987654321", **MARIA)])
+    profile_records.apply(
+        [order(tenant, "M-1", email="maria.souza@example.com", phone="11987654321", **MARIA)]
+    )
     # On Shopee: another e-mail, a typo in the surname, no phone (a shared phone would attach the order).
     typo: dict[str, Any] = {**MARIA, "name": "MARIA APARECIDA SOUSA"}
-    consumer.apply([order(tenant, "M-2", "shopee", email="cida85@example.com", **typo)])
+    profile_records.apply([order(tenant, "M-2", "shopee", email="cida85@example.com", **typo)])
     [maria] = active(engine, tenant)
     assert maria.orders_count == 2
     with Session(engine) as session:
@@ -75,34 +69,40 @@ def test_one_person_without_a_shared_identifier_merges_probabilistically(
         # And it can be undone like any merge; the two are then kept apart.
         unmerge.unmerge(session, record)
         session.commit()
-    consumer.apply([order(tenant, "M-3", "shopee", email="cida85@example.com", **typo)])
+    profile_records.apply([order(tenant, "M-3", "shopee", email="cida85@example.com", **typo)])
     assert sorted(p.orders_count for p in active(engine, tenant)) == [1, 2]
 
 
-def test_a_family_sharing_phone_and_address_stays_apart(engine: Engine, consumer: ConsumerWorker) -> None:
+def test_a_family_sharing_phone_and_address_stays_apart(
+    engine: Engine, profile_records: ConsumerWorker
+) -> None:
     tenant = uuid4()
     home = {"zip": "50030-230", "city": "Recife", "state": "PE", "street": "Rua da Aurora", "number": "100"}
     jose: dict[str, Any] = {"name": "José Ferreira Lima", "birth_date": "1960-07-01", "address": home}
     ana: dict[str, Any] = {"name": "Ana Ferreira Lima", "birth_date": "1992-01-15", "address": home}
-    consumer.apply([order(tenant, "F-1", email="jose@example.com", phone="81988887777", **jose)])
-    consumer.apply([order(tenant, "F-2", email="ana@example.com", **ana)])
-    consumer.apply([order(tenant, "F-3", email="ana@example.com", phone="81988887777", **ana)])
+    profile_records.apply([order(tenant, "F-1", email="jose@example.com", phone="81988887777", **jose)])
+    profile_records.apply([order(tenant, "F-2", email="ana@example.com", **ana)])
+    profile_records.apply([order(tenant, "F-3", email="ana@example.com", phone="81988887777", **ana)])
     assert sorted(p.orders_count for p in active(engine, tenant)) == [1, 2]
     with Session(engine) as session:
         assert session.exec(select(MergeSuggestion).where(MergeSuggestion.tenant_id == tenant)).all() == []
 
 
-def test_a_grey_zone_pair_is_suggested_and_a_person_decides(engine: Engine, consumer: ConsumerWorker) -> None:
+def test_a_grey_zone_pair_is_suggested_and_a_person_decides(
+    engine: Engine, profile_records: ConsumerWorker
+) -> None:
     tenant = uuid4()
     same_name: dict[str, Any] = {
         "name": "Maria Aparecida Souza",
         "address": {"city": "São Paulo", "state": "SP"},
     }
     # Three marketplace buyer ids (no e-mail: different e-mails would speak against them).
-    consumer.apply([order(tenant, "G-1", "amazon", external_id="a1", birth_date="1985-03-02", **same_name)])
+    profile_records.apply(
+        [order(tenant, "G-1", "amazon", external_id="a1", birth_date="1985-03-02", **same_name)]
+    )
     zipped: dict[str, Any] = {**same_name, "address": MARIA["address"]}
-    consumer.apply([order(tenant, "G-2", "shopee", external_id="s1", **zipped)])
-    consumer.apply([order(tenant, "G-3", "magalu", external_id="m1", **same_name)])
+    profile_records.apply([order(tenant, "G-2", "shopee", external_id="s1", **zipped)])
+    profile_records.apply([order(tenant, "G-3", "magalu", external_id="m1", **same_name)])
     assert len(active(engine, tenant)) == 3
     with Session(engine) as session:
         pending = probabilistic.list_suggestions(
@@ -122,7 +122,7 @@ def test_a_grey_zone_pair_is_suggested_and_a_person_decides(engine: Engine, cons
             probabilistic.reject(session, second)
     assert len(active(engine, tenant)) == 2
     # New orders of the same people do not bring decided pairs back.
-    consumer.apply([order(tenant, "G-4", "magalu", external_id="m1", **same_name)])
+    profile_records.apply([order(tenant, "G-4", "magalu", external_id="m1", **same_name)])
     with Session(engine) as session:
         again = probabilistic.list_suggestions(
             tenant_id=tenant, session=session, status="pending", after=None, limit=10

@@ -14,7 +14,6 @@ from sqlmodel import Session, select
 
 from cli.generate import REFERENCE, generate
 from services.profile import predict, refresh
-from services.profile.consumer import workers
 from services.profile.models import Profile, TraitsRefresh
 from shared.consumer import ConsumerWorker
 from shared.events import OrderIngested
@@ -33,13 +32,6 @@ def settings(make_settings: SettingsFactory) -> ServiceSettings:
     return result
 
 
-@pytest.fixture
-def consumer(engine: Engine, settings: ServiceSettings) -> ConsumerWorker:
-    worker = dict(workers(engine, settings))["profile-records"]
-    assert isinstance(worker, ConsumerWorker)
-    return worker
-
-
 def announced(session: Session, refresh_id: uuid.UUID) -> list[dict[str, Any]]:
     """The profile.updated events a refresh wrote to the outbox."""
     query = select(OutboxMessage).where(OutboxMessage.event_type == "profile.updated")
@@ -48,7 +40,7 @@ def announced(session: Session, refresh_id: uuid.UUID) -> list[dict[str, Any]]:
 
 
 def test_a_refresh_scores_every_buyer_and_fits_the_models(
-    engine: Engine, consumer: ConsumerWorker, tmp_path: Path
+    engine: Engine, profile_records: ConsumerWorker, tmp_path: Path
 ) -> None:
     generate(1500, 11, tmp_path, olist_dir=OLIST)
     tenant = uuid.uuid4()
@@ -61,7 +53,7 @@ def test_a_refresh_scores_every_buyer_and_fits_the_models(
         versions[order_id] = versions.get(order_id, 0) + 1
         batch.append(OrderIngested(order_id=order_id, order_version=versions[order_id], order=order))
     for start in range(0, len(batch), 250):
-        consumer.apply([e.envelope(tenant).to_bytes() for e in batch[start : start + 250]])
+        profile_records.apply([e.envelope(tenant).to_bytes() for e in batch[start : start + 250]])
 
     with Session(engine) as session:
         job = refresh.request(session, tenant, reason="api")

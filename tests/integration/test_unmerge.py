@@ -14,7 +14,6 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from services.profile import unmerge
-from services.profile.consumer import workers
 from services.profile.models import MergeRecord, Profile, ProfileIdentifier, ProfileOrder
 from shared.consumer import ConsumerWorker
 from shared.crypto import keyring
@@ -32,13 +31,6 @@ pytestmark = pytest.mark.integration
 def settings(make_settings: SettingsFactory) -> ServiceSettings:
     result: ServiceSettings = make_settings("profile")
     return result
-
-
-@pytest.fixture
-def consumer(engine: Engine, settings: ServiceSettings) -> ConsumerWorker:
-    worker = dict(workers(engine, settings))["profile-records"]
-    assert isinstance(worker, ConsumerWorker)
-    return worker
 
 
 def order(tenant: UUID, number: str, total: str, source: str = "site", **customer: Any) -> bytes:
@@ -118,13 +110,13 @@ def family(tenant: UUID, *, wrong_link: bool) -> list[bytes]:
 
 
 def test_unmerge_gives_what_the_history_gives_without_the_wrong_link(
-    engine: Engine, consumer: ConsumerWorker
+    engine: Engine, profile_records: ConsumerWorker
 ) -> None:
     wrong, right = uuid4(), uuid4()
     for event in family(wrong, wrong_link=True):
-        consumer.apply([event])
+        profile_records.apply([event])
     for event in family(right, wrong_link=False):
-        consumer.apply([event])
+        profile_records.apply([event])
     [merged_one] = active(engine, wrong)
     assert merged_one.orders_count == 5
     ana, caio = active(engine, right)
@@ -157,7 +149,7 @@ def test_unmerge_gives_what_the_history_gives_without_the_wrong_link(
             unmerge.unmerge(session, session.get(MergeRecord, merge_id) or merge)
 
     # The two stay apart: the same wrong link again attaches to the strongest identifier's owner.
-    consumer.apply(
+    profile_records.apply(
         [order(wrong, "S-4", "5.00", source="shopee", external_id="caio-9", email="ana@example.com")]
     )
     first, second = active(engine, wrong)
@@ -166,22 +158,22 @@ def test_unmerge_gives_what_the_history_gives_without_the_wrong_link(
 
 
 def test_unmerge_by_identifier_brings_back_the_profiles_merged_into_the_restored_one(
-    engine: Engine, consumer: ConsumerWorker
+    engine: Engine, profile_records: ConsumerWorker
 ) -> None:
     tenant = uuid4()
-    consumer.apply([order(tenant, "P-1", "10.00", email="pedro@example.com")])  # Pedro
-    consumer.apply([order(tenant, "B-1", "20.00", source="amazon", external_id="amz-1")])  # Bia
-    consumer.apply([order(tenant, "B-2", "30.00", source="magalu", external_id="mgl-1")])  # Bia again
+    profile_records.apply([order(tenant, "P-1", "10.00", email="pedro@example.com")])  # Pedro
+    profile_records.apply([order(tenant, "B-1", "20.00", source="amazon", external_id="amz-1")])  # Bia
+    profile_records.apply([order(tenant, "B-2", "30.00", source="magalu", external_id="mgl-1")])  # Bia again
     # Bia's two marketplace ids linked by her e-mail (right).
-    consumer.apply(
+    profile_records.apply(
         [order(tenant, "B-3", "1.00", source="amazon", external_id="amz-1", email="bia@example.com")]
     )
-    consumer.apply(
+    profile_records.apply(
         [order(tenant, "B-4", "2.00", source="magalu", external_id="mgl-1", email="bia@example.com")]
     )
-    consumer.apply([order(tenant, "X-1", "3.00", email="pedro@example.com", phone="11955554444")])
+    profile_records.apply([order(tenant, "X-1", "3.00", email="pedro@example.com", phone="11955554444")])
     # The wrong link: Pedro's e-mail on an order of Bia's Amazon account.
-    consumer.apply(
+    profile_records.apply(
         [order(tenant, "X-2", "4.00", source="amazon", external_id="amz-1", email="pedro@example.com")]
     )
     [everyone] = active(engine, tenant)
@@ -205,9 +197,9 @@ def test_unmerge_by_identifier_brings_back_the_profiles_merged_into_the_restored
         assert len(bia_profiles) == 1  # the magalu profile merged into hers before, still pointing at her
 
 
-def test_what_cannot_be_undone_says_why(engine: Engine, consumer: ConsumerWorker) -> None:
+def test_what_cannot_be_undone_says_why(engine: Engine, profile_records: ConsumerWorker) -> None:
     tenant = uuid4()
-    consumer.apply([order(tenant, "Q-1", "10.00", email="quem@example.com")])
+    profile_records.apply([order(tenant, "Q-1", "10.00", email="quem@example.com")])
     with Session(engine) as session:
         [profile] = session.exec(select(Profile).where(Profile.tenant_id == tenant)).all()
         with pytest.raises(Conflict):
