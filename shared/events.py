@@ -242,6 +242,8 @@ class ProfilesUnmerged(Event):
 
 
 class SegmentMembershipChanged(Event):
+    """A profile entered or left a segment. Superseded by `SegmentMembershipChangedV2` (still decoded)."""
+
     TYPE = "segment.membership_changed"
     VERSION = 1
     TOPIC = MEMBERSHIPS
@@ -250,6 +252,47 @@ class SegmentMembershipChanged(Event):
     profile_id: UUID
     change: Literal["entered", "exited"]
     profile_version: int
+
+
+class MemberTraits(BaseModel):
+    """A profile's key segmentable traits when its membership changed (the subset webhooks carry): no
+    contact data, and of the location only the state."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    orders_count: int
+    total_spent: Decimal
+    average_order_value: Decimal | None
+    first_order_at: AwareDatetime | None
+    last_order_at: AwareDatetime | None
+    rfm_group: str | None
+    clv_12m: Decimal | None
+    churn_probability: float | None
+    next_order_at: AwareDatetime | None
+    state: str | None = Field(description="UF code (`SP`).")
+
+
+class SegmentMembershipChangedV2(Event):
+    """A profile entered or left a segment, with the segment's name, why, and the profile's key traits.
+
+    Every entry and exit is announced, in order per profile (the key is tenant + profile), so a consumer
+    that applies them keeps an exact copy of every segment's members. Replaces version 1."""
+
+    TYPE = "segment.membership_changed"
+    VERSION = 2
+    TOPIC = MEMBERSHIPS
+
+    segment_id: UUID
+    segment_name: str
+    profile_id: UUID
+    change: Literal["entered", "exited"]
+    profile_version: int = Field(description="The profile version the change was decided on (0: unknown).")
+    reason: str = Field(
+        description="What caused it: `profile_updated`, `profile_merged` (the profile was merged into "
+        "another), `segment_created`, `rule_changed`, `schedule` (time passed), `requested` (a "
+        "re-evaluation asked for through the API) or `segment_deleted`. More may be added."
+    )
+    traits: MemberTraits | None = Field(description="Null when the profile's traits are not known.")
 
 
 EVENT_TYPES: dict[tuple[str, int], type[Event]] = {
@@ -265,6 +308,7 @@ EVENT_TYPES: dict[tuple[str, int], type[Event]] = {
         ProfilesMerged,
         ProfilesUnmerged,
         SegmentMembershipChanged,
+        SegmentMembershipChangedV2,
     )
 }
 

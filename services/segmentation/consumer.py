@@ -1,5 +1,5 @@
-"""The segmentation service's background side: consumers of tenants and profiles, its outbox relay, and the
-webhook dispatcher.
+"""The segmentation service's background side: consumers of tenants and profiles, its outbox relay, the
+webhook dispatcher, and the segment evaluator (background full evaluations and the time-relative schedule).
 
 Run inside the API process (default) or alone: ``python -m services.segmentation.consumer``.
 """
@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from sqlalchemy.engine import Engine
 
 from services.segmentation.delivery import WebhookDispatcher
+from services.segmentation.evaluations import SegmentEvaluator
 from services.segmentation.segments import apply_profile_updated, apply_profiles_merged
 from services.segmentation.settings import get_settings
 from shared.auth import TENANT_HANDLERS
@@ -26,6 +27,7 @@ def workers(engine: Engine, settings: ServiceSettings) -> Sequence[tuple[str, Wo
     return [
         ("segmentation-outbox-relay", OutboxRelay(engine, settings)),
         ("segmentation-webhooks", WebhookDispatcher.from_settings(engine, settings)),
+        ("segmentation-evaluations", SegmentEvaluator.from_settings(engine, settings)),
         *consumer_workers(
             engine,
             settings,

@@ -92,23 +92,120 @@ class ProfileTag(SegmentationTable, table=True):
 
 
 class Segment(SegmentationTable, table=True):
+    """A tenant's segment: a rule (stored in its canonical JSON form), an optional consent `purpose` (what
+    the segment's members will be contacted for: exports keep only those who granted it) and whether the
+    rule depends on time alone (`time_relative`: re-evaluated on a schedule)."""
+
     __tablename__ = "segment"
 
     id: UUID = Field(default_factory=uuid4, sa_column=sa.Column(sa.Uuid(), primary_key=True))
     tenant_id: UUID = Field(sa_column=sa.Column(sa.Uuid(), nullable=False, index=True))
     name: str = Field(max_length=200)
     rule: dict[str, Any] = Field(sa_column=sa.Column(sa.JSON(), nullable=False))
+    purpose: str | None = Field(default=None, max_length=30)
+    time_relative: bool = Field(
+        default=False, sa_column=sa.Column(sa.Boolean(), nullable=False, server_default=sa.false())
+    )
     created_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))
 
 
+def _segment_fk() -> sa.ForeignKey:
+    return sa.ForeignKey("segment.id", ondelete="CASCADE")
+
+
 class SegmentMember(SegmentationTable, table=True):
+    """A current member. The foreign key makes a change racing with the segment's deletion fail (and be
+    retried) instead of leaving members of a segment that is gone."""
+
     __tablename__ = "segment_member"
 
-    segment_id: UUID = Field(sa_column=sa.Column(sa.Uuid(), primary_key=True))
+    segment_id: UUID = Field(sa_column=sa.Column(sa.Uuid(), _segment_fk(), primary_key=True))
     profile_id: UUID = Field(sa_column=sa.Column(sa.Uuid(), primary_key=True))
     tenant_id: UUID = Field(sa_column=sa.Column(sa.Uuid(), nullable=False))
     entered_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))
+
+
+class MembershipChange(StrEnum):
+    entered = "entered"
+    exited = "exited"
+
+
+class SegmentMembershipEvent(SegmentationTable, table=True):
+    """The history of a segment's membership: one row per entry or exit, written in the transaction of the
+    change (with its outbox event). Sizes over time are computed from it (`stats`); rows go with their
+    segment."""
+
+    __tablename__ = "segment_membership_event"
+    __table_args__ = (
+        sa.Index("ix_segment_membership_event_segment_id_at_id", "segment_id", "at", "id"),
+        sa.Index("ix_segment_membership_event_profile_id", "profile_id"),
+    )
+
+    # BIGINT on PostgreSQL; INTEGER on SQLite, where only INTEGER PRIMARY KEY auto-increments.
+    id: int | None = Field(
+        default=None,
+        sa_column=sa.Column(
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True
+        ),
+    )
+    tenant_id: UUID = Field(sa_column=sa.Column(sa.Uuid(), nullable=False))
+    segment_id: UUID = Field(sa_column=sa.Column(sa.Uuid(), _segment_fk(), nullable=False))
+    profile_id: UUID = Field(sa_column=sa.Column(sa.Uuid(), nullable=False))
+    change: str = Field(max_length=10)
+    reason: str = Field(max_length=30)
+    profile_version: int
+    at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
+
+
+class EvaluationStatus(StrEnum):
+    queued = "queued"
+    running = "running"
+    done = "done"
+    failed = "failed"
+    cancelled = "cancelled"  # superseded by a newer rule, or its segment was deleted
+
+
+PENDING_EVALUATION = (EvaluationStatus.queued, EvaluationStatus.running)
+
+
+class SegmentEvaluation(SegmentationTable, table=True):
+    """A full evaluation of a segment over every profile of its tenant, with its progress.
+
+    Queued when a segment is created or its rule changes, by the schedule (time-relative rules) or on
+    request; run in chunks of profiles (keyset on the profile id: `cursor` is the last one done, so a
+    taken-over evaluation resumes there) by one worker at a time (`lease_*`). At most one is queued or
+    running per segment (a partial unique index). `evaluated_at` is the time the rule is evaluated at."""
+
+    __tablename__ = "segment_evaluation"
+    __table_args__ = (
+        sa.Index("ix_segment_evaluation_segment_id_created_at", "segment_id", "created_at"),
+        sa.Index(
+            "ux_segment_evaluation_pending_segment_id",
+            "segment_id",
+            unique=True,
+            sqlite_where=sa.text("status IN ('queued', 'running')"),
+            postgresql_where=sa.text("status IN ('queued', 'running')"),
+        ),
+    )
+
+    id: UUID = Field(default_factory=uuid4, sa_column=sa.Column(sa.Uuid(), primary_key=True))
+    tenant_id: UUID = Field(sa_column=sa.Column(sa.Uuid(), nullable=False))
+    segment_id: UUID = Field(sa_column=sa.Column(sa.Uuid(), _segment_fk(), nullable=False))
+    reason: str = Field(max_length=20)
+    status: str = Field(default=EvaluationStatus.queued, max_length=10)
+    evaluated_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime(), nullable=True))
+    profiles_total: int | None = None
+    processed: int = 0
+    entered: int = 0
+    exited: int = 0
+    cursor: UUID | None = Field(default=None, sa_column=sa.Column(sa.Uuid(), nullable=True))
+    error: str | None = Field(default=None, max_length=200)
+    lease_owner: UUID | None = Field(default=None, sa_column=sa.Column(sa.Uuid(), nullable=True))
+    lease_until: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime(), nullable=True))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))
+    started_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime(), nullable=True))
+    finished_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime(), nullable=True))
 
 
 class WebhookEndpoint(SegmentationTable, table=True):
@@ -179,4 +276,6 @@ class WebhookDelivery(SegmentationTable, table=True):
     error: str | None = Field(default=None, max_length=100)
     delivered_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime(), nullable=True))
     redelivery_of: UUID | None = Field(default=None, sa_column=sa.Column(sa.Uuid(), nullable=True))
+    # The segment of a segment.entered / segment.exited (its pending deliveries fail when it is deleted).
+    segment_id: UUID | None = Field(default=None, sa_column=sa.Column(sa.Uuid(), nullable=True))
     created_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))

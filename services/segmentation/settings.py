@@ -43,6 +43,23 @@ class SegmentationSettings(ServiceSettings):
     webhook_retention_days: int = Field(30, ge=1, description="Finished deliveries are kept this long.")
     webhook_poll_interval_s: float = Field(0.2, gt=0, description="Dispatcher poll interval when idle.")
 
+    # Full evaluations (see services/segmentation/evaluations.py).
+    evaluate_inline_max_profiles: int = Field(
+        5000,
+        ge=0,
+        description="A segment created or changed in a tenant with at most this many profiles is evaluated "
+        "within the request (its members are there in the answer); above it, in the background with "
+        "progress. 0: always in the background.",
+    )
+    evaluation_chunk: int = Field(1000, ge=1, le=100_000, description="Profiles per background step.")
+    reevaluate_hours: float = Field(
+        24.0,
+        gt=0,
+        description="Segments whose rules depend on time (`within_last_days`, `age`, ...) are evaluated "
+        "again this often, so that people leave (and enter) as time passes.",
+    )
+    evaluation_poll_interval_s: float = Field(0.5, gt=0, description="Evaluation worker poll interval.")
+
 
 @lru_cache
 def get_settings() -> SegmentationSettings:

@@ -117,7 +117,8 @@ class WebhookDeliveryRead(BaseModel):
     latency_ms: int | None = Field(description="Time to the last attempt's answer (or failure).")
     error: str | None = Field(
         description="Why the last attempt failed without an answer (`timeout`, `connection_failed`, "
-        "`blocked_address:<reason>`, ...), `redirect_not_followed`, or `endpoint_disabled`."
+        "`blocked_address:<reason>`, ...), `redirect_not_followed`, `endpoint_disabled`, or "
+        "`segment_deleted` (the segment it was about was deleted before it was delivered)."
     )
     delivered_at: datetime | None
     redelivery_of: UUID | None

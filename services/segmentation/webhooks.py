@@ -182,6 +182,7 @@ def _enqueue(
     event_type: str,
     payload: bytes,
     now: datetime,
+    segment_id: UUID | None = None,
 ) -> list[WebhookDelivery]:
     deliveries = [
         WebhookDelivery(
@@ -192,6 +193,7 @@ def _enqueue(
             payload=payload,
             next_attempt_at=now,
             created_at=now,
+            segment_id=segment_id,
         )
         for endpoint_id in endpoint_ids
     ]
@@ -234,7 +236,37 @@ def enqueue_membership(
         event_type=event_type,
         payload=body(event_type, occurred_at, data),
         now=utcnow(),
+        segment_id=segment.id,
     )
+
+
+def forget_segment(session: Session, segment: Segment) -> int:
+    """A segment is being deleted: its pending deliveries fail (`segment_deleted`) and endpoints that
+    listed it stop listing it (one that listed only it then gets no segment events). Returns how many
+    deliveries were stopped. The caller commits."""
+    endpoints = session.exec(
+        select(WebhookEndpoint).where(WebhookEndpoint.tenant_id == segment.tenant_id)
+    ).all()
+    for endpoint in endpoints:
+        if endpoint.segment_ids is not None and str(segment.id) in endpoint.segment_ids:
+            endpoint.segment_ids = [s for s in endpoint.segment_ids if s != str(segment.id)]
+            endpoint.updated_at = utcnow()
+            session.add(endpoint)
+    _forget_subscribers(session)
+    if not endpoints:
+        return 0
+    stopped = session.execute(
+        sa.update(WebhookDelivery)
+        .where(
+            # Through the (endpoint, status) index: an endpoint has few pending deliveries.
+            col(WebhookDelivery.endpoint_id).in_([e.id for e in endpoints]),
+            col(WebhookDelivery.status) == DeliveryStatus.pending,
+            col(WebhookDelivery.segment_id) == segment.id,
+        )
+        .values(status=DeliveryStatus.failed, next_attempt_at=None, error="segment_deleted")
+        .execution_options(synchronize_session=False)
+    )
+    return int(stopped.rowcount)  # type: ignore[attr-defined]
 
 
 def enqueue_profile_merged(

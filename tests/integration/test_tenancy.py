@@ -31,6 +31,10 @@ BODIES: dict[str, tuple[dict[str, Any] | None, set[int]]] = {
     "/v1/merge-suggestions/{suggestion_id}/reject": (None, {200, 409}),
     # GET, PATCH and DELETE (the last route walked: the endpoint is gone afterwards).
     "/v1/webhook-endpoints/{endpoint_id}": ({"description": "x"}, {200, 204}),
+    # GET, PATCH and DELETE of a segment, after its sub-resources (export, stats, history, evaluations).
+    "/v1/segments/{segment_id}": ({"name": "A's, renamed"}, {200, 204}),
+    # GET lists the evaluations, POST queues one (202).
+    "/v1/segments/{segment_id}/evaluations": (None, {200, 202}),
     "/v1/webhook-endpoints/{endpoint_id}/test": (None, {202}),
     # The test delivery is still pending (its receiver is down): 409 until it has failed for good.
     "/v1/webhook-endpoints/{endpoint_id}/deliveries/{delivery_id}/redeliver": (None, {202, 409}),
@@ -81,6 +85,7 @@ def test_every_route_refuses_requests_without_a_valid_key(stack: Stack) -> None:
         "refresh_id": str(uuid4()),
         "endpoint_id": str(uuid4()),
         "delivery_id": str(uuid4()),
+        "evaluation_id": str(uuid4()),
     }
     checked = 0
     for name, client in stack.clients.items():
@@ -172,6 +177,7 @@ def test_a_tenant_never_sees_another_tenants_data(stack: Stack) -> None:
         "refresh_id": refresh.json()["id"],
         "profile_id": profile_id,
         "segment_id": segment.json()["id"],
+        "evaluation_id": segment.json()["evaluation"]["id"],
         "import_id": upload.json()["id"],
         "suggestion_id": eventually(a_suggestion),
         "endpoint_id": endpoint.json()["id"],
