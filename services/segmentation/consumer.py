@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from sqlalchemy.engine import Engine
 
+from services.segmentation.batch import ProfilesBatch
 from services.segmentation.delivery import WebhookDispatcher
 from services.segmentation.evaluations import SegmentEvaluator
 from services.segmentation.segments import apply_profile_updated, apply_profiles_merged
@@ -43,6 +44,7 @@ def workers(engine: Engine, settings: ServiceSettings) -> Sequence[tuple[str, Wo
                     },
                 ),
             },
+            hooks={"profiles": ProfilesBatch()},
         ),
     ]
 

@@ -15,6 +15,7 @@ from uuid import UUID
 
 from sqlmodel import Session, col, select
 
+from services.segmentation import batch as batches
 from services.segmentation.evaluate import Traits
 from services.segmentation.models import ProfileProjection, ProfileTag, TagKind
 from services.segmentation.rules import CONSENT_TAGS
@@ -43,6 +44,9 @@ def apply_event(
     session: Session, tenant_id: UUID, event: ProfileUpdated | ProfileUpdatedV2
 ) -> Applied | None:
     """Refresh the profile's projection and tags from the event; None if the event is stale."""
+    batch = batches.current(session)
+    if batch is not None:
+        return _apply_batched(session, batch, tenant_id, event)
     projection = session.get(ProfileProjection, event.profile_id)
     if projection is not None and projection.profile_version >= event.profile_version:
         return None  # stale or redelivered version
@@ -67,6 +71,43 @@ def apply_event(
     replace_tags(session, projection, tags)
     session.flush()
     after = traits(session, projection)
+    return Applied(projection, after, None if before is None else _differences(before, after))
+
+
+def _apply_batched(
+    session: Session, batch: batches.Batch, tenant_id: UUID, event: ProfileUpdated | ProfileUpdatedV2
+) -> Applied | None:
+    """`apply_event` within a consumer batch: on the batch's copy, the tags written when it is synced."""
+    projection = batch.projection(session, event.profile_id)
+    if projection is not None and projection.profile_version >= event.profile_version:
+        return None  # stale or redelivered version
+    before = (
+        None
+        if projection is None
+        else Traits(columns=projection.model_dump(), tags=batch.tags[event.profile_id])
+    )
+    if projection is None:
+        projection = ProfileProjection(
+            profile_id=event.profile_id,
+            tenant_id=tenant_id,
+            profile_version=event.profile_version,
+            orders_count=event.orders_count,
+            total_spent_minor=to_minor(event.total_spent),
+        )
+    if isinstance(event, ProfileUpdatedV2):
+        _scalars_v2(projection, event)
+        tags = _tags_v2(event)
+    else:
+        _scalars_v1(projection, event)
+        tags = _tags_v1(event)
+    projection.profile_version = event.profile_version
+    projection.updated_at = utcnow()
+    session.add(projection)
+    batch.set_projection(projection)
+    kept = {kind: elements for kind, elements in batch.tags[event.profile_id].items() if kind not in tags}
+    kept.update((kind, dict(elements)) for kind, elements in tags.items() if elements)
+    batch.tags[event.profile_id] = kept
+    after = Traits(columns=projection.model_dump(), tags=kept)
     return Applied(projection, after, None if before is None else _differences(before, after))
 
 

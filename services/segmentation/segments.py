@@ -36,6 +36,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session, col, select
 
+from services.segmentation import batch as batches
 from services.segmentation import projection as projections
 from services.segmentation import webhooks
 from services.segmentation.compiler import compile_rule
@@ -51,7 +52,7 @@ from services.segmentation.models import (
     SegmentMember,
     SegmentMembershipEvent,
 )
-from services.segmentation.rules import NOW, InvalidRule, Rule, depends_on, dump_rule, load_rule
+from services.segmentation.rules import NOW, Rule, depends_on, dump_rule
 from shared.db import bulk_insert, utcnow
 from shared.errors import NotFound
 from shared.events import (
@@ -207,6 +208,10 @@ def apply_profile_updated(
     if applied is None:
         return
     projection, traits, now = applied.projection, applied.traits, utcnow()
+    batch = batches.current(session)
+    if batch is not None:
+        _evaluate_batched(session, batch, envelope, applied, now)
+        return
     for segment in session.exec(select(Segment).where(Segment.tenant_id == envelope.tenant_id)).all():
         rule = _stored_rule(segment)
         if rule is None:
@@ -217,22 +222,49 @@ def apply_profile_updated(
         _evaluate(session, segment, rule, projection, traits, now, envelope.correlation_id)
 
 
+def _evaluate_batched(
+    session: Session, batch: batches.Batch, envelope: Envelope, applied: projections.Applied, now: datetime
+) -> None:
+    """`apply_profile_updated`'s evaluation within a consumer batch: on the batch's segments and
+    memberships (the members are written when the batch is synced)."""
+    projection, traits, changed = applied.projection, applied.traits, applied.changed
+    members = batch.members[projection.profile_id]
+    for found in batch.tenant_segments(session, envelope.tenant_id):
+        if changed is not None and NOW not in found.reads and not found.reads & changed:
+            continue  # nothing this rule reads changed, and time does not matter to it: same answer
+        inside = matches(found.rule, traits, now)
+        if inside == (found.segment.id in members):
+            continue
+        if inside:
+            members[found.segment.id] = now
+        else:
+            del members[found.segment.id]
+        announce(
+            session,
+            found.segment,
+            profile_id=projection.profile_id,
+            profile_version=projection.profile_version,
+            change=MembershipChange.entered if inside else MembershipChange.exited,
+            reason=Reason.profile_updated,
+            at=now,
+            projection=projection,
+            cid=envelope.correlation_id,
+        )
+
+
 def _stored_rule(segment: Segment) -> Rule | None:
     """A segment's rule; None (logged) if a rule saved by an older release no longer parses, so that one
     such segment cannot stop every profile update of its tenant."""
-    try:
-        return load_rule(segment.rule)
-    except InvalidRule as exc:
-        log.warning(
-            "segment rule is no longer valid; not evaluated",
-            extra={"segment_id": str(segment.id), "errors": [e.path for e in exc.errors]},
-        )
-        return None
+    return batches.stored_rule(segment)
 
 
 def apply_profiles_merged(session: Session, envelope: Envelope, event: ProfilesMerged) -> None:
     """Handler for ProfilesMerged: the merged profile is gone (its traits now count in the survivor's next
     ProfileUpdated), so it leaves every segment. Endpoints subscribed to `profile.merged` are told."""
+    batch = batches.current(session)
+    if batch is not None:  # what follows reads the tables: bring them up to date first
+        batch.sync(session)
+        batch.forget([event.merged_id])
     webhooks.enqueue_profile_merged(
         session, envelope.tenant_id, event, event_id=envelope.event_id, occurred_at=envelope.occurred_at
     )

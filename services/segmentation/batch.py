@@ -1,0 +1,243 @@
+"""What the profiles consumer's batch (one Kafka poll, one transaction) keeps in memory.
+
+`ProfilesBatch.prepare` locks and loads, in a few queries, everything the poll's profile events read: the
+projections (FOR UPDATE on PostgreSQL, in profile id order, like a full evaluation's chunks, so that the
+memberships read next are the ones that evaluation left), their tags, their memberships and the tenants'
+segments with their parsed rules. The handlers then work on this copy; tags and memberships are written
+as the difference with what was stored, with a statement per kind of change, when the batch finishes (or
+before a handler that reads the tables themselves: `sync`). A profile the batch did not load is loaded
+when first needed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, cast
+from uuid import UUID
+
+import sqlalchemy as sa
+from sqlmodel import Session, col, select
+
+from services.segmentation.models import ProfileProjection, ProfileTag, Segment, SegmentMember
+from services.segmentation.rules import InvalidRule, Rule, depends_on, load_rule
+from shared.events import Envelope, Event, ProfileUpdated, ProfileUpdatedV2
+
+log = logging.getLogger("clientela.segments")
+
+KEY = "clientela.segmentation_batch"
+CHUNK = 1000
+
+tag_table = cast(sa.Table, sa.inspect(ProfileTag).local_table)
+member_table = cast(sa.Table, sa.inspect(SegmentMember).local_table)
+
+Tags = dict[str, dict[str, datetime | None]]
+
+
+@dataclass(frozen=True)
+class Rules:
+    segment: Segment
+    rule: Rule
+    reads: frozenset[str]
+
+
+def stored_rule(segment: Segment) -> Rule | None:
+    """A segment's rule; None (logged) if a rule saved by an older release no longer parses, so that one
+    such segment cannot stop every profile update of its tenant."""
+    try:
+        return load_rule(segment.rule)
+    except InvalidRule as exc:
+        log.warning(
+            "segment rule is no longer valid; not evaluated",
+            extra={"segment_id": str(segment.id), "errors": [e.path for e in exc.errors]},
+        )
+        return None
+
+
+def _chunks(ids: Sequence[UUID]) -> Iterable[Sequence[UUID]]:
+    for start in range(0, len(ids), CHUNK):
+        yield ids[start : start + CHUNK]
+
+
+@dataclass
+class Batch:
+    projections: dict[UUID, ProfileProjection | None] = field(default_factory=dict)
+    tenants: dict[UUID, UUID] = field(default_factory=dict)  # profile -> tenant (for tag rows)
+    tags: dict[UUID, Tags] = field(default_factory=dict)  # as the batch left them
+    stored_tags: dict[UUID, Tags] = field(default_factory=dict)  # as in the table
+    # profile -> segment -> entered_at (None: the stored row, unchanged); and the stored segment ids.
+    members: dict[UUID, dict[UUID, datetime | None]] = field(default_factory=dict)
+    stored_members: dict[UUID, set[UUID]] = field(default_factory=dict)
+    segments: dict[UUID, list[Rules]] = field(default_factory=dict)  # tenant -> its segments
+
+    # -- loading ---------------------------------------------------------------------------------------
+    def load(self, session: Session, profile_ids: Iterable[UUID]) -> None:
+        ids = sorted(set(profile_ids) - self.projections.keys())
+        if not ids:
+            return
+        postgres = session.get_bind().dialect.name == "postgresql"
+        for chunk in _chunks(ids):
+            query = (
+                select(ProfileProjection)
+                .where(col(ProfileProjection.profile_id).in_(chunk))
+                .order_by(col(ProfileProjection.profile_id))
+            )
+            if postgres:
+                query = query.with_for_update()
+            self.projections.update(dict.fromkeys(chunk))
+            for projection in session.exec(query):
+                self.projections[projection.profile_id] = projection
+                self.tenants[projection.profile_id] = projection.tenant_id
+        for profile_id in ids:
+            self.stored_tags[profile_id], self.members[profile_id] = {}, {}
+            self.stored_members[profile_id] = set()
+        for chunk in _chunks(ids):
+            rows = session.execute(
+                sa.select(tag_table.c.profile_id, tag_table.c.kind, tag_table.c.value, tag_table.c.at).where(
+                    tag_table.c.profile_id.in_(chunk)
+                )
+            )
+            for profile_id, kind, value, at in rows:
+                self.stored_tags[profile_id].setdefault(kind, {})[value] = at
+            rows = session.execute(
+                sa.select(member_table.c.profile_id, member_table.c.segment_id).where(
+                    member_table.c.profile_id.in_(chunk)
+                )
+            )
+            for profile_id, segment_id in rows:
+                self.stored_members[profile_id].add(segment_id)
+                self.members[profile_id][segment_id] = None
+        for profile_id in ids:
+            self.tags[profile_id] = {k: dict(v) for k, v in self.stored_tags[profile_id].items()}
+
+    def load_segments(self, session: Session, tenant_ids: Iterable[UUID]) -> None:
+        wanted = sorted(set(tenant_ids) - self.segments.keys())
+        if not wanted:
+            return
+        for tenant_id in wanted:
+            self.segments[tenant_id] = []
+        query = select(Segment).where(col(Segment.tenant_id).in_(wanted)).order_by(col(Segment.created_at))
+        for segment in session.exec(query):
+            rule = stored_rule(segment)
+            if rule is not None:
+                self.segments[segment.tenant_id].append(Rules(segment, rule, frozenset(depends_on(rule))))
+
+    # -- reading and changing ----------------------------------------------------------------------------
+    def projection(self, session: Session, profile_id: UUID) -> ProfileProjection | None:
+        self.load(session, [profile_id])
+        return self.projections[profile_id]
+
+    def set_projection(self, projection: ProfileProjection) -> None:
+        self.projections[projection.profile_id] = projection
+        self.tenants[projection.profile_id] = projection.tenant_id
+
+    def tenant_segments(self, session: Session, tenant_id: UUID) -> list[Rules]:
+        self.load_segments(session, [tenant_id])
+        return self.segments[tenant_id]
+
+    def forget(self, profile_ids: Iterable[UUID]) -> None:
+        """Drop what is kept of these profiles (after `sync`): they are read again when next needed."""
+        for profile_id in profile_ids:
+            for kept in (self.projections, self.tenants, self.tags, self.stored_tags):
+                kept.pop(profile_id, None)
+            self.members.pop(profile_id, None)
+            self.stored_members.pop(profile_id, None)
+
+    # -- writing -----------------------------------------------------------------------------------------
+    def sync(self, session: Session) -> None:
+        """Write the projections (ORM flush), then the tags and memberships that differ from the tables."""
+        session.flush()
+        deletes: list[dict[str, Any]] = []
+        inserts: list[dict[str, Any]] = []
+        updates: list[dict[str, Any]] = []
+        for profile_id, tags in self.tags.items():
+            stored = self.stored_tags[profile_id]
+            if tags == stored:
+                continue
+            for kind, elements in stored.items():
+                wanted = tags.get(kind, {})
+                for value, at in elements.items():
+                    if value not in wanted:
+                        deletes.append({"p": profile_id, "k": kind, "v": value})
+                    elif wanted[value] != at:
+                        updates.append({"p": profile_id, "k": kind, "v": value, "a": wanted[value]})
+            for kind, elements in tags.items():
+                known = stored.get(kind, {})
+                for value, at in elements.items():
+                    if value not in known:
+                        inserts.append(
+                            {
+                                "profile_id": profile_id,
+                                "tenant_id": self.tenants[profile_id],
+                                "kind": kind,
+                                "value": value,
+                                "at": at,
+                            }
+                        )
+            self.stored_tags[profile_id] = {k: dict(v) for k, v in tags.items()}
+        tag_key = sa.and_(
+            tag_table.c.profile_id == sa.bindparam("p"),
+            tag_table.c.kind == sa.bindparam("k"),
+            tag_table.c.value == sa.bindparam("v"),
+        )
+        if deletes:
+            session.execute(tag_table.delete().where(tag_key), deletes)
+        if updates:
+            session.execute(tag_table.update().where(tag_key).values(at=sa.bindparam("a")), updates)
+        if inserts:
+            session.execute(sa.insert(tag_table), inserts)
+        self._sync_members(session)
+
+    def _sync_members(self, session: Session) -> None:
+        gone: list[dict[str, Any]] = []
+        new: list[dict[str, Any]] = []
+        for profile_id, members in self.members.items():
+            stored = self.stored_members[profile_id]
+            for segment_id in stored:
+                if segment_id not in members or members[segment_id] is not None:
+                    gone.append({"s": segment_id, "p": profile_id})
+            for segment_id, entered_at in members.items():
+                if entered_at is not None:
+                    new.append(
+                        {
+                            "segment_id": segment_id,
+                            "profile_id": profile_id,
+                            "tenant_id": self.tenants[profile_id],
+                            "entered_at": entered_at,
+                        }
+                    )
+            self.stored_members[profile_id] = set(members)
+            self.members[profile_id] = dict.fromkeys(members)
+        if gone:
+            session.execute(
+                member_table.delete().where(
+                    member_table.c.segment_id == sa.bindparam("s"),
+                    member_table.c.profile_id == sa.bindparam("p"),
+                ),
+                gone,
+            )
+        if new:
+            session.execute(sa.insert(member_table), new)
+
+
+def current(session: Session) -> Batch | None:
+    found = session.info.get(KEY)
+    return found if isinstance(found, Batch) else None
+
+
+class ProfilesBatch:
+    """Batch hooks of the profiles consumer (`shared.consumer.BatchHooks`)."""
+
+    def prepare(self, session: Session, events: list[tuple[Envelope, Event]]) -> None:
+        batch = Batch()
+        updated = [(e, ev) for e, ev in events if isinstance(ev, ProfileUpdated | ProfileUpdatedV2)]
+        batch.load(session, [ev.profile_id for _, ev in updated])
+        batch.load_segments(session, [e.tenant_id for e, _ in updated])
+        session.info[KEY] = batch
+
+    def finish(self, session: Session) -> None:
+        batch = session.info.pop(KEY, None)
+        if isinstance(batch, Batch):
+            batch.sync(session)

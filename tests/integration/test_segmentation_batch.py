@@ -1,0 +1,57 @@
+"""The profiles consumer applies a poll's events in one batch: several versions of one profile in a poll
+(with a stale one and a merge among them) give what applying them one at a time gives."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from uuid import UUID, uuid4
+
+from sqlmodel import Session, select
+
+from services.segmentation.models import ProfileTag
+from shared.events import ProfilesMerged, ProfileUpdatedV2
+from tests.integration.test_segment_membership import Service, seg  # noqa: F401
+
+NOW = datetime(2026, 11, 20, tzinfo=UTC)
+
+
+def _event(profile_id: UUID, version: int, orders: int, categories: list[str]) -> ProfileUpdatedV2:
+    return ProfileUpdatedV2(
+        profile_id=profile_id, profile_version=version, changed=["orders_count"], orders_count=orders,
+        total_spent=Decimal(10 * orders), average_order_value=None, first_order_at=NOW, last_order_at=NOW,
+        sources=["site"], categories=categories, products=[], preferred_payment_method=None, birth_date=None,
+        gender=None, city=None, state="SP", zip=None, consents={}, rfm_group=None, rfm_r=None, rfm_f=None,
+        rfm_m=None, clv_12m=None, churn_probability=None, next_order_at=None, last_seen_at=None,
+        viewed_categories={}, viewed_products={}, cart_abandoned_at=None,
+    )  # fmt: skip
+
+
+def _tags(service: Service, profile_id: UUID) -> set[tuple[str, str]]:
+    with Session(service.engine) as session:
+        rows = session.exec(select(ProfileTag).where(ProfileTag.profile_id == profile_id)).all()
+    return {(r.kind, r.value) for r in rows}
+
+
+def test_versions_of_a_profile_in_one_poll(seg: Service) -> None:  # noqa: F811
+    buyers = seg.create({"field": "orders_count", "op": "gte", "value": 2}, name="buyers")
+    b_fans = seg.create({"field": "bought_categories", "op": "contains", "value": "b"}, name="b")
+    one, two = uuid4(), uuid4()
+    seg.deliver(
+        _event(one, 1, 2, ["b"]),  # enters both
+        _event(two, 1, 3, ["b"]),
+        _event(one, 2, 1, ["a"]),  # leaves both
+        _event(one, 1, 5, ["b"]),  # stale
+        _event(one, 3, 4, ["b", "c"]),  # enters both again
+        ProfilesMerged(survivor_id=one, merged_id=two, merge_id=uuid4(), rule="email"),
+    )
+    assert seg.members(buyers) == seg.members(b_fans) == {one}
+    assert [(c, p) for c, p, _ in seg.history(buyers["id"])] == [
+        ("entered", one), ("entered", two), ("exited", one), ("entered", one), ("exited", two),
+    ]  # fmt: skip
+    assert _tags(seg, one) == {("source", "site"), ("bought_category", "b"), ("bought_category", "c")}
+    assert _tags(seg, two) == set()
+    seg.deliver(_event(one, 4, 4, ["c"]))  # a later poll: the tags written by the batch are the stored ones
+    assert seg.members(buyers) == {one}
+    assert seg.members(b_fans) == set()
+    assert _tags(seg, one) == {("source", "site"), ("bought_category", "c")}
