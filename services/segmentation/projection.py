@@ -51,6 +51,18 @@ def apply_event(
     if projection is not None and projection.profile_version >= event.profile_version:
         return None  # stale or redelivered version
     before = traits(session, projection) if projection is not None else None
+    projection, tags = _refreshed(projection, tenant_id, event)
+    session.add(projection)
+    replace_tags(session, projection, tags)
+    session.flush()
+    after = traits(session, projection)
+    return Applied(projection, after, None if before is None else _differences(before, after))
+
+
+def _refreshed(
+    projection: ProfileProjection | None, tenant_id: UUID, event: ProfileUpdated | ProfileUpdatedV2
+) -> tuple[ProfileProjection, dict[str, Elements]]:
+    """The projection (created if new) with the event's scalars, and the event's tags."""
     if projection is None:
         projection = ProfileProjection(
             profile_id=event.profile_id,
@@ -67,11 +79,7 @@ def apply_event(
         tags = _tags_v1(event)
     projection.profile_version = event.profile_version
     projection.updated_at = utcnow()
-    session.add(projection)
-    replace_tags(session, projection, tags)
-    session.flush()
-    after = traits(session, projection)
-    return Applied(projection, after, None if before is None else _differences(before, after))
+    return projection, tags
 
 
 def _apply_batched(
@@ -86,22 +94,7 @@ def _apply_batched(
         if projection is None
         else Traits(columns=projection.model_dump(), tags=batch.tags[event.profile_id])
     )
-    if projection is None:
-        projection = ProfileProjection(
-            profile_id=event.profile_id,
-            tenant_id=tenant_id,
-            profile_version=event.profile_version,
-            orders_count=event.orders_count,
-            total_spent_minor=to_minor(event.total_spent),
-        )
-    if isinstance(event, ProfileUpdatedV2):
-        _scalars_v2(projection, event)
-        tags = _tags_v2(event)
-    else:
-        _scalars_v1(projection, event)
-        tags = _tags_v1(event)
-    projection.profile_version = event.profile_version
-    projection.updated_at = utcnow()
+    projection, tags = _refreshed(projection, tenant_id, event)
     session.add(projection)
     batch.set_projection(projection)
     kept = {kind: elements for kind, elements in batch.tags[event.profile_id].items() if kind not in tags}
