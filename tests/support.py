@@ -6,9 +6,19 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any, TypeVar
+from uuid import UUID, uuid4
 
 from fastapi.testclient import TestClient
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from shared.auth import new_api_key
+from shared.db import utcnow
+from shared.events import ProfileUpdatedV2
+from shared.infra import ApiKey, Tenant
 
 KAFKA = os.environ.get("CLIENTELA_TEST_KAFKA", "127.0.0.1:9092")
 ADMIN_TOKEN = "test-admin-token"
@@ -87,3 +97,72 @@ def order_body(
     if updated_at is not None:
         body["updated_at"] = updated_at
     return body
+
+
+# -- segmentation tests that feed the service directly ---------------------------------------------------
+
+
+class FakeClock:
+    """The real time plus whatever the test skipped ahead."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta()
+
+    def __call__(self) -> datetime:
+        return utcnow() + self.offset
+
+    def advance(self, **delta: float) -> None:
+        self.offset += timedelta(**delta)
+
+
+def add_tenant(engine: Engine) -> tuple[UUID, str]:
+    """A tenant and an API key written straight into a service's replica tables: (tenant id, key)."""
+    tenant_id = uuid4()
+    plain, key_hash, prefix = new_api_key()
+    with Session(engine) as session:
+        session.add(Tenant(id=tenant_id, name="Loja"))
+        session.add(ApiKey(id=uuid4(), tenant_id=tenant_id, key_hash=key_hash, prefix=prefix))
+        session.commit()
+    return tenant_id, plain
+
+
+def profile_updated(
+    profile_id: UUID, version: int, changed: list[str] | None = None, **traits: Any
+) -> ProfileUpdatedV2:
+    """A `profile.updated` v2 of a profile with no traits but `traits`; by default every field changed."""
+    values: dict[str, Any] = {
+        "orders_count": 0,
+        "total_spent": Decimal("0"),
+        "average_order_value": None,
+        "first_order_at": None,
+        "last_order_at": None,
+        "sources": [],
+        "categories": [],
+        "products": [],
+        "preferred_payment_method": None,
+        "birth_date": None,
+        "gender": None,
+        "city": None,
+        "state": None,
+        "zip": None,
+        "consents": {},
+        "rfm_group": None,
+        "rfm_r": None,
+        "rfm_f": None,
+        "rfm_m": None,
+        "clv_12m": None,
+        "churn_probability": None,
+        "next_order_at": None,
+        "last_seen_at": None,
+        "viewed_categories": {},
+        "viewed_products": {},
+        "cart_abandoned_at": None,
+    }
+    values.update(traits)
+    every = [name for name in ProfileUpdatedV2.model_fields if name not in ("profile_id", "profile_version")]
+    return ProfileUpdatedV2(
+        profile_id=profile_id,
+        profile_version=version,
+        changed=every if changed is None else changed,
+        **values,
+    )

@@ -43,29 +43,15 @@ from services.segmentation.models import (
 )
 from services.segmentation.settings import SegmentationSettings
 from services.segmentation.ssrf import Guard
-from shared.auth import new_api_key
 from shared.consumer import ConsumerWorker
 from shared.db import make_engine, utcnow
 from shared.events import Envelope, Event, ProfileUpdatedV2, SegmentMembershipChangedV2, decode
-from shared.infra import ApiKey, OutboxMessage, Tenant
+from shared.infra import OutboxMessage
 from shared.migrations import downgrade, upgrade
-from tests.support import ADMIN_TOKEN, auth
+from tests.support import ADMIN_TOKEN, FakeClock, add_tenant, auth, profile_updated
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
-
-
-class FakeClock:
-    """The real time plus whatever the test skipped ahead."""
-
-    def __init__(self) -> None:
-        self.offset = timedelta()
-
-    def __call__(self) -> datetime:
-        return utcnow() + self.offset
-
-    def advance(self, **delta: float) -> None:
-        self.offset += timedelta(**delta)
 
 
 @dataclass
@@ -121,16 +107,6 @@ class Service:
         return [(r.change, r.profile_id, r.reason) for r in rows]
 
 
-def add_tenant(engine: Engine) -> tuple[UUID, str]:
-    tenant_id = uuid4()
-    plain, key_hash, prefix = new_api_key()
-    with Session(engine) as session:
-        session.add(Tenant(id=tenant_id, name="Loja"))
-        session.add(ApiKey(id=uuid4(), tenant_id=tenant_id, key_hash=key_hash, prefix=prefix))
-        session.commit()
-    return tenant_id, plain
-
-
 def _service(url: str, *, inline_max: int, chunk: int) -> Iterator[Service]:
     settings = SegmentationSettings(
         database_url=url,
@@ -164,42 +140,8 @@ def bg(clean_databases: dict[str, str]) -> Iterator[Service]:
     yield from _service(clean_databases["segmentation"], inline_max=0, chunk=2)
 
 
-def v2(profile_id: UUID, version: int, **traits: Any) -> ProfileUpdatedV2:
-    values: dict[str, Any] = {
-        "orders_count": 0,
-        "total_spent": Decimal("0"),
-        "average_order_value": None,
-        "first_order_at": None,
-        "last_order_at": None,
-        "sources": [],
-        "categories": [],
-        "products": [],
-        "preferred_payment_method": None,
-        "birth_date": None,
-        "gender": None,
-        "city": None,
-        "state": None,
-        "zip": None,
-        "consents": {},
-        "rfm_group": None,
-        "rfm_r": None,
-        "rfm_f": None,
-        "rfm_m": None,
-        "clv_12m": None,
-        "churn_probability": None,
-        "next_order_at": None,
-        "last_seen_at": None,
-        "viewed_categories": {},
-        "viewed_products": {},
-        "cart_abandoned_at": None,
-    }
-    values.update(traits)
-    every = [name for name in ProfileUpdatedV2.model_fields if name not in ("profile_id", "profile_version")]
-    return ProfileUpdatedV2(profile_id=profile_id, profile_version=version, changed=every, **values)
-
-
 def spender(profile_id: UUID, total: str, version: int = 1, **traits: Any) -> ProfileUpdatedV2:
-    return v2(
+    return profile_updated(
         profile_id,
         version,
         orders_count=1,

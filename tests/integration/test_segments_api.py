@@ -25,12 +25,11 @@ from services.segmentation.models import ProfileProjection, ProfileTag, Segment
 from services.segmentation.rules import FIELDS, OPERATORS, parse_rule
 from services.segmentation.settings import SegmentationSettings
 from services.segmentation.templates import TEMPLATES
-from shared.auth import new_api_key
 from shared.consumer import ConsumerWorker
 from shared.db import make_engine
-from shared.events import Event, ProfileUpdated, ProfileUpdatedV2
-from shared.infra import ApiKey, OutboxMessage, Tenant
-from tests.support import ADMIN_TOKEN, auth
+from shared.events import Event, ProfileUpdated
+from shared.infra import OutboxMessage
+from tests.support import ADMIN_TOKEN, add_tenant, auth, profile_updated
 
 pytestmark = pytest.mark.integration
 
@@ -71,16 +70,6 @@ class Segmentation:
         return [(p["change"], UUID(p["profile_id"])) for p in payloads]
 
 
-def add_tenant(engine: Engine) -> tuple[UUID, str]:
-    tenant_id = uuid4()
-    plain, key_hash, prefix = new_api_key()
-    with Session(engine) as session:
-        session.add(Tenant(id=tenant_id, name="Loja"))
-        session.add(ApiKey(id=uuid4(), tenant_id=tenant_id, key_hash=key_hash, prefix=prefix))
-        session.commit()
-    return tenant_id, plain
-
-
 @pytest.fixture
 def seg(clean_databases: dict[str, str]) -> Iterator[Segmentation]:
     settings = SegmentationSettings(
@@ -97,45 +86,6 @@ def seg(clean_databases: dict[str, str]) -> Iterator[Segmentation]:
     with TestClient(create_app(settings)) as client:
         yield Segmentation(client, engine, worker, tenant_id, key, other_key)
     engine.dispose()
-
-
-def v2(profile_id: UUID, version: int, changed: list[str] | None = None, **traits: Any) -> ProfileUpdatedV2:
-    values: dict[str, Any] = {
-        "orders_count": 0,
-        "total_spent": Decimal("0"),
-        "average_order_value": None,
-        "first_order_at": None,
-        "last_order_at": None,
-        "sources": [],
-        "categories": [],
-        "products": [],
-        "preferred_payment_method": None,
-        "birth_date": None,
-        "gender": None,
-        "city": None,
-        "state": None,
-        "zip": None,
-        "consents": {},
-        "rfm_group": None,
-        "rfm_r": None,
-        "rfm_f": None,
-        "rfm_m": None,
-        "clv_12m": None,
-        "churn_probability": None,
-        "next_order_at": None,
-        "last_seen_at": None,
-        "viewed_categories": {},
-        "viewed_products": {},
-        "cart_abandoned_at": None,
-    }
-    values.update(traits)
-    every = [name for name in ProfileUpdatedV2.model_fields if name not in ("profile_id", "profile_version")]
-    return ProfileUpdatedV2(
-        profile_id=profile_id,
-        profile_version=version,
-        changed=every if changed is None else changed,
-        **values,
-    )
 
 
 def tags(engine: Engine, profile_id: UUID) -> dict[str, set[str]]:
@@ -163,7 +113,7 @@ def test_v2_events_fill_the_projection_and_move_profiles_in_and_out(seg: Segment
     spenders = seg.create({"field": "total_spent", "op": "gte", "value": "300"})
     ana, bia = uuid4(), uuid4()
     seg.deliver(
-        v2(
+        profile_updated(
             ana,
             1,
             birth_date=date(1990, 5, 1),
@@ -175,7 +125,7 @@ def test_v2_events_fill_the_projection_and_move_profiles_in_and_out(seg: Segment
             categories=["alimentos"],
             sources=["site"],
         ),
-        v2(bia, 1, birth_date=date(2015, 1, 1), consents={"marketing_whatsapp": "granted"}),
+        profile_updated(bia, 1, birth_date=date(2015, 1, 1), consents={"marketing_whatsapp": "granted"}),
     )
     assert seg.members(phones) == {ana}
     assert seg.members(spenders) == {ana}
@@ -189,9 +139,13 @@ def test_v2_events_fill_the_projection_and_move_profiles_in_and_out(seg: Segment
 
     # She revokes WhatsApp: she leaves one segment; a stale (older) version changes nothing.
     seg.deliver(
-        v2(ana, 3, ["consents"], **{**_ana_v1_traits(), "consents": {"marketing_whatsapp": "revoked"}})
+        profile_updated(
+            ana, 3, ["consents"], **{**_ana_v1_traits(), "consents": {"marketing_whatsapp": "revoked"}}
+        )
     )
-    seg.deliver(v2(ana, 2, birth_date=date(1990, 5, 1), consents={"marketing_whatsapp": "granted"}))
+    seg.deliver(
+        profile_updated(ana, 2, birth_date=date(1990, 5, 1), consents={"marketing_whatsapp": "granted"})
+    )
     assert seg.members(phones) == set()
     assert seg.members(spenders) == {ana}
     assert tags(seg.engine, ana)["consent_revoked"] == {"marketing_whatsapp"}
@@ -211,7 +165,9 @@ def _ana_v1_traits() -> dict[str, Any]:
 def test_a_v1_event_fills_what_it_has_and_keeps_the_rest(seg: Segmentation) -> None:
     profile_id = uuid4()
     seg.deliver(
-        v2(profile_id, 1, birth_date=date(1980, 1, 1), state="SP", products=["SKU-1"], sources=["site"])
+        profile_updated(
+            profile_id, 1, birth_date=date(1980, 1, 1), state="SP", products=["SKU-1"], sources=["site"]
+        )
     )
     v1 = ProfileUpdated(
         profile_id=profile_id,
@@ -253,16 +209,18 @@ def test_a_v1_event_fills_what_it_has_and_keeps_the_rest(seg: Segmentation) -> N
 
 def test_what_changed_is_found_by_comparing_the_stored_traits(seg: Segmentation) -> None:
     profile_id = uuid4()
-    seg.deliver(v2(profile_id, 1, state="SP", gender="female", sources=["site"]))
+    seg.deliver(profile_updated(profile_id, 1, state="SP", gender="female", sources=["site"]))
     by_state = seg.create({"field": "state", "op": "eq", "value": "SP"})
     by_source = seg.create({"field": "sources", "op": "contains", "value": "site"})
     # The event's own list of changes is not relied on (it is relative to the producer's previous
     # version, which this service may not have applied as such): the state change counts anyway.
-    seg.deliver(v2(profile_id, 2, ["gender"], state="RJ", gender="male", sources=["shopee"]))
+    seg.deliver(profile_updated(profile_id, 2, ["gender"], state="RJ", gender="male", sources=["shopee"]))
     assert seg.members(by_state) == set()
     assert seg.members(by_source) == set()
     with Session(seg.engine) as session:
-        event = v2(profile_id, 3, [], state="RJ", gender="male", sources=["shopee", "site"], city="Niterói")
+        event = profile_updated(
+            profile_id, 3, [], state="RJ", gender="male", sources=["shopee", "site"], city="Niterói"
+        )
         applied = projections.apply_event(session, seg.tenant_id, event)
         assert applied is not None
         assert applied.changed == frozenset({"source", "city"})
@@ -275,10 +233,16 @@ def test_what_changed_is_found_by_comparing_the_stored_traits(seg: Segmentation)
 def _population(seg: Segmentation) -> list[UUID]:
     ids = sorted(uuid4() for _ in range(4))
     seg.deliver(
-        v2(ids[0], 1, orders_count=1, total_spent=Decimal("50"), cart_abandoned_at=NOW - timedelta(days=1)),
-        v2(ids[1], 1, orders_count=1, total_spent=Decimal("500"), zip="01310100"),
-        v2(ids[2], 1, orders_count=4, total_spent=Decimal("900"), zip="20040002", rfm_group="champions"),
-        v2(ids[3], 1, last_order_at=NOW - timedelta(days=400), orders_count=2, total_spent=Decimal("80")),
+        profile_updated(
+            ids[0], 1, orders_count=1, total_spent=Decimal("50"), cart_abandoned_at=NOW - timedelta(days=1)
+        ),
+        profile_updated(ids[1], 1, orders_count=1, total_spent=Decimal("500"), zip="01310100"),
+        profile_updated(
+            ids[2], 1, orders_count=4, total_spent=Decimal("900"), zip="20040002", rfm_group="champions"
+        ),
+        profile_updated(
+            ids[3], 1, last_order_at=NOW - timedelta(days=400), orders_count=2, total_spent=Decimal("80")
+        ),
     )
     return ids
 
@@ -393,7 +357,9 @@ def test_the_rule_schema_is_published_with_examples(seg: Segmentation) -> None:
 def test_full_re_evaluation_follows_time(seg: Segmentation) -> None:
     profile_id = uuid4()
     seg.deliver(
-        v2(profile_id, 1, orders_count=1, total_spent=Decimal("10"), last_order_at=NOW - timedelta(days=5))
+        profile_updated(
+            profile_id, 1, orders_count=1, total_spent=Decimal("10"), last_order_at=NOW - timedelta(days=5)
+        )
     )
     recent = seg.create({"field": "last_order_at", "op": "within_last_days", "value": 7})
     assert seg.members(recent) == {profile_id}
@@ -420,6 +386,6 @@ def test_a_stored_rule_that_no_longer_parses_does_not_stop_the_consumer(seg: Seg
         session.add(segment)
         session.commit()
     profile_id = uuid4()
-    seg.deliver(v2(profile_id, 1, orders_count=3, total_spent=Decimal("30")))
+    seg.deliver(profile_updated(profile_id, 1, orders_count=3, total_spent=Decimal("30")))
     assert seg.members(working) == {profile_id}
     assert seg.members(broken) == set()

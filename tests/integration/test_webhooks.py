@@ -34,13 +34,11 @@ from services.segmentation.delivery import Policy, WebhookDispatcher
 from services.segmentation.models import WebhookDelivery, WebhookEndpoint
 from services.segmentation.settings import SegmentationSettings
 from services.segmentation.ssrf import Guard, IPAddress
-from shared.auth import new_api_key
 from shared.consumer import ConsumerWorker
 from shared.db import make_engine, utcnow
 from shared.events import Event, ProfilesMerged, ProfileUpdatedV2
-from shared.infra import ApiKey, Tenant
 from shared.migrations import upgrade
-from tests.support import ADMIN_TOKEN, auth, eventually
+from tests.support import ADMIN_TOKEN, FakeClock, add_tenant, auth, eventually, profile_updated
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -142,19 +140,6 @@ def receiver() -> Iterator[Receiver]:
 # -- the service -------------------------------------------------------------------------------------------
 
 
-class FakeClock:
-    """The real time plus whatever the test skipped ahead: deliveries queued now are due at once."""
-
-    def __init__(self) -> None:
-        self.offset = timedelta()
-
-    def __call__(self) -> datetime:
-        return utcnow() + self.offset
-
-    def advance(self, **delta: float) -> None:
-        self.offset += timedelta(**delta)
-
-
 @dataclass
 class Hooks:
     client: TestClient
@@ -205,16 +190,6 @@ class Hooks:
         return queued
 
 
-def add_tenant(engine: Engine) -> tuple[UUID, str]:
-    tenant_id = uuid4()
-    plain, key_hash, prefix = new_api_key()
-    with Session(engine) as session:
-        session.add(Tenant(id=tenant_id, name="Loja"))
-        session.add(ApiKey(id=uuid4(), tenant_id=tenant_id, key_hash=key_hash, prefix=prefix))
-        session.commit()
-    return tenant_id, plain
-
-
 def dispatcher(engine: Engine, clock: FakeClock, **policy: Any) -> WebhookDispatcher:
     return WebhookDispatcher(
         engine,
@@ -247,37 +222,10 @@ def hooks(clean_databases: dict[str, str]) -> Iterator[Hooks]:
 
 
 def profile(profile_id: UUID, version: int, total: str, **traits: Any) -> ProfileUpdatedV2:
-    values: dict[str, Any] = {
-        "orders_count": 1,
-        "total_spent": Decimal(total),
-        "average_order_value": Decimal(total),
-        "first_order_at": None,
-        "last_order_at": None,
-        "sources": ["site"],
-        "categories": [],
-        "products": [],
-        "preferred_payment_method": None,
-        "birth_date": None,
-        "gender": None,
-        "city": "São Paulo",
-        "state": "SP",
-        "zip": "01310100",
-        "consents": {},
-        "rfm_group": None,
-        "rfm_r": None,
-        "rfm_f": None,
-        "rfm_m": None,
-        "clv_12m": None,
-        "churn_probability": None,
-        "next_order_at": None,
-        "last_seen_at": None,
-        "viewed_categories": {},
-        "viewed_products": {},
-        "cart_abandoned_at": None,
-    }
-    values.update(traits)
-    every = [name for name in ProfileUpdatedV2.model_fields if name not in ("profile_id", "profile_version")]
-    return ProfileUpdatedV2(profile_id=profile_id, profile_version=version, changed=every, **values)
+    """A buyer of `total` in São Paulo (CEP 01310-100), with `traits` on top."""
+    place = {"city": "São Paulo", "state": "SP", "zip": "01310100"}
+    spent = {"orders_count": 1, "total_spent": Decimal(total), "average_order_value": Decimal(total)}
+    return profile_updated(profile_id, version, **{**spent, "sources": ["site"], **place, **traits})
 
 
 def verified(secret: str, request: Received) -> dict[str, Any]:
