@@ -13,14 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -30,61 +26,23 @@ import httpx
 from standardwebhooks import Webhook
 
 from bench import report
-from bench.ingest import ADMIN, CACHE, KAFKA, PG, free_port, reset_database
-from bench.report import ROOT
+from bench.ingest import ADMIN, CACHE, KAFKA, PG, Service, reset_database, start_service
 from shared.topics import ensure_topics
 
 SECRET = "bench-only-secret-key-0123456789abcdefghijklmnop"  # noqa: S105 - a throwaway bench database
 
 
-@dataclass
-class Service:
-    name: str
-    process: subprocess.Popen[bytes]
-    url: str
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-
-
 def start(name: str, prefix: str, log: Path) -> Service:
-    port = free_port()
-    upper = name.upper()
     database = f"{PG}/clientela_{name}_freshness"
     reset_database(database)
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith((f"{upper}_", "CLIENTELA_"))},
-        f"{upper}_DATABASE_URL": database,
-        f"{upper}_PORT": str(port),
-        "CLIENTELA_TOPIC_PREFIX": prefix,
-        "CLIENTELA_KAFKA_BOOTSTRAP_SERVERS": KAFKA,
-        "CLIENTELA_ADMIN_TOKEN": ADMIN,
-        "CLIENTELA_SECRET_KEY": SECRET,
-        "CLIENTELA_LOG_LEVEL": "WARNING",
-        "SEGMENTATION_WEBHOOK_ALLOW_PRIVATE": "true",  # the receiver is on 127.0.0.1
-    }
-    process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-        [sys.executable, "-m", f"services.{name}"],
-        cwd=ROOT,
-        env=env,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
+    return start_service(
+        name,
+        database,
+        prefix,
+        log,
+        CLIENTELA_SECRET_KEY=SECRET,
+        SEGMENTATION_WEBHOOK_ALLOW_PRIVATE="true",  # the receiver is on 127.0.0.1
     )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return Service(name, process, url)
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    process.kill()
-    raise RuntimeError(f"{name} did not become ready; see {log}")
 
 
 class Receiver:

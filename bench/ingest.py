@@ -106,7 +106,10 @@ def reset_database(url: str) -> None:
 
 
 @dataclass
-class Ingest:
+class Service:
+    """A service started as a process by a benchmark."""
+
+    name: str
     process: subprocess.Popen[bytes]
     url: str
 
@@ -118,37 +121,53 @@ class Ingest:
             self.process.kill()
 
 
-def start_ingest(database_url: str, prefix: str, web_workers: int, log: Path) -> Ingest:
+def start_service(
+    name: str, database_url: str, prefix: str, log: Path, *, ready_s: float = 90, **env: str
+) -> Service:
+    """`python -m services.<name>` on a free port with its own database and the benchmark's topic prefix
+    (plus `env`), once it answers /readyz."""
     port = free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("INGEST_", "CLIENTELA_"))},
-        "INGEST_DATABASE_URL": database_url,
-        "INGEST_PORT": str(port),
-        "INGEST_WEB_WORKERS": str(web_workers),
-        "INGEST_IMPORT_DIR": str(CACHE / "imports"),
+    upper = name.upper()
+    environment = {
+        **{k: v for k, v in os.environ.items() if not k.startswith((f"{upper}_", "CLIENTELA_"))},
+        f"{upper}_DATABASE_URL": database_url,
+        f"{upper}_PORT": str(port),
         "CLIENTELA_TOPIC_PREFIX": prefix,
         "CLIENTELA_KAFKA_BOOTSTRAP_SERVERS": KAFKA,
         "CLIENTELA_ADMIN_TOKEN": ADMIN,
         "CLIENTELA_LOG_LEVEL": "WARNING",
+        **env,
     }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "services.ingest"],
+    process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", f"services.{name}"],
         cwd=ROOT,
-        env=env,
+        env=environment,
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + ready_s
     while time.monotonic() < deadline:
         try:
             if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return Ingest(process, url)
+                return Service(name, process, url)
         except httpx.HTTPError:
             pass
         time.sleep(0.2)
     process.kill()
-    raise RuntimeError(f"ingest did not become ready; see {log}")
+    raise RuntimeError(f"{name} did not become ready; see {log}")
+
+
+def start_ingest(database_url: str, prefix: str, web_workers: int, log: Path) -> Service:
+    return start_service(
+        "ingest",
+        database_url,
+        prefix,
+        log,
+        ready_s=60,
+        INGEST_WEB_WORKERS=str(web_workers),
+        INGEST_IMPORT_DIR=str(CACHE / "imports"),
+    )
 
 
 def orders_file(count: int, seed: int) -> Path:
