@@ -1,32 +1,119 @@
-"""Tenant authentication: API keys (shown once, stored as SHA-256) and the admin bootstrap token.
+"""Tenant authentication and authorisation: API keys with scopes, expiry and revocation; per-key rate limits.
 
-Every service authenticates against its own copy of the `api_key` table; ingest owns the keys and the
-others replicate them from `TenantCreated` / `ApiKeyIssued` events (see `apply_tenant_event`).
+API keys are shown once and stored as SHA-256. Every service authenticates against its own copy of the
+`api_key` table; ingest owns the keys and the others replicate them from the tenants topic (see
+`apply_tenant_event`), so a revocation reaches every service within seconds.
+
+What a route needs is decided here, in one place (`ROUTE_SCOPES`), from the HTTP method and the route
+template; a route no entry maps is refused to every key, so a new route cannot escape the check.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
+import math
 import secrets
-from collections.abc import Callable
-from typing import Annotated, Any
+import threading
+import time
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, get_args
 from uuid import UUID
 
-from fastapi import Depends, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import Session, select
 
-from shared.db import SessionDep
-from shared.errors import Unauthorized
-from shared.events import ApiKeyIssued, Envelope, Event, TenantCreated
+from shared.db import SessionDep, utcnow
+from shared.errors import Forbidden, TooManyRequests, Unauthorized
+from shared.events import (
+    ApiKeyChanged,
+    ApiKeyIssued,
+    ApiKeyIssuedV2,
+    ApiKeyRevoked,
+    Envelope,
+    Event,
+    TenantCreated,
+)
 from shared.infra import ApiKey, Tenant
 
 KEY_PREFIX = "clt_"
 bearer = HTTPBearer(
-    auto_error=False, description="A tenant API key (`clt_...`) or, for /v1/tenants, the admin token."
+    auto_error=False,
+    description="A tenant API key (`clt_...`) or, for /v1/tenants, the admin token. A key lacking the "
+    "route's scope gets 403; over the key's rate limit, 429 with `Retry-After`.",
 )
 BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+
+# -- scopes ------------------------------------------------------------------------------------------------
+
+Scope = Literal[
+    "ingest:write",
+    "ingest:read",
+    "profiles:read",
+    "profiles:write",
+    "segments:read",
+    "segments:write",
+    "webhooks:manage",
+    "privacy:manage",
+    "keys:manage",
+]
+ALL_SCOPES: tuple[Scope, ...] = get_args(Scope)
+
+READ = frozenset({"GET", "HEAD"})
+WRITE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+ANY = READ | WRITE
+
+# (methods, route template prefix, scope). A prefix covers the template itself and what follows it after
+# `/` or `:` (`/v1/segments` covers `/v1/segments/{segment_id}` and `/v1/segments:preview`); of the entries
+# that match a request, the longest prefix decides. No match: refused (403), whatever the key's scopes.
+ROUTE_SCOPES: tuple[tuple[frozenset[str], str, Scope], ...] = (
+    # ingest
+    (WRITE, "/v1/orders", "ingest:write"),
+    (WRITE, "/v1/customers", "ingest:write"),
+    (WRITE, "/v1/events", "ingest:write"),
+    (WRITE, "/v1/sources", "ingest:write"),
+    (WRITE, "/v1/imports", "ingest:write"),
+    (READ, "/v1/imports", "ingest:read"),
+    (READ, "/v1/quality", "ingest:read"),
+    (ANY, "/v1/api-keys", "keys:manage"),
+    # profile
+    (READ, "/v1/profiles", "profiles:read"),
+    (WRITE, "/v1/profiles", "profiles:write"),
+    (READ, "/v1/merge-suggestions", "profiles:read"),
+    (WRITE, "/v1/merge-suggestions", "profiles:write"),
+    (READ, "/v1/identity-rules", "profiles:read"),
+    (WRITE, "/v1/identity-rules", "profiles:write"),
+    (READ, "/v1/traits", "profiles:read"),
+    (WRITE, "/v1/traits", "profiles:write"),
+    (ANY, "/v1/privacy/requests", "privacy:manage"),
+    (ANY, "/v1/audit-log", "privacy:manage"),
+    # segmentation
+    (READ, "/v1/segments", "segments:read"),
+    (WRITE, "/v1/segments", "segments:write"),
+    (ANY, "/v1/segments:preview", "segments:read"),  # evaluates a rule, saves nothing
+    (READ, "/v1/segment-templates", "segments:read"),
+    (ANY, "/v1/webhook-endpoints", "webhooks:manage"),
+)
+
+
+def _covers(prefix: str, path: str) -> bool:
+    return path == prefix or (path.startswith(prefix) and path[len(prefix)] in "/:")
+
+
+@functools.lru_cache(maxsize=1024)
+def required_scope(method: str, route_path: str) -> Scope | None:
+    """The scope a request to this route template needs; None: the route is open to no API key."""
+    best: tuple[int, Scope] | None = None
+    for methods, prefix, scope in ROUTE_SCOPES:
+        if method in methods and _covers(prefix, route_path) and (best is None or len(prefix) > best[0]):
+            best = (len(prefix), scope)
+    return None if best is None else best[1]
+
+
+# -- keys --------------------------------------------------------------------------------------------------
 
 
 def new_api_key() -> tuple[str, str, str]:
@@ -40,14 +127,119 @@ def hash_api_key(plain: str) -> str:
     return hashlib.sha256(plain.encode()).hexdigest()
 
 
-def require_tenant(request: Request, session: SessionDep, credentials: BearerDep) -> UUID:
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is calling: the tenant and the API key (with its scopes) the request was authenticated with."""
+
+    tenant_id: UUID
+    key_id: UUID
+    scopes: frozenset[str]
+
+
+# -- rate limits -------------------------------------------------------------------------------------------
+
+
+class RateLimiter:
+    """Token buckets in this process's memory: each key gets `rate` requests a second, bursts up to `burst`.
+
+    Thread-safe (sync routes and dependencies run in a thread pool). Per process: with N uvicorn workers or
+    N replicas a key gets up to N times the limit."""
+
+    MAX_BUCKETS = 100_000
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError("rate and burst must be positive")
+        self.rate = rate
+        self.burst = float(burst)
+        self.clock = clock
+        self._buckets: dict[Hashable, tuple[float, float]] = {}  # key -> (tokens, when counted)
+        self._lock = threading.Lock()
+        self._pruned_at = clock()
+
+    def take(self, key: Hashable) -> float:
+        """Take a token for `key`: 0.0 if the request may go ahead, else the seconds until it may."""
+        now = self.clock()
+        with self._lock:
+            tokens, at = self._buckets.get(key, (self.burst, now))
+            tokens = min(self.burst, tokens + max(now - at, 0.0) * self.rate)
+            if tokens >= 1.0:
+                self._buckets[key] = (tokens - 1.0, now)
+                if len(self._buckets) > self.MAX_BUCKETS and now - self._pruned_at >= 1.0:
+                    self._prune(now)
+                return 0.0
+            self._buckets[key] = (tokens, now)
+            return (1.0 - tokens) / self.rate
+
+    def _prune(self, now: float) -> None:
+        # A bucket that has filled up again is the same as no bucket.
+        refill = self.burst / self.rate
+        self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < refill}
+        self._pruned_at = now
+
+
+_limiter_lock = threading.Lock()
+
+
+def rate_limiter(app: FastAPI) -> RateLimiter | None:
+    """The app's limiter, built once from its settings; None when limits are off (either setting 0)."""
+    try:
+        limiter: RateLimiter | None = app.state.rate_limiter
+        return limiter
+    except AttributeError:
+        pass
+    with _limiter_lock:
+        if not hasattr(app.state, "rate_limiter"):
+            settings = app.state.settings
+            rate, burst = settings.rate_limit_per_second, settings.rate_limit_burst
+            app.state.rate_limiter = RateLimiter(rate, burst) if rate > 0 and burst > 0 else None
+        return app.state.rate_limiter  # type: ignore[no-any-return]
+
+
+def retry_after(wait_s: float) -> int:
+    """`Retry-After` in whole seconds, at least 1."""
+    return max(1, math.ceil(wait_s))
+
+
+# -- dependencies ------------------------------------------------------------------------------------------
+
+
+def require_caller(request: Request, session: SessionDep, credentials: BearerDep) -> Caller:
+    """Authenticate the API key (401), apply its rate limit (429), then check the route's scope (403)."""
     if credentials is None or not credentials.credentials:
         raise Unauthorized("Send the tenant's API key as `Authorization: Bearer <key>`.")
     key = session.exec(select(ApiKey).where(ApiKey.key_hash == hash_api_key(credentials.credentials))).first()
-    if key is None or key.revoked_at is not None:
+    if key is None:
         raise Unauthorized("The API key is not valid.")
+    if key.revoked_at is not None:
+        raise Unauthorized("The API key has been revoked.")
+    if key.expires_at is not None and key.expires_at <= utcnow():
+        raise Unauthorized("The API key has expired.")
     request.state.tenant_id = str(key.tenant_id)
-    return key.tenant_id
+    request.state.api_key_id = str(key.id)
+
+    limiter = rate_limiter(request.app)
+    if limiter is not None and (wait := limiter.take(key.id)) > 0:
+        seconds = retry_after(wait)
+        raise TooManyRequests(
+            f"Over this API key's rate limit; retry in {seconds} s.", headers={"Retry-After": str(seconds)}
+        )
+
+    route_path = getattr(request.scope.get("route"), "path", None)
+    needed = required_scope(request.method, route_path) if isinstance(route_path, str) else None
+    if needed is None:
+        raise Forbidden("This route is not open to API keys.")
+    if needed not in key.scopes:
+        raise Forbidden(f"The API key lacks the `{needed}` scope.", extra={"required_scope": needed})
+    return Caller(tenant_id=key.tenant_id, key_id=key.id, scopes=frozenset(key.scopes))
+
+
+CallerDep = Annotated[Caller, Depends(require_caller)]
+
+
+def require_tenant(caller: CallerDep) -> UUID:
+    """The calling tenant's id (see `require_caller`: the key is authenticated, limited and scoped)."""
+    return caller.tenant_id
 
 
 TenantDep = Annotated[UUID, Depends(require_tenant)]
@@ -64,26 +256,47 @@ def require_admin(request: Request, credentials: BearerDep) -> None:
 
 AdminDep = Depends(require_admin)
 
+# -- replication -------------------------------------------------------------------------------------------
 
-def apply_tenant_event(session: Session, envelope: Envelope, event: TenantCreated | ApiKeyIssued) -> None:
+TenantEvent = TenantCreated | ApiKeyIssued | ApiKeyIssuedV2 | ApiKeyChanged | ApiKeyRevoked
+
+
+def apply_tenant_event(session: Session, envelope: Envelope, event: TenantEvent) -> None:
     """Keep this service's replica of tenants and keys (handler for the tenants topic)."""
     if isinstance(event, TenantCreated):
         if session.get(Tenant, envelope.tenant_id) is None:
             session.add(Tenant(id=envelope.tenant_id, name=event.name, created_at=event.created_at))
-    elif session.get(ApiKey, event.key_id) is None:
-        session.add(
-            ApiKey(
-                id=event.key_id,
-                tenant_id=envelope.tenant_id,
-                key_hash=event.key_hash,
-                prefix=event.prefix,
-                created_at=event.created_at,
+    elif isinstance(event, ApiKeyIssued | ApiKeyIssuedV2):
+        if session.get(ApiKey, event.key_id) is None:
+            session.add(
+                ApiKey(
+                    id=event.key_id,
+                    tenant_id=envelope.tenant_id,
+                    key_hash=event.key_hash,
+                    prefix=event.prefix,
+                    created_at=event.created_at,
+                    # A v1 key predates scopes: it has every scope, as keys migrated from then do.
+                    name=event.name if isinstance(event, ApiKeyIssuedV2) else "default",
+                    scopes=list(event.scopes if isinstance(event, ApiKeyIssuedV2) else ALL_SCOPES),
+                    expires_at=event.expires_at if isinstance(event, ApiKeyIssuedV2) else None,
+                )
             )
-        )
+    else:
+        key = session.get(ApiKey, event.key_id)
+        if key is None or key.tenant_id != envelope.tenant_id:
+            return
+        if isinstance(event, ApiKeyChanged):
+            key.name, key.scopes, key.expires_at = event.name, list(event.scopes), event.expires_at
+        elif key.revoked_at is None:
+            key.revoked_at = event.revoked_at
+        session.add(key)
 
 
 # The handlers every service that replicates tenants registers on the tenants topic.
 TENANT_HANDLERS: dict[type[Event], Callable[[Session, Envelope, Any], None]] = {
     TenantCreated: apply_tenant_event,
     ApiKeyIssued: apply_tenant_event,
+    ApiKeyIssuedV2: apply_tenant_event,
+    ApiKeyChanged: apply_tenant_event,
+    ApiKeyRevoked: apply_tenant_event,
 }

@@ -5,7 +5,8 @@ Two tools, both keyed per tenant from one service secret (`CLIENTELA_SECRET_KEY`
 - `Keyring.index(tenant, kind, value)`: a blind index, HMAC-SHA256 of the normalised value under a key
   derived for the tenant (HKDF-SHA256). Equal values give equal indexes within a tenant, so identifiers
   are matched and looked up by it; without the secret it reveals nothing, and the same e-mail gives
-  unrelated indexes in two tenants.
+  unrelated indexes in two tenants. `Keyring.suppression` is the same under another key: what the
+  services keep of an erased person's identifiers, so that later records do not bring the person back.
 - `Keyring.seal(tenant, text)` / `Keyring.open(tenant, token)`: AES-256-GCM with a random 96-bit nonce and
   the tenant id as associated data (a token copied to another tenant does not open). A token is
   `<key id>.<base64url(nonce | ciphertext | tag)>`; the key id (8 hex digits of the secret's SHA-256)
@@ -94,6 +95,18 @@ class Keyring:
     def index(self, tenant_id: UUID, kind: str, value: str) -> str:
         """The blind index of a normalised value of a kind (43 characters, base64url)."""
         digest = hmac.new(self._index_key(tenant_id), f"{kind}\x1f{value}".encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+    @lru_cache(maxsize=4096)  # noqa: B019
+    def _suppression_key(self, tenant_id: UUID) -> bytes:
+        return _derive(self._index_secret, b"clientela/suppress/", tenant_id)
+
+    def suppression(self, tenant_id: UUID, kind: str, value: str) -> str:
+        """The suppression hash of a normalised identifier of an erased person: keyed like `index` but
+        under its own key, so the suppression list cannot be joined to the identity graph."""
+        digest = hmac.new(
+            self._suppression_key(tenant_id), f"{kind}\x1f{value}".encode(), hashlib.sha256
+        ).digest()
         return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
     def seal(self, tenant_id: UUID, text: str) -> str:

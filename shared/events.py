@@ -21,7 +21,25 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from shared.db import utcnow
 from shared.records import BehaviourEvent, ConsentStatus, CustomerRecord, Order
-from shared.topics import BEHAVIOUR, CUSTOMERS, MEMBERSHIPS, ORDERS, PROFILES, TENANTS, Topic
+from shared.topics import (
+    BEHAVIOUR,
+    CUSTOMERS,
+    MEMBERSHIPS,
+    ORDERS,
+    PRIVACY_REPLIES,
+    PRIVACY_REQUESTS,
+    PROFILES,
+    TENANTS,
+    Topic,
+)
+
+
+class TenantMismatch(ValueError):
+    """An event names something (an order, a profile) that belongs to another tenant than the envelope's:
+    refused, never applied. Consumers retry it (bounded) and then dead-letter it like any poison message."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"{what} belongs to another tenant than the event")
 
 
 class Envelope(BaseModel):
@@ -91,7 +109,8 @@ class TenantCreated(Event):
 
 
 class ApiKeyIssued(Event):
-    """A key was issued. Only its SHA-256 hash travels; the key itself is shown once to its owner."""
+    """A key was issued. Only its SHA-256 hash travels; the key itself is shown once to its owner.
+    Superseded by `ApiKeyIssuedV2`; still applied, as a key with every scope."""
 
     TYPE = "api_key.issued"
     VERSION = 1
@@ -101,6 +120,50 @@ class ApiKeyIssued(Event):
     key_hash: str
     prefix: str
     created_at: AwareDatetime
+
+
+class ApiKeyIssuedV2(Event):
+    """A key was issued, with its name, scopes and expiry. Only its SHA-256 hash travels.
+
+    A new version rather than optional fields on v1: a v1 key has every scope, so a consumer that ignored
+    `scopes` would give a restricted key everything; a consumer that does not know v2 ignores the key
+    instead (it works there once that consumer is upgraded). Consumers keep applying v1."""
+
+    TYPE = "api_key.issued"
+    VERSION = 2
+    TOPIC = TENANTS
+
+    key_id: UUID
+    key_hash: str
+    prefix: str
+    name: str
+    scopes: list[str] = Field(description="What the key may do (`ingest:write`, `profiles:read`, ...).")
+    created_at: AwareDatetime
+    expires_at: AwareDatetime | None = Field(description="Null: never expires.")
+
+
+class ApiKeyChanged(Event):
+    """A key's name, scopes or expiry changed (a rotated key gets an expiry): its state after the change."""
+
+    TYPE = "api_key.changed"
+    VERSION = 1
+    TOPIC = TENANTS
+
+    key_id: UUID
+    name: str
+    scopes: list[str]
+    expires_at: AwareDatetime | None = Field(description="Null: never expires.")
+
+
+class ApiKeyRevoked(Event):
+    """A key was revoked: every service refuses it from now on."""
+
+    TYPE = "api_key.revoked"
+    VERSION = 1
+    TOPIC = TENANTS
+
+    key_id: UUID
+    revoked_at: AwareDatetime
 
 
 class OrderIngested(Event):
@@ -295,11 +358,69 @@ class SegmentMembershipChangedV2(Event):
     traits: MemberTraits | None = Field(description="Null when the profile's traits are not known.")
 
 
+class PrivacyReportRequested(Event):
+    """A data-subject access/portability request: each service answers with what it holds about the
+    person (`PrivacyReportPart`). Carries only ids: the person's profile ids (survivor and merged) and the
+    ids of ingest's records that reached those profiles."""
+
+    TYPE = "privacy.report_requested"
+    VERSION = 1
+    TOPIC = PRIVACY_REQUESTS
+
+    request_id: UUID
+    profile_ids: list[UUID]
+    record_ids: list[UUID]
+
+
+class PrivacyErasureRequested(Event):
+    """A deletion or anonymisation: each service erases what it holds about the person and confirms
+    (`PrivacyErasureConfirmed`); `suppress` are keyed hashes (`shared.crypto.Keyring.suppression`) of the
+    person's identifiers that later records must not bring back."""
+
+    TYPE = "privacy.erasure_requested"
+    VERSION = 1
+    TOPIC = PRIVACY_REQUESTS
+
+    request_id: UUID
+    mode: Literal["deletion", "anonymisation"]
+    profile_ids: list[UUID]
+    record_ids: list[UUID]
+    suppress: list[str] = Field(default_factory=list)
+
+
+class PrivacyReportPart(Event):
+    """One service's part of an access report: JSON sealed for the tenant (`shared.crypto`), so personal
+    data never travels in clear."""
+
+    TYPE = "privacy.report_part_compiled"
+    VERSION = 1
+    TOPIC = PRIVACY_REPLIES
+
+    request_id: UUID
+    service: str
+    sealed_part: str
+
+
+class PrivacyErasureConfirmed(Event):
+    """One service erased what it held about the person: how many rows of each kind (no personal data)."""
+
+    TYPE = "privacy.erasure_confirmed"
+    VERSION = 1
+    TOPIC = PRIVACY_REPLIES
+
+    request_id: UUID
+    service: str
+    erased: dict[str, int]
+
+
 EVENT_TYPES: dict[tuple[str, int], type[Event]] = {
     (cls.TYPE, cls.VERSION): cls
     for cls in (
         TenantCreated,
         ApiKeyIssued,
+        ApiKeyIssuedV2,
+        ApiKeyChanged,
+        ApiKeyRevoked,
         OrderIngested,
         CustomerRecorded,
         BehaviourRecorded,
@@ -309,6 +430,10 @@ EVENT_TYPES: dict[tuple[str, int], type[Event]] = {
         ProfilesUnmerged,
         SegmentMembershipChanged,
         SegmentMembershipChangedV2,
+        PrivacyReportRequested,
+        PrivacyErasureRequested,
+        PrivacyReportPart,
+        PrivacyErasureConfirmed,
     )
 }
 

@@ -1,7 +1,8 @@
 """The infrastructure tables every service database has: outbox, processed events, tenants and API keys.
 
 They are defined once here and created by each service's own migrations in its own database. Tenants and
-keys are owned by ingest; the other services hold a replica built from `TenantCreated`/`ApiKeyIssued`.
+keys are owned by ingest; the other services hold a replica built from the tenants topic (`TenantCreated`,
+`ApiKeyIssued`, `ApiKeyChanged`, `ApiKeyRevoked`).
 """
 
 from __future__ import annotations
@@ -69,7 +70,10 @@ class Tenant(InfraTable, table=True):
 
 
 class ApiKey(InfraTable, table=True):
-    """An API key, stored only as its SHA-256 hash."""
+    """An API key, stored only as its SHA-256 hash, with what it may do (`shared.auth.Scope`) and until when.
+
+    A key works while it is neither revoked nor past `expires_at`. Rows are never deleted: a revoked key
+    stays listed (and its hash can never be issued again)."""
 
     __tablename__ = "api_key"
 
@@ -77,5 +81,8 @@ class ApiKey(InfraTable, table=True):
     tenant_id: UUID = Field(sa_column=sa.Column(sa.Uuid(), nullable=False, index=True))
     key_hash: str = Field(sa_column=sa.Column(sa.String(64), nullable=False, unique=True))
     prefix: str = Field(max_length=20)
+    name: str = Field(max_length=100)
+    scopes: list[str] = Field(sa_column=sa.Column(sa.JSON(), nullable=False))
     created_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))
+    expires_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime(), nullable=True))
     revoked_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime(), nullable=True))

@@ -1,13 +1,15 @@
 """JSON-lines logging to stdout, configured once per process.
 
 Context (request id, tenant id, event id) travels in contextvars and is added to every record.
-Personal data must never be passed to a logger: log ids, counts and types only.
+Personal data must never be passed to a logger: log ids, counts and types only. `redact` is a safety net
+for what slips through anyway (a client's request id, a third-party library's message), not the rule.
 """
 
 from __future__ import annotations
 
 import contextvars
 import logging
+import re
 import sys
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +21,40 @@ tenant_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("tena
 event_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("event_id", default=None)
 
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName", "color_message"}
+
+REDACTED = "[redacted]"
+# Shapes of personal data that the ids, times, counts and durations we log never take. Bare digits only as
+# a whole token of exactly 11 (a CPF, or a mobile with its area code) or 14 (a CNPJ) digits: UUID groups
+# have 4, 8 or 12 characters.
+_PERSONAL = re.compile(
+    r"""
+    [\w.+'-]+@[\w-]+(?:\.[\w-]+)+                                  # an e-mail address
+    | (?<![\w./-])\d{3}\.\d{3}\.\d{3}-\d{2}(?![\w-])                  # a CPF with its mask
+    | (?<![\w./-])\d{2}\.\d{3}\.\d{3}/\d{4}-\d{2}(?![\w-])             # a CNPJ with its mask
+    | (?<![\w./-])(?:\d{11}|\d{14})(?![\w-]|\.\d)                    # a bare CPF, mobile or CNPJ
+    | \+\d{1,3}[\s.-]?\(?\d{2}\)?[\s.-]?\d{4,5}[\s.-]?\d{4}(?!\d)       # a phone with its country code
+    | \(\d{2}\)\s?\d{4,5}[\s.-]?\d{4}(?!\d)                         # a phone with its area code
+    """,
+    re.VERBOSE,
+)
+_CANDIDATE = re.compile(r"[@\d]")  # most log texts have neither: skip the pattern
+
+
+def redact(text: str) -> str:
+    """`text` with e-mail addresses, CPFs, CNPJs and phone numbers replaced by `[redacted]`."""
+    if not _CANDIDATE.search(text):
+        return text
+    return _PERSONAL.sub(REDACTED, text)
+
+
+def _redacted(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, list | tuple):
+        return [_redacted(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _redacted(v) for k, v in value.items()}
+    return value
 
 
 def _scrub(message: str) -> str:
@@ -43,7 +79,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "service": self.service,
             "logger": record.name,
-            "msg": _scrub(record.getMessage()),
+            "msg": redact(_scrub(record.getMessage())),
         }
         for key, var in (
             ("request_id", request_id_var),
@@ -52,10 +88,10 @@ class JsonFormatter(logging.Formatter):
         ):
             value = var.get()
             if value is not None:
-                entry[key] = value
+                entry[key] = redact(value)  # a request id is the client's own text
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_"):
-                entry[key] = value
+                entry[key] = _redacted(value)
         if record.exc_info and record.exc_info[0] is not None:
             # The exception type and location only: messages of driver errors can quote row data.
             entry["error_type"] = record.exc_info[0].__name__

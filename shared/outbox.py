@@ -3,12 +3,20 @@
 `add_event` only adds a row to the caller's session; the caller commits. `OutboxRelay` publishes the
 unpublished rows in id order and marks them published. A crash between publish and mark re-publishes
 the batch (at-least-once): consumers deduplicate by event id.
+
+Event bodies carry personal data (an `order.ingested` holds the whole order, customer included), so the
+outbox is not an archive: the relay deletes published rows once they are older than
+`outbox_retention_minutes` (default 60: time to look into a consumer's problem), checking at most once a
+minute; `purge_published` deletes every published row at once (an erasure calls it). Kafka keeps its own
+copy for the topics' retention.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -29,6 +37,8 @@ log = logging.getLogger("clientela.outbox")
 
 # Only one relay per database publishes at a time (several replicas may run): PostgreSQL advisory lock id.
 _RELAY_LOCK_ID = 0x636C_6E74_6F62
+PURGE_EVERY_S = 60.0
+_PURGE_CHUNK = 10_000
 
 
 def outbox_row(
@@ -66,12 +76,23 @@ def add_event(
     return Envelope.from_bytes(row["body"])
 
 
+def purge_published(session: Session, *, published_before: datetime | None = None) -> int:
+    """Delete the published rows (those published before `published_before`, when given) in the caller's
+    transaction; the caller commits. Returns how many were deleted. Unpublished rows stay: they are
+    deleted after their turn, once published."""
+    published = col(OutboxMessage.published_at)
+    condition = published.is_not(None) if published_before is None else published < published_before
+    result = session.execute(sa.delete(OutboxMessage).where(condition))
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
 class OutboxRelay:
     def __init__(self, engine: Engine, settings: ServiceSettings, *, batch_size: int = 1000) -> None:
         self.engine = engine
         self.settings = settings
         self.batch_size = batch_size
         self.published_total = 0
+        self._purged_at: float | None = None  # time.monotonic() of the last purge
 
     def publish_batch(self, producer: KafkaProducer) -> int:
         """Publish up to `batch_size` rows in order; return how many were published."""
@@ -103,6 +124,31 @@ class OutboxRelay:
             self.published_total += len(ids)
             return len(ids)
 
+    def purge_expired(self) -> int:
+        """Delete the rows published more than `outbox_retention_minutes` ago, in chunks (short
+        transactions: the relay and the writers are not held up); return how many."""
+        cutoff = utcnow() - timedelta(minutes=self.settings.outbox_retention_minutes)
+        deleted = 0
+        while True:
+            with Session(self.engine) as session:
+                ids = session.exec(
+                    select(OutboxMessage.id)
+                    .where(col(OutboxMessage.published_at) < cutoff)
+                    .limit(_PURGE_CHUNK)
+                ).all()
+                if ids:
+                    session.execute(sa.delete(OutboxMessage).where(col(OutboxMessage.id).in_(ids)))
+                    session.commit()
+            deleted += len(ids)
+            if len(ids) < _PURGE_CHUNK:
+                return deleted
+
+    def _purge_now_and_then(self) -> None:
+        now = time.monotonic()
+        if self._purged_at is None or now - self._purged_at >= PURGE_EVERY_S:
+            self._purged_at = now  # a failed purge is tried again a minute later, not at every poll
+            self.purge_expired()
+
     def run(self, stop: threading.Event) -> None:
         producer: KafkaProducer | None = None
         backoff = 0.5
@@ -112,6 +158,7 @@ class OutboxRelay:
                     if producer is None:
                         producer = make_producer(self.settings)
                     published = self.publish_batch(producer)
+                    self._purge_now_and_then()
                     backoff = 0.5
                     if published == 0:
                         stop.wait(self.settings.outbox_poll_interval_s)

@@ -56,13 +56,20 @@ def _strip_or_none(value: Any) -> Any:
     return value
 
 
-UTCTimestamp = Annotated[datetime, AfterValidator(normalize.to_utc)]
+def _not_a_number(value: Any) -> Any:
+    # pydantic would read a number as a Unix time (0: 1970); in a record, times and dates are ISO 8601 text.
+    if isinstance(value, int | float | Decimal):
+        raise ValueError("expected an ISO 8601 date or time, not a number")
+    return value
+
+
+UTCTimestamp = Annotated[datetime, BeforeValidator(_not_a_number), AfterValidator(normalize.to_utc)]
 Money = Annotated[Decimal, Field(ge=0, max_digits=14, decimal_places=2), AfterValidator(_money)]
 Email = Annotated[str, Field(max_length=254), AfterValidator(normalize.normalize_email)]
 Phone = Annotated[str, Field(max_length=40), AfterValidator(normalize.normalize_phone)]
 Document = Annotated[str, Field(max_length=40), AfterValidator(lambda v: normalize.normalize_document(v)[1])]
 PersonName = Annotated[str, Field(max_length=200), AfterValidator(normalize.normalize_name)]
-BirthDate = Annotated[date, AfterValidator(normalize.check_birth_date)]
+BirthDate = Annotated[date, BeforeValidator(_not_a_number), AfterValidator(normalize.check_birth_date)]
 Text = Annotated[str | None, BeforeValidator(_strip_or_none)]
 
 

@@ -26,6 +26,14 @@ class ServiceSettings(BaseSettings):
     web_workers: int = Field(
         1, ge=1, le=32, description="uvicorn worker processes (each runs its own workers)."
     )
+    rate_limit_per_second: float = Field(
+        200, ge=0, description="Requests a second per API key, in this process (0: no limit)."
+    )
+    rate_limit_burst: int = Field(
+        400,
+        ge=0,
+        description="Requests a key may send at once above the rate, in this process (0: no limit).",
+    )
 
     kafka_bootstrap_servers: str = Field(
         "127.0.0.1:9092", validation_alias=_common("kafka_bootstrap_servers")
@@ -43,4 +51,10 @@ class ServiceSettings(BaseSettings):
     log_level: str = Field("INFO", validation_alias=_common("log_level"))
     admin_token: SecretStr | None = Field(None, validation_alias=_common("admin_token"))
     outbox_poll_interval_s: float = Field(0.05, validation_alias=_common("outbox_poll_interval_s"))
+    outbox_retention_minutes: int = Field(
+        60,
+        ge=0,
+        validation_alias=_common("outbox_retention_minutes"),
+        description="Published outbox rows (event bodies, personal data included) are deleted after this.",
+    )
     consumer_max_attempts: int = Field(3, validation_alias=_common("consumer_max_attempts"))

@@ -33,10 +33,26 @@ CUSTOMERS = Topic("ingest.customers.v1", 12, "tenant id + customer key", "ingest
 BEHAVIOUR = Topic("ingest.behaviour.v1", 12, "tenant id + customer or anonymous key", "ingest", ("profile",))
 PROFILES = Topic("profile.profiles.v1", 12, "tenant id + profile id", "profile", ("segmentation",))
 MEMBERSHIPS = Topic("segmentation.memberships.v1", 6, "tenant id + profile id", "segmentation", ())
+# Data-subject requests (LGPD): profile asks, ingest and segmentation answer. Keyed by tenant id.
+PRIVACY_REQUESTS = Topic("profile.privacy-requests.v1", 3, "tenant id", "profile", ("ingest", "segmentation"))
+PRIVACY_REPLIES = Topic("privacy.replies.v1", 3, "tenant id", "ingest, segmentation", ("profile",))
+INGEST_DLQ = Topic("ingest.dlq.v1", 1, "original key", "ingest", ())
 PROFILE_DLQ = Topic("profile.dlq.v1", 1, "original key", "profile", ())
 SEGMENTATION_DLQ = Topic("segmentation.dlq.v1", 1, "original key", "segmentation", ())
 
-ALL_TOPICS = (TENANTS, ORDERS, CUSTOMERS, BEHAVIOUR, PROFILES, MEMBERSHIPS, PROFILE_DLQ, SEGMENTATION_DLQ)
+ALL_TOPICS = (
+    TENANTS,
+    ORDERS,
+    CUSTOMERS,
+    BEHAVIOUR,
+    PROFILES,
+    MEMBERSHIPS,
+    PRIVACY_REQUESTS,
+    PRIVACY_REPLIES,
+    INGEST_DLQ,
+    PROFILE_DLQ,
+    SEGMENTATION_DLQ,
+)
 
 
 def ensure_topics(bootstrap_servers: str, prefix: str = "", timeout_s: float = 60.0) -> list[str]:

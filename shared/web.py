@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
 import orjson
 import sqlalchemy as sa
@@ -18,7 +20,7 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import AwareDatetime, BaseModel, BeforeValidator
 from sqlalchemy.engine import Engine
 
 from shared.db import make_engine
@@ -26,6 +28,7 @@ from shared.errors import (
     ContentTooLarge,
     MalformedRequest,
     UnsupportedMediaType,
+    document_problems,
     install_problem_handlers,
     problem,
 )
@@ -36,6 +39,7 @@ from shared.settings import ServiceSettings
 log = logging.getLogger("clientela.web")
 
 MAX_BODY_BYTES = 1_048_576
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 
 
 class Worker(Protocol):
@@ -98,6 +102,32 @@ def json_body(model: type[BaseModel]) -> dict[str, Any]:
     }
 
 
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
+
+
+def _rfc3339(value: Any) -> Any:
+    # pydantic also reads numbers (and numeric text) as Unix times and dates as midnight; the API takes
+    # what its schema says (`format: date-time`), so that `0` is an error, not 1970.
+    if isinstance(value, datetime) or (isinstance(value, str) and _RFC3339.fullmatch(value)):
+        return value
+    raise ValueError("expected a date and time with its offset, e.g. 2026-11-20T10:00:00-03:00")
+
+
+# A time in a request (body or query): RFC 3339 text with an offset.
+RequestTime = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
+
+
+def _json_integer(value: Any) -> Any:
+    # pydantic would also read true/false and numeric text; a JSON Schema integer is a number (2.0 too).
+    if isinstance(value, bool | str):
+        raise ValueError("expected an integer")
+    return value
+
+
+# An integer in a JSON body (bounds go in its Field).
+RequestInt = Annotated[int, BeforeValidator(_json_integer)]
+
+
 def kafka_reachable(bootstrap_servers: str, timeout: float = 1.0) -> bool:
     for server in bootstrap_servers.split(","):
         host, _, port = server.strip().rpartition(":")
@@ -144,8 +174,10 @@ def create_service_app(
     async def request_context(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
-        token = request_id_var.set(request_id[:64])
+        # A caller's request id is kept only when it looks like one (it is logged and echoed).
+        given = request.headers.get("x-request-id", "")
+        request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        token = request_id_var.set(request_id)
         started = time.perf_counter()
         try:
             length = request.headers.get("content-length")
@@ -208,6 +240,7 @@ def create_service_app(
                 schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 components.update(schema.pop("$defs", {}))
                 components[model.__name__] = schema
+            document_problems(spec)
             app.openapi_schema = spec
         return app.openapi_schema
 

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from shared.auth import new_api_key
+from shared.auth import ALL_SCOPES, new_api_key
 from shared.db import utcnow
 from shared.events import ProfileUpdatedV2
 from shared.infra import ApiKey, Tenant
@@ -121,7 +121,16 @@ def add_tenant(engine: Engine) -> tuple[UUID, str]:
     plain, key_hash, prefix = new_api_key()
     with Session(engine) as session:
         session.add(Tenant(id=tenant_id, name="Loja"))
-        session.add(ApiKey(id=uuid4(), tenant_id=tenant_id, key_hash=key_hash, prefix=prefix))
+        session.add(
+            ApiKey(
+                id=uuid4(),
+                tenant_id=tenant_id,
+                key_hash=key_hash,
+                prefix=prefix,
+                name="default",
+                scopes=list(ALL_SCOPES),
+            )
+        )
         session.commit()
     return tenant_id, plain
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, File, Form, Header, Query, Request, Response, UploadFile, status
@@ -41,10 +41,16 @@ from shared.web import json_body, read_json
 
 router = APIRouter(prefix="/v1")
 
+# Printable ASCII without surrounding spaces (HTTP strips them), as `idempotency.run_idempotent` wants.
+IDEMPOTENCY_KEY = r"^[!-~]([ -~]*[!-~])?$"
+
 IdempotencyKey = Annotated[
     str | None,
     Header(
         alias="Idempotency-Key",
+        min_length=1,
+        max_length=200,
+        pattern=IDEMPOTENCY_KEY,
         description="Makes the POST safe to retry: the same key and body within 48 h replay the 1st answer.",
     ),
 ]
@@ -128,7 +134,7 @@ async def create_tenant(
         out = TenantWithKey(id=tenant.id, name=tenant.name, created_at=tenant.created_at, api_key=api_key)
         return JSONResponse(body_of(out), status_code=201)
 
-    return await _idempotent(request, session, "admin", key, await request.body(), handle)
+    return await _idempotent(request, session, idempotency.ADMIN_SCOPE, key, await request.body(), handle)
 
 
 @router.post(
@@ -300,8 +306,11 @@ async def create_import(
     files: Annotated[
         list[UploadFile], File(description="The file (csv, jsonl) or the Olist tables, .gz allowed.")
     ],
-    format: Annotated[str, Form(description="csv, jsonl or olist")],
-    kind: Annotated[str, Form(description="orders, customers or events (olist: orders)")] = "orders",
+    format: Annotated[Literal["csv", "jsonl", "olist"], Form(description="csv, jsonl or olist")],
+    kind: Annotated[
+        Literal["orders", "customers", "events"],
+        Form(description="orders, customers or events (olist: orders)"),
+    ] = "orders",
     key: IdempotencyKey = None,
 ) -> Response:
     """Upload a file to import in the background (202); follow it with GET /v1/imports/{id}."""

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+from services.ingest import keys
 from services.ingest.api import router
 from services.ingest.consumer import workers
 from services.ingest.schemas import BehaviourBatch, CustomerBatch, OrderBatch
@@ -23,7 +24,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
         service_dir=SERVICE_DIR,
         title="Clientela ingest",
         description="Orders and customer data in, from every channel; tenants and API keys.",
-        routers=[router],
+        routers=[router, keys.router],
         workers=workers,
         schemas=[Order, OrderBatch, CustomerRecord, CustomerBatch, BehaviourEvent, BehaviourBatch],
         body_limits={"/v1/imports": settings.import_max_bytes},

@@ -4,7 +4,9 @@
 - same key + a different request → 422
 - same key while the first request is still in flight → 409 (a request abandoned by a crash is taken over
   after 60 seconds)
-Responses of every status are kept except server errors, so a client may retry after a 5xx.
+Responses of every status are kept except server errors, so a client may retry after a 5xx. The admin
+scope's responses (a new tenant with its first API key, shown once) are kept sealed (`shared.crypto`):
+the plain key is never at rest in clear.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import hashlib
 import random
 from collections.abc import Callable
 from datetime import timedelta
+from uuid import UUID
 
 import sqlalchemy as sa
 from fastapi import Response
@@ -20,10 +23,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
 from services.ingest.models import IdempotencyRecord
+from shared.crypto import keyring
 from shared.db import utcnow
 from shared.errors import PROBLEM_JSON, Conflict, DomainError, Invalid, problem
 
 RETENTION = timedelta(hours=48)
+ADMIN_SCOPE = "admin"
+_ADMIN_CONTEXT = UUID(int=0)  # the keyring's "tenant" for what belongs to no tenant
 IN_FLIGHT_TIMEOUT = timedelta(seconds=60)
 
 
@@ -70,7 +76,7 @@ def _claim(session: Session, scope: str, key: str, fingerprint: str) -> Response
         raise Invalid("This Idempotency-Key was already used with a different request.")
     media_type = PROBLEM_JSON if existing.status_code >= 400 else "application/json"
     return Response(
-        existing.response_body,
+        _opened(scope, existing.response_body),
         status_code=existing.status_code,
         media_type=media_type,
         headers={"Idempotent-Replayed": "true"},
@@ -101,7 +107,11 @@ def run_idempotent(
     session.execute(
         sa.update(IdempotencyRecord)
         .where(col(IdempotencyRecord.scope) == scope, col(IdempotencyRecord.key) == key)
-        .values(status_code=response.status_code, response_body=bytes(response.body), completed_at=utcnow())
+        .values(
+            status_code=response.status_code,
+            response_body=_sealed(scope, bytes(response.body)),
+            completed_at=utcnow(),
+        )
     )
     if random.random() < 0.01:  # noqa: S311 - housekeeping now and then, not security
         session.execute(
@@ -109,6 +119,16 @@ def run_idempotent(
         )
     session.commit()
     return response
+
+
+def _sealed(scope: str, body: bytes) -> bytes:
+    return keyring().seal(_ADMIN_CONTEXT, body.decode()).encode() if scope == ADMIN_SCOPE else body
+
+
+def _opened(scope: str, stored: bytes | None) -> bytes | None:
+    if scope != ADMIN_SCOPE or stored is None:
+        return stored
+    return keyring().open(_ADMIN_CONTEXT, stored.decode()).encode()
 
 
 def _release(session: Session, scope: str, key: str) -> None:

@@ -6,6 +6,12 @@ progress after every batch. A job whose worker died (no heartbeat for a minute) 
 after the last recorded row; rows processed twice are deduplicated by the intake.
 
 The rejected-rows report (`rejected.jsonl`) holds row numbers and reasons only, never row content.
+
+Personal data on disk: the uploaded files are the rows in clear (names, e-mails, documents, addresses),
+needed only until the job ends, so they are deleted as soon as it is done or failed (a job stopped by a
+shutdown keeps them: it resumes). What is left, the report, holds no personal data; it goes with the job
+itself `RETENTION` (30 days) after the job ended: the worker deletes the folder and the `import_job` row
+(`purge_finished`, at most once an hour). The records themselves are stored sealed (`intake`).
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 from uuid import UUID, uuid4
@@ -43,6 +49,9 @@ FORMATS = ("csv", "jsonl", "olist")
 BATCH = 500
 STALE_AFTER = timedelta(seconds=60)
 REPORT = "rejected.jsonl"
+UPLOAD_SUFFIX = ".upload"
+RETENTION = timedelta(days=30)
+PURGE_EVERY = timedelta(hours=1)
 
 
 def job_dir(import_dir: Path, job_id: UUID) -> Path:
@@ -71,7 +80,7 @@ def create_job(
     target.mkdir(parents=True, exist_ok=False)
     files: dict[str, str] = {}
     for (_name, stream), role in zip(uploads, roles, strict=True):
-        stored = f"{role}.upload"
+        stored = f"{role}{UPLOAD_SUFFIX}"
         with (target / stored).open("wb") as out:
             shutil.copyfileobj(stream, out, length=1 << 20)
         files[role] = stored
@@ -112,6 +121,29 @@ def report_path(job: ImportJob, import_dir: Path) -> Path:
     return job_dir(import_dir, job.id) / REPORT
 
 
+def drop_uploads(import_dir: Path, job_id: UUID) -> None:
+    """Delete a job's uploaded files (the rows in clear): once it has ended they are of no use."""
+    folder = job_dir(import_dir, job_id)
+    if folder.is_dir():
+        for path in folder.glob(f"*{UPLOAD_SUFFIX}"):
+            path.unlink(missing_ok=True)
+
+
+def purge_finished(*, import_dir: Path, session: Session, before: datetime) -> int:
+    """Delete the jobs that ended before `before`, with their folders (the report); return how many."""
+    ended = session.exec(
+        select(ImportJob.id).where(
+            col(ImportJob.status).in_(["done", "failed"]), col(ImportJob.finished_at) < before
+        )
+    ).all()
+    for job_id in ended:
+        shutil.rmtree(job_dir(import_dir, job_id), ignore_errors=True)
+    if ended:
+        session.execute(sa.delete(ImportJob).where(col(ImportJob.id).in_(ended)))
+        session.commit()
+    return len(ended)
+
+
 def _rows(job: ImportJob, folder: Path, workdir: Path) -> Iterator[importers.Row]:
     if job.format == "olist":
         files = {role: folder / name for role, name in job.files.items()}
@@ -127,6 +159,7 @@ class ImportWorker:
         self.engine = engine
         self.import_dir = import_dir
         self.poll_interval_s = poll_interval_s
+        self._purged_at: datetime | None = None
 
     def claim(self) -> UUID | None:
         now = utcnow()
@@ -191,6 +224,7 @@ class ImportWorker:
             job.finished_at = utcnow()
             session.add(job)
             session.commit()
+            drop_uploads(self.import_dir, job.id)
             log.info("import finished", extra={"import_id": str(job.id), "rows": job.rows_read})
 
     def _flush(
@@ -213,6 +247,9 @@ class ImportWorker:
             counts[result.outcome] += 1
             if result.outcome == intake.Outcome.rejected:
                 lines.append((number, orjson.dumps({"row": number, "errors": result.errors})))
+            elif result.outcome == intake.Outcome.suppressed:
+                erased = {"loc": [], "msg": "the person asked to be erased (LGPD)", "type": "suppressed"}
+                lines.append((number, orjson.dumps({"row": number, "errors": [erased]})))
         if lines:
             report.write(b"\n".join(line for _, line in sorted(lines)) + b"\n")
             report.flush()
@@ -221,7 +258,7 @@ class ImportWorker:
         job.updated += counts[intake.Outcome.updated]
         job.duplicates += counts[intake.Outcome.duplicate]
         job.stale += counts[intake.Outcome.stale]
-        job.rejected += counts[intake.Outcome.rejected] + len(unreadable)
+        job.rejected += counts[intake.Outcome.rejected] + counts[intake.Outcome.suppressed] + len(unreadable)
         job.heartbeat_at = utcnow()
         session.add(job)
         session.commit()
@@ -231,6 +268,7 @@ class ImportWorker:
             try:
                 job_id = self.claim()
                 if job_id is None:
+                    self._purge_now_and_then()
                     stop.wait(self.poll_interval_s)
                     continue
                 try:
@@ -245,6 +283,13 @@ class ImportWorker:
                 )
                 time.sleep(1.0)
 
+    def _purge_now_and_then(self) -> None:
+        now = utcnow()
+        if self._purged_at is None or now - self._purged_at >= PURGE_EVERY:
+            self._purged_at = now
+            with Session(self.engine) as session:
+                purge_finished(import_dir=self.import_dir, session=session, before=now - RETENTION)
+
     def _fail(self, job_id: UUID, exc: Exception) -> None:
         log.error("import failed", extra={"import_id": str(job_id), "error_type": type(exc).__name__})
         with Session(self.engine) as session:
@@ -256,3 +301,4 @@ class ImportWorker:
                 )
             )
             session.commit()
+        drop_uploads(self.import_dir, job_id)

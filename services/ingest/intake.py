@@ -9,6 +9,9 @@ A record is identified by (tenant, kind, source, external_id). Sent again it is
 - otherwise a new *version* (status change, return, corrected data), published as a new event.
 When either version lacks `updated_at`, the later arrival wins. Behaviour events are immutable: the
 same event id is always a duplicate.
+
+The stored version is the canonical JSON sealed for the tenant (AES-GCM, `shared.crypto`): one seal per
+stored record, of the bytes already serialised for its hash; `open_payload` reads it back.
 """
 
 from __future__ import annotations
@@ -28,8 +31,9 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session, col
 
-from services.ingest import quality
+from services.ingest import quality, suppression
 from services.ingest.models import InboundRecord
+from shared.crypto import keyring
 from shared.db import bulk_insert, utcnow
 from shared.errors import field_errors
 from shared.events import BehaviourRecorded, CustomerRecorded, Event, OrderIngested
@@ -47,6 +51,7 @@ class Outcome(StrEnum):
     duplicate = "duplicate"
     stale = "stale"
     rejected = "rejected"
+    suppressed = "suppressed"  # the person asked to be erased (services.ingest.suppression)
 
 
 @dataclass(frozen=True)
@@ -156,7 +161,13 @@ class _State:
     source_updated_at: datetime | None
     new: bool
     changed: bool = False
-    payload: dict[str, Any] | None = None
+    sealed: str | None = None  # the new version's canonical JSON, sealed
+
+
+def open_payload(tenant_id: UUID, sealed: str) -> dict[str, Any]:
+    """A stored record's canonical JSON (`InboundRecord.payload_sealed`), opened."""
+    found: dict[str, Any] = orjson.loads(keyring().open(tenant_id, sealed))
+    return found
 
 
 def decide(stored: _State, body_hash: str, updated_at: datetime | None, *, immutable: bool) -> Outcome:
@@ -185,7 +196,7 @@ def accept(
     item, in order."""
     results: list[ItemResult | None] = [None] * len(items)
     tally = quality.Tally(kind.name)
-    valid: list[tuple[int, M, dict[str, Any], str, tuple[str, str]]] = []
+    valid: list[tuple[int, M, dict[str, Any], bytes, str, tuple[str, str]]] = []
     for index, raw in enumerate(items):
         try:
             record = raw if isinstance(raw, kind.model) else kind.adapter.validate_python(raw)
@@ -195,28 +206,40 @@ def accept(
             tally.rejected(errors)
             continue
         body = record.model_dump(mode="json")
-        body_hash = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+        canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+        body_hash = hashlib.sha256(canonical).hexdigest()
         source: str = body["source"]
-        valid.append((index, record, body, body_hash, (source, kind.external_id(record, body_hash))))
+        valid.append(
+            (index, record, body, canonical, body_hash, (source, kind.external_id(record, body_hash)))
+        )
         tally.valid(body)
 
-    keys = {key for *_, key in valid}
-    _lock_keys(session, tenant_id, kind.name, keys)
-    states = _load_states(session, tenant_id, kind.name, keys)
+    erased = suppression.suppressed(session, tenant_id, [(v[0], v[1]) for v in valid])
+    if erased:
+        for index in erased:
+            results[index] = ItemResult(index, Outcome.suppressed)
+            tally.outcome(Outcome.suppressed.value)
+        valid = [v for v in valid if v[0] not in erased]
+    record_keys = {key for *_, key in valid}
+    _lock_keys(session, tenant_id, kind.name, record_keys)
+    states = _load_states(session, tenant_id, kind.name, record_keys)
     outbox: list[dict[str, Any]] = []
-    for index, record, body, body_hash, key in valid:
+    keys = keyring()
+    for index, record, body, canonical, body_hash, key in valid:
         state = states.get(key)
         updated_at = kind.updated_at(record)
         if state is None:
+            sealed = keys.seal(tenant_id, canonical.decode())
             state = states[key] = _State(
-                uuid4(), 1, body_hash, updated_at, new=True, changed=True, payload=body
+                uuid4(), 1, body_hash, updated_at, new=True, changed=True, sealed=sealed
             )
             outcome = Outcome.accepted
         else:
             outcome = decide(state, body_hash, updated_at, immutable=kind.immutable)
             if outcome == Outcome.updated:
                 state.version += 1
-                state.body_hash, state.source_updated_at, state.payload = body_hash, updated_at, body
+                state.body_hash, state.source_updated_at = body_hash, updated_at
+                state.sealed = keys.seal(tenant_id, canonical.decode())
                 state.changed = True
         results[index] = ItemResult(index, outcome, state.id, state.version)
         tally.outcome(outcome.value)
@@ -316,7 +339,7 @@ def _write(
             "version": s.version,
             "body_hash": s.body_hash,
             "source_updated_at": s.source_updated_at,
-            "payload": s.payload,
+            "payload_sealed": s.sealed,
             "received_at": now,
             "updated_at": now,
         }
@@ -330,7 +353,7 @@ def _write(
             "version": s.version,
             "body_hash": s.body_hash,
             "source_updated_at": s.source_updated_at,
-            "payload": s.payload,
+            "payload_sealed": s.sealed,
             "updated_at": now,
         }
         for _key, s in sorted(states.items())
@@ -344,7 +367,7 @@ def _write(
             .values(
                 {
                     c: sa.bindparam(c)
-                    for c in ("version", "body_hash", "source_updated_at", "payload", "updated_at")
+                    for c in ("version", "body_hash", "source_updated_at", "payload_sealed", "updated_at")
                 }
             ),
             updates,

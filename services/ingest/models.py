@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any
 from uuid import UUID, uuid4
 
 import sqlalchemy as sa
@@ -20,7 +19,9 @@ class IngestTable(SQLModel, registry=ingest_registry):
 
 class InboundRecord(IngestTable, table=True):
     """The latest accepted version of each record (order, customer record, behaviour event), as accepted:
-    the normalised canonical JSON. One row per (tenant, kind, source, external_id)."""
+    the normalised canonical JSON, sealed for the tenant (it holds the customer's name, e-mail, phone,
+    document, birth date and address; `intake.open_payload` reads it). One row per (tenant, kind, source,
+    external_id)."""
 
     __tablename__ = "inbound_record"
     __table_args__ = (sa.UniqueConstraint("tenant_id", "kind", "source", "external_id"),)
@@ -37,7 +38,10 @@ class InboundRecord(IngestTable, table=True):
     source_updated_at: datetime | None = Field(
         default=None, sa_column=sa.Column(UTCDateTime(), nullable=True)
     )
-    payload: dict[str, Any] = Field(sa_column=sa.Column(sa.JSON(), nullable=False))
+    payload_sealed: str = Field(
+        sa_column=sa.Column(sa.Text(), nullable=False),
+        description="The canonical JSON (sorted keys), AES-GCM sealed for the tenant (`shared.crypto`).",
+    )
     received_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))
 
@@ -95,3 +99,15 @@ class ImportJob(IngestTable, table=True):
     started_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime(), nullable=True))
     finished_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime(), nullable=True))
     heartbeat_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime(), nullable=True))
+
+
+class PrivacySuppression(IngestTable, table=True):
+    """An identifier of a person erased at their request (`Keyring.suppression` hash, sent by the profile
+    service): records carrying it are refused (`suppressed`) instead of bringing the person back."""
+
+    __tablename__ = "privacy_suppression"
+
+    tenant_id: UUID = Field(sa_column=sa.Column(sa.Uuid(), primary_key=True))
+    hash: str = Field(sa_column=sa.Column(sa.String(64), primary_key=True))
+    request_id: UUID = Field(sa_column=sa.Column(sa.Uuid(), nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))

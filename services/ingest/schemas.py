@@ -43,7 +43,8 @@ class Accepted(BaseModel):
     id: UUID | None = Field(None, description="Clientela's id for the record (stable across versions).")
     status: Outcome = Field(
         description="accepted (new), updated (new version), duplicate (identical resend: nothing changed), "
-        "stale (older than the stored version: ignored), rejected (see errors)."
+        "stale (older than the stored version: ignored), rejected (see errors), suppressed (of a person "
+        "erased at their request: neither stored nor published)."
     )
     version: int | None = Field(None, description="The stored version of the record.")
     errors: list[FieldError] | None = None
@@ -66,6 +67,7 @@ class BatchResult(BaseModel):
     duplicates: int
     stale: int
     rejected: int
+    suppressed: int = Field(0, description="Records of people erased at their request (not stored).")
     results: list[BatchItemResult]
 
     @classmethod
@@ -77,6 +79,7 @@ class BatchResult(BaseModel):
             duplicates=counts[Outcome.duplicate],
             stale=counts[Outcome.stale],
             rejected=counts[Outcome.rejected],
+            suppressed=counts[Outcome.suppressed],
             results=[BatchItemResult(index=r.index, **Accepted.of(r).model_dump()) for r in results],
         )
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
 from services.profile import identity_rules, probabilistic, profiles, refresh, unmerge
 from services.profile.identity_rules import IdentityRules
+from services.profile.privacy_api import record_read
 from services.profile.schemas import (
     ConsentDecision,
     ConsentsRead,
@@ -30,6 +30,7 @@ from shared.auth import TenantDep
 from shared.db import SessionDep
 from shared.errors import Invalid, problem_responses
 from shared.logs import request_id_var
+from shared.web import RequestTime
 
 router = APIRouter(prefix="/v1", tags=["profiles"])
 
@@ -37,13 +38,16 @@ ERRORS = problem_responses(401, 404, 422)
 
 
 @router.get("/profiles/{profile_id}", responses=ERRORS)
-def get_profile(profile_id: UUID, tenant_id: TenantDep, session: SessionDep) -> ProfileRead:
-    """One profile by id."""
-    return ProfileRead.of(profiles.get_profile(profile_id, tenant_id=tenant_id, session=session))
+def get_profile(profile_id: UUID, request: Request, tenant_id: TenantDep, session: SessionDep) -> ProfileRead:
+    """One profile by id (the read is recorded in the audit trail)."""
+    found = ProfileRead.of(profiles.get_profile(profile_id, tenant_id=tenant_id, session=session))
+    record_read(request, session, tenant_id, "profile.read", [found.id])
+    return found
 
 
 @router.get("/profiles", responses=ERRORS)
 def list_profiles(
+    request: Request,
     tenant_id: TenantDep,
     session: SessionDep,
     email: Annotated[str | None, Query(description="Profiles owning this e-mail (normalised first).")] = None,
@@ -57,15 +61,13 @@ def list_profiles(
     city: Annotated[str | None, Query(description="Filter: city (as normalised: `São Paulo`).")] = None,
     min_orders: Annotated[int | None, Query(ge=0, description="Filter: at least this many orders.")] = None,
     updated_since: Annotated[
-        datetime | None, Query(description="Filter: changed at or after this time (with a zone).")
+        RequestTime | None, Query(description="Filter: changed at or after this time (with a zone).")
     ] = None,
     cursor: Annotated[UUID | None, Query(description="`next_cursor` of the previous page.")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> ProfilePage:
     """Profiles of the tenant, or those owning the given identifiers, optionally filtered; contact data is
     masked in plain lists."""
-    if updated_since is not None and updated_since.utcoffset() is None:
-        raise Invalid("`updated_since` needs a time zone (e.g. `2026-11-20T00:00:00Z`).")
     filters = profiles.ListFilters(
         state=state.upper() if state else None, city=city, min_orders=min_orders, updated_since=updated_since
     )
@@ -78,7 +80,10 @@ def list_profiles(
         tenant_id=tenant_id, session=session, lookup=lookup, filters=filters, after=cursor, limit=limit
     )
     next_cursor = str(found[-1].id) if len(found) == limit else None
-    return ProfilePage(items=[ProfileRead.of(p, masked=not lookup) for p in found], next_cursor=next_cursor)
+    page = ProfilePage(items=[ProfileRead.of(p, masked=not lookup) for p in found], next_cursor=next_cursor)
+    action = "profile.search" if lookup else "profile.list"
+    record_read(request, session, tenant_id, action, (p.id for p in found))
+    return page
 
 
 @router.get("/profiles/{profile_id}/merges", responses=ERRORS)
@@ -91,6 +96,7 @@ def list_merges(profile_id: UUID, tenant_id: TenantDep, session: SessionDep) -> 
 @router.get("/profiles/{profile_id}/timeline", responses=ERRORS)
 def get_timeline(
     profile_id: UUID,
+    request: Request,
     tenant_id: TenantDep,
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -98,16 +104,20 @@ def get_timeline(
     """The person's orders, customer records, behaviour events and merges, newest first (a merged id
     shows its survivor's timeline)."""
     entries = profiles.timeline(profile_id, tenant_id=tenant_id, session=session, limit=limit)
+    record_read(request, session, tenant_id, "profile.timeline", [profile_id])
     return Timeline(items=[TimelineEntry(**e) for e in entries])
 
 
 @router.get("/profiles/{profile_id}/consents", responses=ERRORS, tags=["consents"])
-def get_consents(profile_id: UUID, tenant_id: TenantDep, session: SessionDep) -> ConsentsRead:
+def get_consents(
+    profile_id: UUID, request: Request, tenant_id: TenantDep, session: SessionDep
+) -> ConsentsRead:
     """The person's consent per purpose (the newest decision) and every decision received, newest first
     (a merged id answers for its survivor)."""
     profile = profiles.get_profile(profile_id, tenant_id=tenant_id, session=session)
     owner = profiles.get_profile(profile.merged_into or profile.id, tenant_id=tenant_id, session=session)
     history = [ConsentDecision(**c) for c in profiles.consent_history(session, owner)]
+    record_read(request, session, tenant_id, "profile.consents", [owner.id])
     return ConsentsRead(profile_id=owner.id, consents=owner.consents, history=history)
 
 

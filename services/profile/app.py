@@ -8,6 +8,7 @@ from fastapi import FastAPI
 
 from services.profile.api import router
 from services.profile.consumer import workers
+from services.profile.privacy_api import router as privacy_router
 from services.profile.settings import ProfileSettings, get_settings
 from shared.web import create_service_app
 
@@ -20,6 +21,6 @@ def create_app(settings: ProfileSettings | None = None) -> FastAPI:
         service_dir=SERVICE_DIR,
         title="Clientela profiles",
         description="Unified customer profiles (one per person per seller) and their traits.",
-        routers=[router],
+        routers=[router, privacy_router],
         workers=workers,
     )

@@ -10,15 +10,22 @@ from datetime import timedelta
 
 from sqlalchemy.engine import Engine
 
+from services.profile.privacy import apply_erasure_confirmed, apply_report_part
 from services.profile.profiles import ProfileBatch, apply_behaviour, apply_customer_record, apply_order
 from services.profile.refresh import TraitsRefresher
 from services.profile.settings import get_settings
 from shared.auth import TENANT_HANDLERS
 from shared.consumer import consumer_workers
-from shared.events import BehaviourRecorded, CustomerRecorded, OrderIngested
+from shared.events import (
+    BehaviourRecorded,
+    CustomerRecorded,
+    OrderIngested,
+    PrivacyErasureConfirmed,
+    PrivacyReportPart,
+)
 from shared.outbox import OutboxRelay
 from shared.settings import ServiceSettings
-from shared.topics import BEHAVIOUR, CUSTOMERS, ORDERS, PROFILE_DLQ, TENANTS
+from shared.topics import BEHAVIOUR, CUSTOMERS, ORDERS, PRIVACY_REPLIES, PROFILE_DLQ, TENANTS
 from shared.web import Worker, run_workers
 
 
@@ -36,6 +43,11 @@ def workers(engine: Engine, settings: ServiceSettings) -> Sequence[tuple[str, Wo
             consumers={
                 # Tenants/keys have their own consumer so a backlog of orders never delays a new key.
                 "tenants": ([TENANTS], TENANT_HANDLERS),
+                # Answers to data-subject requests: apart from the records, so a backlog never delays them.
+                "privacy": (
+                    [PRIVACY_REPLIES],
+                    {PrivacyReportPart: apply_report_part, PrivacyErasureConfirmed: apply_erasure_confirmed},
+                ),
                 "records": (
                     [ORDERS, CUSTOMERS, BEHAVIOUR],
                     {

@@ -38,9 +38,9 @@ from services.profile.models import (
     ProfileOrder,
     ProfileRecord,
 )
+from shared import identifiers as shared_identifiers
 from shared.crypto import keyring
 from shared.db import utcnow
-from shared.normalize import is_relay_email
 from shared.records import Customer, CustomerRef
 
 Identifier = tuple[str, str]  # (kind, normalised value)
@@ -66,19 +66,8 @@ _BLOCKED_LOCAL_PARTS = frozenset({"noreply", "no-reply", "naoresponda", "nao-res
 
 
 def identifiers_of(customer: Customer | CustomerRef, source: str) -> list[Identifier]:
-    """The (kind, normalised value) pairs that identify a customer, strongest first."""
-    found: list[Identifier] = []
-    if customer.document:
-        found.append(("document", customer.document))
-    if customer.external_id:
-        found.append(("customer_id", f"{source}:{customer.external_id}"))
-    if customer.email and is_relay_email(customer.email):
-        found.append(("relay_email", f"{source}:{customer.email}"))  # identifies only within its marketplace
-    elif customer.email:
-        found.append(("email", customer.email))
-    if customer.phone:
-        found.append(("phone", customer.phone))
-    return [i for i in found if not blocked(i)]
+    """The (kind, normalised value) pairs that identify a customer, strongest first, less blocked values."""
+    return [i for i in shared_identifiers.identifiers_of(customer, source) if not blocked(i)]
 
 
 def blind(tenant_id: UUID, identifiers: list[Identifier]) -> list[Identifier]:

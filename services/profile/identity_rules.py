@@ -17,6 +17,7 @@ from sqlmodel import Session
 from services.profile.models import IdentityRuleSet
 from shared.db import utcnow
 from shared.normalize import normalize_email, normalize_phone
+from shared.web import RequestInt
 
 KINDS = ("document", "customer_id", "email", "relay_email", "phone", "anonymous_id")
 Kind = Annotated[str, Field(pattern="^(document|customer_id|email|relay_email|phone|anonymous_id)$")]
@@ -45,7 +46,7 @@ class IdentityRules(BaseModel):
         default=list(KINDS),
         description="Identifier kinds, strongest first: a record belongs to its strongest identifier's owner",
     )
-    limits: dict[Kind, Annotated[int, Field(ge=1, le=1000)]] = Field(
+    limits: dict[Kind, Annotated[RequestInt, Field(ge=1, le=1000)]] = Field(
         default={
             "document": 1,
             "email": 5,
@@ -57,7 +58,7 @@ class IdentityRules(BaseModel):
         description="At most this many identifiers of a kind per profile (a merge that would exceed it does "
         "not happen). `document` is always 1.",
     )
-    max_merges: int = Field(
+    max_merges: RequestInt = Field(
         default=50, ge=0, le=10_000, description="At most this many merges into one profile."
     )
     blocked_values: list[BlockedValue] = Field(
@@ -67,10 +68,10 @@ class IdentityRules(BaseModel):
         "staff), on top of the built-in placeholders (`teste@teste.com`, ...).",
     )
     merge_threshold: float = Field(
-        default=0.95, ge=0, le=1, description="Probabilistic stage: merge at or above."
+        default=0.95, ge=0, le=1, strict=True, description="Probabilistic stage: merge at or above."
     )
     suggest_threshold: float = Field(
-        default=0.6, ge=0, le=1, description="Probabilistic stage: suggest at or above."
+        default=0.6, ge=0, le=1, strict=True, description="Probabilistic stage: suggest at or above."
     )
 
     @field_validator("priority")

@@ -1,4 +1,12 @@
-"""The profile service's own tables (plus the shared infrastructure tables in `shared.infra`)."""
+"""The profile service's own tables (plus the shared infrastructure tables in `shared.infra`).
+
+Personal data is stored sealed for the tenant (AES-GCM, `shared.crypto`): identifiers as blind index +
+sealed value, the profile's contact e-mail and phone, its name, birth date and CEP (read and set in clear
+through `Profile.name`, `.birth_date` and `.zip`), and the name, birth date and CEP in the snapshots kept
+with each order and record (`seal_snapshot` / `open_snapshot`; one written in clear is sealed when
+flushed, whoever wrote it). City, state, country and gender stay in clear: list filters and segment rules
+select on them in SQL, and without the rest they point to no one.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +14,11 @@ from datetime import date, datetime
 from typing import Any
 from uuid import UUID, uuid4
 
+import orjson
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
+from shared.crypto import keyring
 from shared.db import UTCDateTime, new_registry, utcnow
 
 profile_registry = new_registry()
@@ -37,12 +47,16 @@ class Profile(ProfileTable, table=True):
     status: str = Field(default="active", max_length=10, description="active, or merged (see merged_into)")
     merged_into: UUID | None = Field(default=None, sa_column=sa.Column(sa.Uuid(), nullable=True, index=True))
     merges: int = Field(default=0, description="How many profiles were merged into this one.")
-    name: str | None = Field(default=None, max_length=200)
-    birth_date: date | None = Field(default=None, sa_column=sa.Column(sa.Date(), nullable=True))
+    name_sealed: str | None = Field(
+        default=None, sa_column=sa.Column(sa.Text(), nullable=True), description="Sealed: see `name`."
+    )
+    birth_date_sealed: str | None = Field(
+        default=None, max_length=100, description="Sealed ISO date: see `birth_date`."
+    )
     gender: str | None = Field(default=None, max_length=10)
     city: str | None = Field(default=None, max_length=200)
     state: str | None = Field(default=None, max_length=2)
-    zip: str | None = Field(default=None, max_length=8)
+    zip_sealed: str | None = Field(default=None, max_length=100, description="Sealed CEP: see `zip`.")
     country: str | None = Field(default=None, max_length=2)
     attributes_at: datetime | None = Field(
         default=None, sa_column=sa.Column(UTCDateTime(), nullable=True), description="Time of the data above."
@@ -81,6 +95,72 @@ class Profile(ProfileTable, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))
 
+    # The sealed columns read and set in clear. Setting the value already stored keeps its token (no
+    # needless write); a new value is sealed with the current key.
+    @property
+    def name(self) -> str | None:
+        return _open(self.tenant_id, self.name_sealed)
+
+    @name.setter
+    def name(self, value: str | None) -> None:
+        if value != self.name:
+            self.name_sealed = _seal(self.tenant_id, value)
+
+    @property
+    def birth_date(self) -> date | None:
+        text = _open(self.tenant_id, self.birth_date_sealed)
+        return None if text is None else date.fromisoformat(text)
+
+    @birth_date.setter
+    def birth_date(self, value: date | None) -> None:
+        if value != self.birth_date:
+            self.birth_date_sealed = _seal(self.tenant_id, None if value is None else value.isoformat())
+
+    @property
+    def zip(self) -> str | None:
+        return _open(self.tenant_id, self.zip_sealed)
+
+    @zip.setter
+    def zip(self, value: str | None) -> None:
+        if value != self.zip:
+            self.zip_sealed = _seal(self.tenant_id, value)
+
+
+def _seal(tenant_id: UUID, value: str | None) -> str | None:
+    return None if value is None else keyring().seal(tenant_id, value)
+
+
+def _open(tenant_id: UUID, token: str | None) -> str | None:
+    return None if token is None else keyring().open(tenant_id, token)
+
+
+# What a record says about the person (`profiles.snapshot`): these attributes are kept sealed together,
+# as one token under `"sealed"`; the rest (time, gender, city, state, country, consents) in clear.
+SEALED_ATTRIBUTES = ("name", "birth_date", "zip")
+
+
+def seal_snapshot(tenant_id: UUID, snapshot: dict[str, Any]) -> dict[str, Any]:
+    """A snapshot as stored in `ProfileOrder.customer` / `ProfileRecord.customer`. One already stored is
+    returned as it is; one that has both a sealed part and values in clear gets them sealed together (the
+    values in clear win)."""
+    clear = {k: snapshot[k] for k in SEALED_ATTRIBUTES if snapshot.get(k) is not None}
+    if not clear:
+        return snapshot
+    personal = orjson.loads(keyring().open(tenant_id, snapshot["sealed"])) if "sealed" in snapshot else {}
+    personal.update(clear)
+    stored = {k: v for k, v in snapshot.items() if k not in SEALED_ATTRIBUTES}
+    stored["sealed"] = keyring().seal(tenant_id, orjson.dumps(personal).decode())
+    return stored
+
+
+def open_snapshot(tenant_id: UUID, stored: dict[str, Any]) -> dict[str, Any]:
+    """A stored snapshot in clear (as `profiles.snapshot` made it)."""
+    if "sealed" not in stored:
+        return stored
+    opened = {k: v for k, v in stored.items() if k != "sealed"}
+    opened.update(orjson.loads(keyring().open(tenant_id, stored["sealed"])))
+    return opened
+
 
 class ProfileOrder(ProfileTable, table=True):
     """The latest version of each order seen, per profile: traits are recomputed from these rows."""
@@ -113,7 +193,8 @@ class ProfileOrder(ProfileTable, table=True):
     customer: dict[str, Any] = Field(
         default_factory=dict,
         sa_column=sa.Column(sa.JSON(), nullable=False),
-        description="demographics, location and consents the order carried, and when (`at`)",
+        description="demographics, location and consents the order carried, and when (`at`); name, birth "
+        "date and CEP sealed (`seal_snapshot`)",
     )
     recorded_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))
 
@@ -136,7 +217,8 @@ class ProfileRecord(ProfileTable, table=True):
     customer: dict[str, Any] = Field(
         default_factory=dict,
         sa_column=sa.Column(sa.JSON(), nullable=False),
-        description="customer records: demographics, location, consents and `at`",
+        description="customer records: demographics, location, consents and `at`; name, birth date and CEP "
+        "sealed (`seal_snapshot`)",
     )
     properties: dict[str, Any] = Field(
         default_factory=dict,
@@ -144,6 +226,17 @@ class ProfileRecord(ProfileTable, table=True):
         description="behaviour: sku, category, quantity",
     )
     recorded_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))
+
+
+@sa.event.listens_for(ProfileOrder, "before_insert")
+@sa.event.listens_for(ProfileOrder, "before_update")
+@sa.event.listens_for(ProfileRecord, "before_insert")
+@sa.event.listens_for(ProfileRecord, "before_update")
+def _snapshot_sealed(_mapper: Any, _connection: Any, target: ProfileOrder | ProfileRecord) -> None:
+    """Whoever writes a snapshot, it is stored sealed (`seal_snapshot` leaves a sealed one as it is)."""
+    sealed = seal_snapshot(target.tenant_id, target.customer)
+    if sealed is not target.customer:
+        target.customer = sealed
 
 
 class ProfileIdentifier(ProfileTable, table=True):
@@ -278,3 +371,60 @@ class TraitsRefresh(ProfileTable, table=True):
     started_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime(), nullable=True))
     heartbeat_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime(), nullable=True))
     finished_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime(), nullable=True))
+
+
+class PrivacyRequest(ProfileTable, table=True):
+    """A data subject's request (LGPD Art. 18): what was asked, its status, and which services confirmed.
+
+    Kept for accountability without personal data: the subject is named only by the kind of identifier
+    given; once an erasure completes, `profile_ids` and `record_ids` are emptied and only counts remain.
+    The access report is stored sealed for the tenant (`report`) and erased with the person.
+    """
+
+    __tablename__ = "privacy_request"
+
+    id: UUID = Field(default_factory=uuid4, sa_column=sa.Column(sa.Uuid(), primary_key=True))
+    tenant_id: UUID = Field(sa_column=sa.Column(sa.Uuid(), nullable=False, index=True))
+    type: str = Field(max_length=30)
+    status: str = Field(default="processing", max_length=20, description="processing, completed or failed")
+    subject_kind: str = Field(max_length=20, description="email, phone, document or profile_id")
+    found: bool = False
+    profile_ids: list[str] = Field(default_factory=list, sa_column=sa.Column(sa.JSON(), nullable=False))
+    record_ids: list[str] = Field(default_factory=list, sa_column=sa.Column(sa.JSON(), nullable=False))
+    awaiting: list[str] = Field(default_factory=list, sa_column=sa.Column(sa.JSON(), nullable=False))
+    confirmations: dict[str, Any] = Field(
+        default_factory=dict, sa_column=sa.Column(sa.JSON(), nullable=False)
+    )
+    summary: dict[str, Any] = Field(default_factory=dict, sa_column=sa.Column(sa.JSON(), nullable=False))
+    report: str | None = Field(default=None, sa_column=sa.Column(sa.Text(), nullable=True))
+    api_key_id: UUID | None = Field(default=None, sa_column=sa.Column(sa.Uuid(), nullable=True))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))
+    due_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
+    completed_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime(), nullable=True))
+
+
+class PrivacySuppression(ProfileTable, table=True):
+    """An identifier of an erased person (`Keyring.suppression` hash): records carrying it are dropped."""
+
+    __tablename__ = "privacy_suppression"
+
+    tenant_id: UUID = Field(sa_column=sa.Column(sa.Uuid(), primary_key=True))
+    hash: str = Field(sa_column=sa.Column(sa.String(64), primary_key=True))
+    request_id: UUID = Field(sa_column=sa.Column(sa.Uuid(), nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))
+
+
+class AuditEvent(ProfileTable, table=True):
+    """A read of personal data: which API key read which profiles, through which route, when."""
+
+    __tablename__ = "audit_event"
+    __table_args__ = (sa.Index("ix_audit_event_tenant_id_at", "tenant_id", "at"),)
+
+    id: UUID = Field(default_factory=uuid4, sa_column=sa.Column(sa.Uuid(), primary_key=True))
+    tenant_id: UUID = Field(sa_column=sa.Column(sa.Uuid(), nullable=False))
+    at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))
+    api_key_id: UUID | None = Field(default=None, sa_column=sa.Column(sa.Uuid(), nullable=True))
+    action: str = Field(max_length=40, description="profile.read, profile.search, privacy.report, ...")
+    route: str = Field(max_length=200, description="The route template (never the URL: it may hold data).")
+    profile_ids: list[str] = Field(default_factory=list, sa_column=sa.Column(sa.JSON(), nullable=False))
+    request_id: str | None = Field(default=None, max_length=64)

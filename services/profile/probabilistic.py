@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import asdict
-from datetime import date
 from typing import cast
 from uuid import UUID
 
@@ -55,7 +54,7 @@ def match_fields(profile: Profile, identifiers: Iterable[identity.Identifier]) -
     documents = [v for k, v in found if k == "document"]
     return matching.MatchFields(
         name=profile.name,
-        birth_date=profile.birth_date if isinstance(profile.birth_date, date) else None,
+        birth_date=profile.birth_date,
         zip=profile.zip,
         city=profile.city,
         state=profile.state,

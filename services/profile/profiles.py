@@ -16,7 +16,17 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from services.profile import identity, identity_rules, probabilistic, traits
-from services.profile.models import MergeRecord, Profile, ProfileIdentifier, ProfileOrder, ProfileRecord
+from services.profile.models import (
+    MergeRecord,
+    Profile,
+    ProfileIdentifier,
+    ProfileOrder,
+    ProfileRecord,
+    open_snapshot,
+    seal_snapshot,
+)
+from services.profile.suppression import suppressed
+from shared.crypto import keyring
 from shared.db import utcnow
 from shared.errors import Invalid, NotFound
 from shared.events import (
@@ -27,6 +37,7 @@ from shared.events import (
     OrderIngested,
     ProfilesMerged,
     ProfileUpdatedV2,
+    TenantMismatch,
 )
 from shared.normalize import is_relay_email, normalize_document, normalize_email, normalize_phone
 from shared.outbox import add_event
@@ -48,7 +59,12 @@ def profile_key(tenant_id: UUID, profile_id: UUID) -> str:
 def apply_order(session: Session, envelope: Envelope, event: OrderIngested) -> None:
     """Handler for OrderIngested: keep the order's latest version with its profile; the traits follow."""
     order = event.order
+    known = _stored_order(session, event.order_id)
+    if known is not None and known.tenant_id != envelope.tenant_id:
+        raise TenantMismatch("the order")
     identifiers = identifiers_for(event)
+    if suppressed(session, envelope.tenant_id, identifiers):
+        return  # a person erased at their request (LGPD): see services.profile.suppression
     profile, merges = _resolve(
         session, envelope, identifiers, order.customer, order.updated_at or order.placed_at
     )
@@ -77,7 +93,9 @@ def apply_order(session: Session, envelope: Envelope, event: OrderIngested) -> N
     stored.items = [{"sku": i.sku, "category": i.category, "quantity": i.quantity} for i in order.items]
     stored.payments = [{"method": p.method.value, "installments": p.installments} for p in order.payments]
     stored.identifiers = [[kind, value] for kind, value in identity.blind(envelope.tenant_id, identifiers)]
-    stored.customer = snapshot(order.customer, order.consents, at=order.updated_at or order.placed_at)
+    stored.customer = seal_snapshot(
+        envelope.tenant_id, snapshot(order.customer, order.consents, at=order.updated_at or order.placed_at)
+    )
     stored.recorded_at = utcnow()
     session.add(stored)
     known = session.info.get("known_orders")
@@ -90,6 +108,12 @@ def apply_order(session: Session, envelope: Envelope, event: OrderIngested) -> N
         previous = session.get(Profile, previous_profile_id)
         if previous is not None:
             recompute(session, previous, correlation_id=envelope.correlation_id)
+
+
+def _check_record_tenant(session: Session, envelope: Envelope, record_id: UUID) -> None:
+    known = session.get(ProfileRecord, record_id)
+    if known is not None and known.tenant_id != envelope.tenant_id:
+        raise TenantMismatch("the record")
 
 
 def _resolve(
@@ -118,7 +142,7 @@ def snapshot(
     customer: Customer | CustomerRecord | None, consents: Sequence[Consent], *, at: datetime
 ) -> dict[str, Any]:
     """What a record says about the person (demographics, location, consents) and when: what
-    `traits.customer_traits` folds into the profile."""
+    `traits.customer_traits` folds into the profile. Stored through `models.seal_snapshot`."""
     found: dict[str, Any] = {"at": at.isoformat()}
     if customer is not None:
         found["name"] = customer.name
@@ -143,8 +167,12 @@ def snapshot(
 def apply_customer_record(session: Session, envelope: Envelope, event: CustomerRecorded) -> None:
     """Handler for CustomerRecorded: identity, demographics, location and consents from a CRM/form record."""
     record = event.customer
+    _check_record_tenant(session, envelope, event.record_id)
+    identifiers = identifiers_for(event)
+    if suppressed(session, envelope.tenant_id, identifiers):
+        return  # a person erased at their request (LGPD)
     profile, merges = _resolve(
-        session, envelope, identifiers_for(event), record, record.updated_at or envelope.occurred_at
+        session, envelope, identifiers, record, record.updated_at or envelope.occurred_at
     )
     stored = session.get(ProfileRecord, event.record_id)
     if stored is not None and stored.record_version >= event.record_version:
@@ -169,16 +197,18 @@ def apply_customer_record(session: Session, envelope: Envelope, event: CustomerR
         type="customer_record",
         source=record.source,
         occurred_at=at,
-        customer=snapshot(record, record.consents, at=at),
+        customer=seal_snapshot(envelope.tenant_id, snapshot(record, record.consents, at=at)),
     )
 
 
 def apply_behaviour(session: Session, envelope: Envelope, event: BehaviourRecorded) -> None:
     """Handler for BehaviourRecorded: who did it (known identifiers and/or the device) and what."""
     behaviour = event.event
-    profile, _ = _resolve(
-        session, envelope, identifiers_for(event), behaviour.customer, behaviour.occurred_at
-    )
+    _check_record_tenant(session, envelope, event.record_id)
+    identifiers = identifiers_for(event)
+    if suppressed(session, envelope.tenant_id, identifiers):
+        return  # a person erased at their request (LGPD)
+    profile, _ = _resolve(session, envelope, identifiers, behaviour.customer, behaviour.occurred_at)
     properties = {
         k: str(behaviour.properties[k])[:200] for k in ("sku", "category") if behaviour.properties.get(k)
     }
@@ -366,8 +396,15 @@ def recompute_full(
         traits.OrderFacts(o.source, o.status, o.total_minor, o.placed_at, o.items, o.payments) for o in rows
     ]
     computed = traits.purchase_traits(facts)
-    snapshots = [{**o.customer, "seq": o.recorded_at.isoformat()} for o in rows if o.customer]
-    snapshots += [{**r.customer, "seq": r.recorded_at.isoformat()} for r in records if r.kind == "customer"]
+    tenant_id = profile.tenant_id
+    snapshots = [
+        {**open_snapshot(tenant_id, o.customer), "seq": o.recorded_at.isoformat()} for o in rows if o.customer
+    ]
+    snapshots += [
+        {**open_snapshot(tenant_id, r.customer), "seq": r.recorded_at.isoformat()}
+        for r in records
+        if r.kind == "customer"
+    ]
     person = traits.customer_traits(snapshots)
     for field in ("name", "gender", "city", "state", "zip", "country"):
         setattr(profile, field, person[field])
@@ -396,15 +433,16 @@ def announce(session: Session, profile: Profile, *, correlation_id: str | None) 
     profile.version += 1
     profile.updated_at = utcnow()
     traits = segmentable_traits(profile)
+    kept = as_announced(profile.tenant_id, traits)
     event = ProfileUpdatedV2.model_validate(
         {
             **traits,
             "profile_id": profile.id,
             "profile_version": profile.version,
-            "changed": sorted(k for k, v in traits.items() if profile.announced.get(k, _UNSET) != v),
+            "changed": sorted(k for k, v in kept.items() if profile.announced.get(k, _UNSET) != v),
         }
     )
-    profile.announced = traits
+    profile.announced = kept
     session.add(profile)
     add_event(
         session,
@@ -416,6 +454,18 @@ def announce(session: Session, profile: Profile, *, correlation_id: str | None) 
 
 
 _UNSET = object()
+# Personal data among the announced traits: `profile.announced` keeps their keyed hashes, enough to tell
+# whether they changed.
+HASHED_TRAITS = ("birth_date", "zip")
+
+
+def as_announced(tenant_id: UUID, traits: dict[str, Any]) -> dict[str, Any]:
+    """The traits as kept in `profile.announced`: the birth date and CEP as blind indexes."""
+    keys = keyring()
+    return {
+        k: keys.index(tenant_id, f"announced:{k}", v) if k in HASHED_TRAITS and v is not None else v
+        for k, v in traits.items()
+    }
 
 
 def segmentable_traits(profile: Profile) -> dict[str, Any]:
@@ -627,7 +677,7 @@ def update_consents(
             source="api",
             occurred_at=now,
             identifiers=[],
-            customer=snapshot(None, consents, at=now),
+            customer=seal_snapshot(owner.tenant_id, snapshot(None, consents, at=now)),
         )
     )
     recompute(session, owner, correlation_id=correlation_id)

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from services.profile.models import MergeRecord, MergeSuggestion, Profile, TraitsRefresh
 from shared.crypto import keyring
@@ -79,6 +80,7 @@ class ProfileRead(BaseModel):
         keys = keyring()
         email = keys.open(profile.tenant_id, profile.email) if profile.email else None
         phone = keys.open(profile.tenant_id, profile.phone) if profile.phone else None
+        birth_date = profile.birth_date  # name, birth date and CEP: opened by the model
         return cls(
             id=profile.id,
             email=mask_email(email) if masked else email,
@@ -90,8 +92,8 @@ class ProfileRead(BaseModel):
             last_order_at=profile.last_order_at,
             version=profile.version,
             name=profile.name,
-            birth_date=profile.birth_date,
-            age=age_on(profile.birth_date, date.today()),
+            birth_date=birth_date,
+            age=age_on(birth_date, date.today()),
             gender=profile.gender,
             location={
                 "city": profile.city,
@@ -186,15 +188,20 @@ class UnmergeRequest(BaseModel):
     """The merge to undo: its id (see `GET /v1/profiles/{id}/merges`) or an identifier that came with it."""
 
     model_config = ConfigDict(
-        json_schema_extra={"examples": [{"merge_id": "5e6f7a8b-9c0d-4e1f-a2b3-c4d5e6f7a8b9"}]}
+        json_schema_extra={
+            "examples": [{"merge_id": "5e6f7a8b-9c0d-4e1f-a2b3-c4d5e6f7a8b9"}],
+            "oneOf": [{"required": ["merge_id"]}, {"required": ["identifier"]}],
+        }
     )
 
-    merge_id: UUID | None = None
-    identifier: IdentifierRef | None = None
+    merge_id: UUID | SkipJsonSchema[None] = None
+    identifier: IdentifierRef | SkipJsonSchema[None] = None
 
     @model_validator(mode="after")
     def _one_of(self) -> UnmergeRequest:
-        if (self.merge_id is None) == (self.identifier is None):
+        # Exactly one of them, and not null: `{"merge_id": null, "identifier": ...}` is refused too.
+        given = self.model_fields_set & {"merge_id", "identifier"}
+        if len(given) != 1 or getattr(self, given.pop()) is None:
             raise ValueError("give exactly one of `merge_id` and `identifier`")
         return self
 

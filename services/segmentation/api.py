@@ -130,11 +130,16 @@ def list_templates(tenant_id: TenantDep) -> SegmentTemplateList:
 
 
 @router.get("/segments", responses=ERRORS)
-def list_segments(tenant_id: TenantDep, session: SessionDep) -> SegmentList:
-    """The tenant's segments."""
-    return SegmentList(
-        items=[_read(s, session) for s in segments.list_segments(tenant_id=tenant_id, session=session)]
-    )
+def list_segments(
+    tenant_id: TenantDep,
+    session: SessionDep,
+    cursor: Annotated[UUID | None, Query(description="`next_cursor` of the previous page.")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> SegmentList:
+    """The tenant's segments, oldest first."""
+    found = segments.list_segments(tenant_id=tenant_id, session=session, after=cursor, limit=limit)
+    next_cursor = str(found[-1].id) if len(found) == limit else None
+    return SegmentList(items=[_read(s, session) for s in found], next_cursor=next_cursor)
 
 
 # The routes below a segment's id come before GET/PATCH/DELETE of the segment itself, so that the OpenAPI
@@ -221,7 +226,9 @@ def segment_history(
     tenant_id: TenantDep,
     session: SessionDep,
     profile_id: Annotated[UUID | None, Query(description="Only this profile's entries and exits.")] = None,
-    cursor: Annotated[str | None, Query(description="`next_cursor` of the previous page.")] = None,
+    cursor: Annotated[
+        str | None, Query(pattern=r"^[0-9]{1,18}$", description="`next_cursor` of the previous page.")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> HistoryPage:
     """Entries and exits, newest first, with why (cursor pagination)."""

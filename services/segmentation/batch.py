@@ -21,7 +21,7 @@ from uuid import UUID
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from services.segmentation.models import ProfileProjection, ProfileTag, Segment, SegmentMember
+from services.segmentation.models import ErasedProfile, ProfileProjection, ProfileTag, Segment, SegmentMember
 from services.segmentation.rules import InvalidRule, Rule, depends_on, load_rule
 from shared.events import Envelope, Event, ProfileUpdated, ProfileUpdatedV2
 
@@ -71,6 +71,7 @@ class Batch:
     members: dict[UUID, dict[UUID, datetime | None]] = field(default_factory=dict)
     stored_members: dict[UUID, set[UUID]] = field(default_factory=dict)
     segments: dict[UUID, list[Rules]] = field(default_factory=dict)  # tenant -> its segments
+    erased: set[UUID] = field(default_factory=set)  # profiles erased at the person's request (LGPD)
 
     # -- loading ---------------------------------------------------------------------------------------
     def load(self, session: Session, profile_ids: Iterable[UUID]) -> None:
@@ -90,6 +91,9 @@ class Batch:
             for projection in session.exec(query):
                 self.projections[projection.profile_id] = projection
                 self.tenants[projection.profile_id] = projection.tenant_id
+            self.erased.update(
+                session.exec(select(ErasedProfile.profile_id).where(col(ErasedProfile.profile_id).in_(chunk)))
+            )
         for profile_id in ids:
             self.stored_tags[profile_id], self.members[profile_id] = {}, {}
             self.stored_members[profile_id] = set()

@@ -279,3 +279,14 @@ class WebhookDelivery(SegmentationTable, table=True):
     # The segment of a segment.entered / segment.exited (its pending deliveries fail when it is deleted).
     segment_id: UUID | None = Field(default=None, sa_column=sa.Column(sa.Uuid(), nullable=True))
     created_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))
+
+
+class ErasedProfile(SegmentationTable, table=True):
+    """A profile erased at the person's request (LGPD): a `profile.updated` of it still in flight is
+    ignored instead of bringing it back. Only the random id is kept, linked to nothing else."""
+
+    __tablename__ = "erased_profile"
+
+    profile_id: UUID = Field(sa_column=sa.Column(sa.Uuid(), primary_key=True))
+    tenant_id: UUID = Field(sa_column=sa.Column(sa.Uuid(), nullable=False))
+    erased_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))

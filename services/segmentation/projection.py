@@ -17,10 +17,10 @@ from sqlmodel import Session, col, select
 
 from services.segmentation import batch as batches
 from services.segmentation.evaluate import Traits
-from services.segmentation.models import ProfileProjection, ProfileTag, TagKind
+from services.segmentation.models import ErasedProfile, ProfileProjection, ProfileTag, TagKind
 from services.segmentation.rules import CONSENT_TAGS
 from shared.db import utcnow
-from shared.events import ProfileUpdated, ProfileUpdatedV2
+from shared.events import ProfileUpdated, ProfileUpdatedV2, TenantMismatch
 from shared.records import average_order_value, to_minor
 
 Elements = Mapping[str, datetime | None]  # a tag kind's values -> time (None where it has none)
@@ -38,6 +38,7 @@ class Applied:
     projection: ProfileProjection
     traits: Traits
     changed: frozenset[str] | None
+    before: Traits | None = None  # the traits before the event (None: a new profile)
 
 
 def apply_event(
@@ -48,15 +49,19 @@ def apply_event(
     if batch is not None:
         return _apply_batched(session, batch, tenant_id, event)
     projection = session.get(ProfileProjection, event.profile_id)
+    if projection is not None and projection.tenant_id != tenant_id:
+        raise TenantMismatch("the profile")
     if projection is not None and projection.profile_version >= event.profile_version:
         return None  # stale or redelivered version
+    if projection is None and session.get(ErasedProfile, event.profile_id) is not None:
+        return None  # erased at the person's request: an event still in flight does not bring it back
     before = traits(session, projection) if projection is not None else None
     projection, tags = _refreshed(projection, tenant_id, event)
     session.add(projection)
     replace_tags(session, projection, tags)
     session.flush()
     after = traits(session, projection)
-    return Applied(projection, after, None if before is None else _differences(before, after))
+    return Applied(projection, after, None if before is None else _differences(before, after), before)
 
 
 def _refreshed(
@@ -87,8 +92,12 @@ def _apply_batched(
 ) -> Applied | None:
     """`apply_event` within a consumer batch: on the batch's copy, the tags written when it is synced."""
     projection = batch.projection(session, event.profile_id)
+    if projection is not None and projection.tenant_id != tenant_id:
+        raise TenantMismatch("the profile")
     if projection is not None and projection.profile_version >= event.profile_version:
         return None  # stale or redelivered version
+    if event.profile_id in batch.erased:
+        return None  # erased at the person's request
     before = (
         None
         if projection is None
@@ -101,7 +110,7 @@ def _apply_batched(
     kept.update((kind, dict(elements)) for kind, elements in tags.items() if elements)
     batch.tags[event.profile_id] = kept
     after = Traits(columns=projection.model_dump(), tags=kept)
-    return Applied(projection, after, None if before is None else _differences(before, after))
+    return Applied(projection, after, None if before is None else _differences(before, after), before)
 
 
 _BOOKKEEPING = frozenset({"profile_id", "tenant_id", "profile_version", "updated_at"})

@@ -14,9 +14,11 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator
+from pydantic.json_schema import SkipJsonSchema
 
 from services.segmentation.rules import Rule
 from shared.records import ConsentPurpose
+from shared.web import RequestInt
 
 
 def _as_given(value: Any) -> Any:
@@ -101,7 +103,8 @@ class SegmentUpdate(BaseModel):
         },
     )
 
-    name: str | None = Field(None, min_length=1, max_length=200)
+    # Optional but not nullable (null is refused): only `purpose` can be removed.
+    name: Annotated[str, Field(min_length=1, max_length=200)] | SkipJsonSchema[None] = None
     rule: RuleInput = None
     purpose: ConsentPurpose | None = Field(None, description=PURPOSE_DESCRIPTION)
 
@@ -113,7 +116,7 @@ class SegmentPreviewRequest(BaseModel):
     )
 
     rule: RuleInput
-    sample_size: int = Field(10, ge=0, le=100, description="How many matching profile ids to return.")
+    sample_size: RequestInt = Field(10, ge=0, le=100, description="How many matching profile ids to return.")
 
 
 class SegmentPreview(BaseModel):
@@ -174,6 +177,7 @@ class SegmentRead(BaseModel):
 
 class SegmentList(BaseModel):
     items: list[SegmentRead]
+    next_cursor: str | None = Field(None, description="Pass as `cursor` for the next page.")
 
 
 class SegmentTemplate(BaseModel):

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal, TypeVar, cast
-from uuid import UUID
+from uuid import UUID, uuid5
 
 import psycopg
 import sqlalchemy as sa
@@ -47,10 +47,12 @@ from services.segmentation.models import (
     EvaluationStatus,
     MembershipChange,
     ProfileProjection,
+    ProfileTag,
     Segment,
     SegmentEvaluation,
     SegmentMember,
     SegmentMembershipEvent,
+    TagKind,
 )
 from services.segmentation.rules import NOW, Rule, depends_on, dump_rule
 from shared.db import bulk_insert, utcnow
@@ -62,6 +64,7 @@ from shared.events import (
     ProfileUpdated,
     ProfileUpdatedV2,
     SegmentMembershipChangedV2,
+    TenantMismatch,
 )
 from shared.infra import OutboxMessage
 from shared.outbox import add_event, outbox_row
@@ -122,12 +125,24 @@ def announce(
     at: datetime,
     projection: ProfileProjection | None,
     cid: str | None = None,
+    traits: Traits | None = None,
 ) -> None:
     """Make an entry or exit known, in the caller's transaction: the event through the outbox, a webhook
     delivery to each endpoint that wants it, and the history row. `projection` (the profile's traits) is
-    loaded when not given."""
+    loaded when not given. The webhook of an entry into a segment with a `purpose` is sent only when the
+    person granted that purpose (`traits`, else the stored tags, say so): webhooks follow consent like
+    exports do (see `consent_changed`)."""
     if projection is None:
         projection = session.get(ProfileProjection, profile_id)
+    withheld = (
+        segment.purpose is not None
+        and change == MembershipChange.entered
+        and not (
+            granted(traits, segment.purpose)
+            if traits is not None
+            else _granted_stored(session, profile_id, segment.purpose)
+        )
+    )
     envelope = add_event(
         session,
         _event(segment, profile_id, profile_version, change, reason, projection),
@@ -135,16 +150,17 @@ def announce(
         key=f"{segment.tenant_id}:{profile_id}",
         correlation_id=cid,
     )
-    webhooks.enqueue_membership(
-        session,
-        segment,
-        profile_id=profile_id,
-        profile_version=profile_version,
-        change=change.value,
-        projection=projection,
-        event_id=envelope.event_id,
-        occurred_at=envelope.occurred_at,
-    )
+    if not withheld:
+        webhooks.enqueue_membership(
+            session,
+            segment,
+            profile_id=profile_id,
+            profile_version=profile_version,
+            change=change.value,
+            projection=projection,
+            event_id=envelope.event_id,
+            occurred_at=envelope.occurred_at,
+        )
     session.add(
         SegmentMembershipEvent(
             tenant_id=segment.tenant_id,
@@ -155,6 +171,49 @@ def announce(
             profile_version=profile_version,
             at=at,
         )
+    )
+
+
+def granted(traits: Traits | None, purpose: str | None) -> bool:
+    """Whether the person's latest decision for `purpose` is `granted`."""
+    return (
+        purpose is not None and traits is not None and purpose in traits.tags.get(TagKind.consent_granted, {})
+    )
+
+
+def _granted_stored(session: Session, profile_id: UUID, purpose: str) -> bool:
+    return session.get(ProfileTag, (profile_id, TagKind.consent_granted.value, purpose)) is not None
+
+
+def consent_changed(
+    session: Session,
+    segment: Segment,
+    applied: projections.Applied,
+    *,
+    member: bool,
+    event_id: UUID,
+    occurred_at: datetime,
+) -> None:
+    """A member of a segment with a `purpose` granted or withdrew that purpose while staying in: the
+    webhooks say `segment.entered` / `segment.exited` (`reason` consent_granted / consent_revoked), so a
+    revocation reaches the seller's systems within seconds, as it leaves exports. Membership itself (the
+    rule's answer, its history and Kafka event) does not change."""
+    if segment.purpose is None or applied.before is None or not member:
+        return
+    now_granted = granted(applied.traits, segment.purpose)
+    if granted(applied.before, segment.purpose) == now_granted:
+        return
+    projection = applied.projection
+    webhooks.enqueue_membership(
+        session,
+        segment,
+        profile_id=projection.profile_id,
+        profile_version=projection.profile_version,
+        change=MembershipChange.entered.value if now_granted else MembershipChange.exited.value,
+        projection=projection,
+        event_id=uuid5(event_id, str(segment.id)),
+        occurred_at=occurred_at,
+        reason="consent_granted" if now_granted else "consent_revoked",
     )
 
 
@@ -169,12 +228,12 @@ def _evaluate(
     traits: Traits,
     now: datetime,
     cid: str | None = None,
-) -> None:
-    """Put one profile in or out of one segment (Python evaluator)."""
+) -> bool:
+    """Put one profile in or out of one segment (Python evaluator); whether its membership changed."""
     member = session.get(SegmentMember, (segment.id, projection.profile_id))
     inside = matches(rule, traits, now)
     if inside == (member is not None):
-        return
+        return False
     if inside:
         session.add(
             SegmentMember(
@@ -196,7 +255,9 @@ def _evaluate(
         at=now,
         projection=projection,
         cid=cid,
+        traits=traits,
     )
+    return True
 
 
 def apply_profile_updated(
@@ -218,8 +279,23 @@ def apply_profile_updated(
             continue
         reads = depends_on(rule)
         if applied.changed is not None and NOW not in reads and not reads & applied.changed:
-            continue  # nothing this rule reads changed, and time does not matter to it: same answer
-        _evaluate(session, segment, rule, projection, traits, now, envelope.correlation_id)
+            moved = False  # nothing this rule reads changed, and time does not matter to it: same answer
+        else:
+            moved = _evaluate(session, segment, rule, projection, traits, now, envelope.correlation_id)
+        if (
+            not moved
+            and applied.before is not None
+            and granted(applied.before, segment.purpose) != granted(traits, segment.purpose)
+        ):
+            member = session.get(SegmentMember, (segment.id, projection.profile_id)) is not None
+            consent_changed(
+                session,
+                segment,
+                applied,
+                member=member,
+                event_id=envelope.event_id,
+                occurred_at=envelope.occurred_at,
+            )
 
 
 def _evaluate_batched(
@@ -230,10 +306,18 @@ def _evaluate_batched(
     projection, traits, changed = applied.projection, applied.traits, applied.changed
     members = batch.members[projection.profile_id]
     for found in batch.tenant_segments(session, envelope.tenant_id):
-        if changed is not None and NOW not in found.reads and not found.reads & changed:
-            continue  # nothing this rule reads changed, and time does not matter to it: same answer
-        inside = matches(found.rule, traits, now)
+        same = changed is not None and NOW not in found.reads and not found.reads & changed
+        # (same: nothing this rule reads changed, and time does not matter to it: same answer)
+        inside = (found.segment.id in members) if same else matches(found.rule, traits, now)
         if inside == (found.segment.id in members):
+            consent_changed(
+                session,
+                found.segment,
+                applied,
+                member=inside,
+                event_id=envelope.event_id,
+                occurred_at=envelope.occurred_at,
+            )
             continue
         if inside:
             members[found.segment.id] = now
@@ -249,6 +333,7 @@ def _evaluate_batched(
             at=now,
             projection=projection,
             cid=envelope.correlation_id,
+            traits=traits,
         )
 
 
@@ -261,6 +346,10 @@ def _stored_rule(segment: Segment) -> Rule | None:
 def apply_profiles_merged(session: Session, envelope: Envelope, event: ProfilesMerged) -> None:
     """Handler for ProfilesMerged: the merged profile is gone (its traits now count in the survivor's next
     ProfileUpdated), so it leaves every segment. Endpoints subscribed to `profile.merged` are told."""
+    for profile_id in (event.merged_id, event.survivor_id):
+        known = session.get(ProfileProjection, profile_id)
+        if known is not None and known.tenant_id != envelope.tenant_id:
+            raise TenantMismatch("a merged profile")
     batch = batches.current(session)
     if batch is not None:  # what follows reads the tables: bring them up to date first
         batch.sync(session)
@@ -695,9 +784,20 @@ def get_segment(
     return segment
 
 
-def list_segments(*, tenant_id: UUID, session: Session) -> list[Segment]:
-    query = select(Segment).where(Segment.tenant_id == tenant_id).order_by(col(Segment.created_at))
-    return list(session.exec(query).all())
+def list_segments(
+    *, tenant_id: UUID, session: Session, after: UUID | None = None, limit: int = 1000
+) -> list[Segment]:
+    """Oldest first; `after` is the last id of the previous page."""
+    query = select(Segment).where(Segment.tenant_id == tenant_id)
+    last = session.get(Segment, after) if after is not None else None
+    if last is not None and last.tenant_id == tenant_id:
+        query = query.where(
+            sa.or_(
+                col(Segment.created_at) > last.created_at,
+                sa.and_(col(Segment.created_at) == last.created_at, col(Segment.id) > last.id),
+            )
+        )
+    return list(session.exec(query.order_by(col(Segment.created_at), col(Segment.id)).limit(limit)).all())
 
 
 def segment_size(segment_id: UUID, *, session: Session) -> int:

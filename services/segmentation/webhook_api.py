@@ -81,11 +81,16 @@ def create_endpoint(
 
 
 @router.get("/webhook-endpoints", responses=ERRORS)
-def list_endpoints(tenant_id: TenantDep, session: SessionDep) -> WebhookEndpointList:
-    """The tenant's webhook endpoints (secrets are never shown again)."""
-    return WebhookEndpointList(
-        items=[_read(e) for e in webhooks.list_endpoints(tenant_id=tenant_id, session=session)]
-    )
+def list_endpoints(
+    tenant_id: TenantDep,
+    session: SessionDep,
+    cursor: Annotated[UUID | None, Query(description="`next_cursor` of the previous page.")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> WebhookEndpointList:
+    """The tenant's webhook endpoints, oldest first (secrets are never shown again)."""
+    found = webhooks.list_endpoints(tenant_id=tenant_id, session=session, after=cursor, limit=limit)
+    next_cursor = str(found[-1].id) if len(found) == limit else None
+    return WebhookEndpointList(items=[_read(e) for e in found], next_cursor=next_cursor)
 
 
 # The routes below an endpoint's id come before GET/PATCH/DELETE of the endpoint itself, so that the

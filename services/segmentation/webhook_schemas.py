@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.json_schema import SkipJsonSchema
 
-EventType = Literal["segment.entered", "segment.exited", "profile.merged"]
+from shared.web import RequestTime
+
+EventType = Literal["segment.entered", "segment.exited", "profile.merged", "customer.erased"]
 DeliveryStatusName = Literal["pending", "delivered", "failed"]
 
 URL_DESCRIPTION = (
@@ -60,11 +63,14 @@ class WebhookEndpointUpdate(BaseModel):
         },
     )
 
-    url: str | None = Field(None, min_length=1, max_length=2000, description=URL_DESCRIPTION)
-    event_types: list[EventType] | None = Field(None, min_length=1, max_length=10)
+    # Optional but not nullable (null is refused), except `segment_ids` and `description`.
+    url: Annotated[str, Field(min_length=1, max_length=2000)] | SkipJsonSchema[None] = Field(
+        None, description=URL_DESCRIPTION
+    )
+    event_types: Annotated[list[EventType], Field(min_length=1, max_length=10)] | SkipJsonSchema[None] = None
     segment_ids: list[UUID] | None = Field(None, max_length=200, description="null: every segment.")
     description: str | None = Field(None, max_length=500)
-    enabled: bool | None = None
+    enabled: Annotated[bool, Field(strict=True)] | SkipJsonSchema[None] = None
 
 
 class WebhookEndpointRead(BaseModel):
@@ -96,6 +102,7 @@ class WebhookEndpointCreated(WebhookEndpointRead):
 
 class WebhookEndpointList(BaseModel):
     items: list[WebhookEndpointRead]
+    next_cursor: str | None = Field(None, description="Pass as `cursor` for the next page.")
 
 
 class WebhookSecret(BaseModel):
@@ -143,10 +150,12 @@ class RedeliverRange(BaseModel):
         },
     )
 
-    since: AwareDatetime = Field(description="Messages created at or after this time...")
-    until: AwareDatetime | None = Field(None, description="...and before this one (default: now).")
+    since: RequestTime = Field(description="Messages created at or after this time...")
+    until: RequestTime | None = Field(None, description="...and before this one (default: now).")
     include_delivered: bool = Field(
-        False, description="Send delivered messages again too (default: only those whose delivery failed)."
+        False,
+        strict=True,
+        description="Send delivered messages again too (default: only those whose delivery failed).",
     )
 
 

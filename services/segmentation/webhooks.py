@@ -1,10 +1,11 @@
 """Webhooks to sellers' systems: endpoints, their signing secrets, and what goes into the delivery queue.
 
-An endpoint subscribes to event types (`segment.entered`, `segment.exited`, `profile.merged`), optionally
-only for some segments (the filter applies to the segment events). When segmentation changes a
-membership or applies a merge, one `webhook_delivery` row per matching enabled endpoint of the tenant is
-added **in the same transaction** as the change (`enqueue_membership`, `enqueue_profile_merged`), so a
-delivery exists exactly when the change committed. `delivery.WebhookDispatcher` sends them.
+An endpoint subscribes to event types (`segment.entered`, `segment.exited`, `profile.merged`,
+`customer.erased`), optionally only for some segments (the filter applies to the segment events). When
+segmentation changes a membership, applies a merge or erases a person, one `webhook_delivery` row per
+matching enabled endpoint of the tenant is added **in the same transaction** as the change
+(`enqueue_membership`, `enqueue_profile_merged`, `enqueue_customer_erased`), so a delivery exists exactly
+when the change committed. `delivery.WebhookDispatcher` sends them.
 
 Payloads follow Standard Webhooks: ``{"type", "timestamp", "data"}``. Segment events carry the segment,
 the profile id and version, and a few segmentable traits from the projection; never contact data
@@ -48,8 +49,9 @@ from shared.records import from_minor
 SEGMENT_ENTERED = "segment.entered"
 SEGMENT_EXITED = "segment.exited"
 PROFILE_MERGED = "profile.merged"
+CUSTOMER_ERASED = "customer.erased"
 WEBHOOK_TEST = "webhook.test"
-EVENT_TYPES = (SEGMENT_ENTERED, SEGMENT_EXITED, PROFILE_MERGED)
+EVENT_TYPES = (SEGMENT_ENTERED, SEGMENT_EXITED, PROFILE_MERGED, CUSTOMER_ERASED)
 SEGMENT_EVENTS = frozenset({SEGMENT_ENTERED, SEGMENT_EXITED})
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 - the format's prefix, not a secret
@@ -211,8 +213,10 @@ def enqueue_membership(
     projection: ProfileProjection | None,
     event_id: UUID,
     occurred_at: datetime,
+    reason: str | None = None,
 ) -> None:
-    """Queue `segment.entered` / `segment.exited` for the endpoints that want it (caller's transaction)."""
+    """Queue `segment.entered` / `segment.exited` for the endpoints that want it (caller's transaction).
+    `reason` is set when only consent changed (`consent_granted`, `consent_revoked`)."""
     event_type = SEGMENT_ENTERED if change == "entered" else SEGMENT_EXITED
     targets = [
         s.endpoint_id for s in subscribers(session, segment.tenant_id) if s.wants(event_type, segment.id)
@@ -228,6 +232,8 @@ def enqueue_membership(
         "profile_version": profile_version,
         "traits": traits(projection) if projection is not None else None,
     }
+    if reason is not None:
+        data["reason"] = reason
     _enqueue(
         session,
         tenant_id=segment.tenant_id,
@@ -289,6 +295,33 @@ def enqueue_profile_merged(
         message=message_id(event_id),
         event_type=PROFILE_MERGED,
         payload=body(PROFILE_MERGED, occurred_at, data),
+        now=utcnow(),
+    )
+
+
+def enqueue_customer_erased(
+    session: Session,
+    tenant_id: UUID,
+    *,
+    request_id: UUID,
+    profile_ids: Sequence[UUID],
+    mode: str,
+    event_id: UUID,
+    occurred_at: datetime,
+) -> None:
+    """Queue `customer.erased` (LGPD Art. 18 §6: whoever received the person's data is told to erase it
+    too) in the caller's transaction. It carries the profile ids only."""
+    targets = [s.endpoint_id for s in subscribers(session, tenant_id) if s.wants(CUSTOMER_ERASED)]
+    if not targets:
+        return
+    data = {"request_id": request_id, "profile_ids": list(profile_ids), "mode": mode}
+    _enqueue(
+        session,
+        tenant_id=tenant_id,
+        endpoint_ids=targets,
+        message=message_id(event_id),
+        event_type=CUSTOMER_ERASED,
+        payload=body(CUSTOMER_ERASED, occurred_at, data),
         now=utcnow(),
     )
 
@@ -370,13 +403,23 @@ def get_endpoint(endpoint_id: UUID, *, tenant_id: UUID, session: Session) -> Web
     return endpoint
 
 
-def list_endpoints(*, tenant_id: UUID, session: Session) -> list[WebhookEndpoint]:
-    query = (
-        select(WebhookEndpoint)
-        .where(WebhookEndpoint.tenant_id == tenant_id)
-        .order_by(col(WebhookEndpoint.created_at), col(WebhookEndpoint.id))
-    )
-    return list(session.exec(query).all())
+def list_endpoints(
+    *, tenant_id: UUID, session: Session, after: UUID | None = None, limit: int = 1000
+) -> list[WebhookEndpoint]:
+    """Oldest first; `after` is the last id of the previous page."""
+    query = select(WebhookEndpoint).where(WebhookEndpoint.tenant_id == tenant_id)
+    last = session.get(WebhookEndpoint, after) if after is not None else None
+    if last is not None and last.tenant_id == tenant_id:
+        query = query.where(
+            sa.or_(
+                col(WebhookEndpoint.created_at) > last.created_at,
+                sa.and_(
+                    col(WebhookEndpoint.created_at) == last.created_at, col(WebhookEndpoint.id) > last.id
+                ),
+            )
+        )
+    order = (col(WebhookEndpoint.created_at), col(WebhookEndpoint.id))
+    return list(session.exec(query.order_by(*order).limit(limit)).all())
 
 
 def update_endpoint(

@@ -195,7 +195,19 @@ def service_env(service: str, *, database_url: str, port: int, common: Mapping[s
 
 
 @pytest.fixture
-def services(clean_databases: dict[str, str], topic_prefix: str, tmp_path: Path) -> Iterator[ServiceStack]:
+def service_env_overrides() -> dict[str, str]:
+    """Variables set for every service on top of the defaults below (`CLIENTELA_LOG_LEVEL`, a service's
+    own ``SEGMENTATION_*`` settings, ...); a test module overrides this fixture to change them."""
+    return {}
+
+
+@pytest.fixture
+def services(
+    clean_databases: dict[str, str],
+    topic_prefix: str,
+    tmp_path: Path,
+    service_env_overrides: dict[str, str],
+) -> Iterator[ServiceStack]:
     """The three services running as processes on free ports; all stopped at teardown."""
     common = {
         "CLIENTELA_KAFKA_BOOTSTRAP_SERVERS": KAFKA,
@@ -204,6 +216,7 @@ def services(clean_databases: dict[str, str], topic_prefix: str, tmp_path: Path)
         "CLIENTELA_ADMIN_TOKEN": ADMIN_TOKEN,
         "CLIENTELA_RUN_MIGRATIONS": "true",  # already at head: exercises the startup path, changes nothing
         "CLIENTELA_LOG_LEVEL": "INFO",
+        **service_env_overrides,
     }
     stack = ServiceStack(
         {

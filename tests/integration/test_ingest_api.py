@@ -16,7 +16,7 @@ from sqlmodel import Session, func, select
 from services.ingest.models import IdempotencyRecord, InboundRecord
 from shared.db import make_engine
 from shared.infra import OutboxMessage
-from tests.support import Stack, auth, eventually, order_body
+from tests.support import ADMIN_TOKEN, Stack, auth, eventually, order_body
 
 pytestmark = pytest.mark.integration
 
@@ -291,3 +291,16 @@ def test_relay_emails_identify_a_buyer_only_within_their_marketplace(stack: Stac
         assert [p["orders_count"] for p in by_buyer] == [1]
 
     eventually(two_profiles)
+
+
+def test_a_replayed_tenant_creation_keeps_its_key_sealed_at_rest(stack: Stack, ingest_db: sa.Engine) -> None:
+    headers = {**auth(ADMIN_TOKEN), "Idempotency-Key": "tenant-once"}
+    first = stack.ingest.post("/v1/tenants", json={"name": "Loja Uma Vez"}, headers=headers)
+    again = stack.ingest.post("/v1/tenants", json={"name": "Loja Uma Vez"}, headers=headers)
+    assert first.status_code == again.status_code == 201, again.text
+    assert again.json() == first.json()
+    assert again.headers["idempotent-replayed"] == "true"
+    with Session(ingest_db) as session:
+        stored = session.exec(select(IdempotencyRecord).where(IdempotencyRecord.key == "tenant-once")).one()
+    assert stored.response_body is not None
+    assert first.json()["api_key"].encode() not in stored.response_body

@@ -1,21 +1,26 @@
-"""The transactional outbox against real PostgreSQL and Kafka: publish after commit only, in order."""
+"""The transactional outbox against real PostgreSQL and Kafka: publish after commit only, in order; published
+rows purged after the retention window, or at once on demand."""
 
 from __future__ import annotations
 
-from uuid import uuid4
+import threading
+import time
+from datetime import datetime, timedelta
+from uuid import UUID, uuid4
 
 import pytest
+import sqlalchemy as sa
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, func, select
+from sqlmodel import Session, col, func, select
 
 from shared.db import utcnow
 from shared.events import Envelope, TenantCreated
 from shared.infra import OutboxMessage
-from shared.outbox import OutboxRelay, add_event
+from shared.outbox import OutboxRelay, add_event, purge_published
 from shared.settings import ServiceSettings
 from shared.topics import TENANTS
-from tests.support import KAFKA, SettingsFactory
+from tests.support import KAFKA, SettingsFactory, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -98,3 +103,75 @@ def test_relay_keeps_the_order_of_events_with_the_same_key(
         pass
     on_kafka = read_topic(TENANTS.full(settings.topic_prefix), expect=len(written))
     assert [e.event_id for e in on_kafka] == written
+
+
+def _stage(engine: Engine, count: int) -> list[UUID]:
+    tenant_id = uuid4()
+    with Session(engine) as session:
+        ids = [
+            add_event(session, tenant_created(), tenant_id=tenant_id, key=str(tenant_id)).event_id
+            for _ in range(count)
+        ]
+        session.commit()
+    return ids
+
+
+def _published_at(engine: Engine, event_ids: list[UUID], at: datetime) -> None:
+    with Session(engine) as session:
+        session.execute(
+            sa.update(OutboxMessage).where(col(OutboxMessage.event_id).in_(event_ids)).values(published_at=at)
+        )
+        session.commit()
+
+
+def _left(engine: Engine) -> set[UUID]:
+    with Session(engine) as session:
+        return set(session.exec(select(OutboxMessage.event_id)).all())
+
+
+def test_purge_published_deletes_every_published_row_and_keeps_the_rest(
+    engine: Engine, settings: ServiceSettings, producer: KafkaProducer
+) -> None:
+    published = _stage(engine, 3)
+    assert OutboxRelay(engine, settings).publish_batch(producer) == 3
+    waiting = _stage(engine, 2)
+    with Session(engine) as session:
+        assert purge_published(session) == 3
+        session.rollback()  # the caller's transaction: nothing happens without its commit
+    assert _left(engine) == {*published, *waiting}
+    with Session(engine) as session:
+        assert purge_published(session) == 3
+        session.commit()
+    assert _left(engine) == set(waiting)  # not yet published: published first, purged later
+
+
+def test_the_relay_purges_rows_published_longer_ago_than_the_retention_at_most_once_a_minute(
+    engine: Engine, make_settings: SettingsFactory, producer: KafkaProducer
+) -> None:
+    settings = make_settings("ingest", outbox_retention_minutes=60)
+    relay = OutboxRelay(engine, settings)
+    old, recent = _stage(engine, 4), _stage(engine, 3)
+    assert relay.publish_batch(producer) == 7
+    _published_at(engine, old, utcnow() - timedelta(minutes=61))
+    unpublished = _stage(engine, 2)
+    assert relay.purge_expired() == 4
+    assert _left(engine) == {*recent, *unpublished}
+
+    # The running relay publishes and purges at once, then not again within the minute.
+    _published_at(engine, recent, utcnow() - timedelta(minutes=61))
+    stop = threading.Event()
+    runner = threading.Thread(target=relay.run, args=(stop,))
+    runner.start()
+    try:
+        eventually(lambda: _assert_equal(_left(engine), set(unpublished)), timeout=10)
+        eventually(lambda: _assert_equal(relay.published_total, 9), timeout=10)
+        _published_at(engine, unpublished, utcnow() - timedelta(minutes=61))
+        time.sleep(1.0)
+        assert _left(engine) == set(unpublished)  # the next purge is a minute later
+    finally:
+        stop.set()
+        runner.join(10)
+
+
+def _assert_equal(found: object, expected: object) -> None:
+    assert found == expected

@@ -389,3 +389,28 @@ def test_a_stored_rule_that_no_longer_parses_does_not_stop_the_consumer(seg: Seg
     seg.deliver(profile_updated(profile_id, 1, orders_count=3, total_spent=Decimal("30")))
     assert seg.members(working) == {profile_id}
     assert seg.members(broken) == set()
+
+
+def test_segments_and_endpoints_are_listed_in_pages(seg: Segmentation) -> None:
+    created = [
+        seg.create({"field": "orders_count", "op": "gte", "value": n}, name=f"s{n}")["id"] for n in range(5)
+    ]
+    seen: list[str] = []
+    cursor: str | None = None
+    while True:
+        params: dict[str, Any] = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = seg.client.get("/v1/segments", params=params, headers=auth(seg.key)).json()
+        seen += [s["id"] for s in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == created
+    too_big = seg.client.get("/v1/segments", params={"limit": 1001}, headers=auth(seg.key))
+    assert too_big.status_code == 422
+    assert seg.client.get("/v1/segments", headers=auth(seg.other_key)).json()["items"] == []
+    listed = seg.client.get("/v1/webhook-endpoints", params={"limit": 1000}, headers=auth(seg.key))
+    assert listed.status_code == 200
+    assert listed.json() == {"items": [], "next_cursor": None}
+    assert (
+        seg.client.get("/v1/webhook-endpoints", params={"limit": 0}, headers=auth(seg.key)).status_code == 422
+    )

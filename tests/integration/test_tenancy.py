@@ -39,6 +39,10 @@ BODIES: dict[str, tuple[dict[str, Any] | None, set[int]]] = {
     # The test delivery is still pending (its receiver is down): 409 until it has failed for good.
     "/v1/webhook-endpoints/{endpoint_id}/deliveries/{delivery_id}/redeliver": (None, {202, 409}),
     "/v1/webhook-endpoints/{endpoint_id}/redeliver": ({"since": "2026-01-01T00:00:00Z"}, {202}),
+    # GET and DELETE (revoke) of a key the owner created for the matrix; revoking again is 204 too.
+    "/v1/api-keys/{key_id}": (None, {200, 204}),
+    # A new key (201); 409 once the key is revoked (its DELETE may be walked first).
+    "/v1/api-keys/{key_id}/rotate": ({"grace_seconds": 0}, {201, 409}),
 }
 
 
@@ -86,6 +90,8 @@ def test_every_route_refuses_requests_without_a_valid_key(stack: Stack) -> None:
         "endpoint_id": str(uuid4()),
         "delivery_id": str(uuid4()),
         "evaluation_id": str(uuid4()),
+        "key_id": str(uuid4()),
+        "request_id": str(uuid4()),
     }
     checked = 0
     for name, client in stack.clients.items():
@@ -173,7 +179,25 @@ def test_a_tenant_never_sees_another_tenants_data(stack: Stack) -> None:
         f"/v1/webhook-endpoints/{endpoint.json()['id']}/test", headers=auth(key_a)
     )
     assert delivery.status_code == 202, delivery.text
+    owned_key = stack.ingest.post(
+        "/v1/api-keys", json={"name": "matrix", "scopes": ["ingest:read"]}, headers=auth(key_a)
+    )
+    assert owned_key.status_code == 201, owned_key.text
+    privacy_request = stack.profile.post(
+        "/v1/privacy/requests",
+        json={"type": "access", "subject": {"email": "a@example.com"}},
+        headers=auth(key_a),
+    )
+    assert privacy_request.status_code == 202, privacy_request.text
+    request_url = f"/v1/privacy/requests/{privacy_request.json()['id']}"
+
+    def report_ready() -> None:  # the report exists once every service answered
+        assert stack.profile.get(request_url, headers=auth(key_a)).json()["status"] == "completed"
+
+    eventually(report_ready)
     ids = {
+        "request_id": privacy_request.json()["id"],
+        "key_id": owned_key.json()["id"],
         "refresh_id": refresh.json()["id"],
         "profile_id": profile_id,
         "segment_id": segment.json()["id"],

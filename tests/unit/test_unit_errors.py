@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from pydantic import BaseModel, Field
 
 from shared.errors import (
     PROBLEM_JSON,
@@ -21,6 +22,25 @@ from shared.errors import (
 from shared.records import Customer
 
 EMAIL = "maria.silva@example.com"
+
+
+class ByEmail(BaseModel):
+    kind: Literal["email"]
+    value: str
+
+
+class ByPhone(BaseModel):
+    kind: Literal["phone"]
+    value: str
+
+
+class Lookup(BaseModel):
+    """A tagged union (pydantic quotes a wrong tag in its message), and mappings (their keys are the
+    client's text)."""
+
+    identifier: Annotated[ByEmail | ByPhone, Field(discriminator="kind")]
+    limits: dict[Literal["email", "phone"], int] = {}
+    counts: dict[str, int] = {}
 
 
 def make_app() -> FastAPI:
@@ -50,6 +70,10 @@ def make_app() -> FastAPI:
     @app.post("/customers")
     def create_customer(customer: Customer) -> dict[str, str | None]:
         return {"email": customer.email}
+
+    @app.post("/lookups")
+    def lookup(body: Lookup) -> dict[str, str]:
+        return {"kind": body.identifier.kind}
 
     @app.get("/boom")
     def boom() -> None:
@@ -143,6 +167,43 @@ def test_validation_error_does_not_echo_input(
     assert all(set(e) == {"loc", "msg", "type"} for e in problem["errors"])
     for value in ("maria.silva@example", "Silva", "91234"):
         assert value not in response.text
+
+
+@pytest.mark.parametrize(
+    ("body", "loc", "error_type"),
+    [
+        ({"identifier": {"kind": EMAIL, "value": "x"}}, ["body", "identifier"], "union_tag_invalid"),
+        # A refused key is not repeated; another key is, unless it looks like personal data.
+        (
+            {"identifier": {"kind": "email", "value": "x"}, "limits": {EMAIL: 1}},
+            ["body", "limits", "(key)", "[key]"],
+            "literal_error",
+        ),
+        (
+            {"identifier": {"kind": "email", "value": "x"}, "counts": {EMAIL: "many"}},
+            ["body", "counts", "[redacted]"],
+            "int_parsing",
+        ),
+        (
+            {"identifier": {"kind": "email", "value": "x"}, "counts": {"orders": "many"}},
+            ["body", "counts", "orders"],
+            "int_parsing",
+        ),
+    ],
+)
+def test_validation_error_does_not_echo_tags_or_mapping_keys(
+    client: TestClient, body: dict[str, Any], loc: list[str], error_type: str
+) -> None:
+    response = client.post("/lookups", json=body)
+    problem = assert_problem(response, 422, "Invalid request")
+    assert [(e["loc"], e["type"]) for e in problem["errors"]] == [(loc, error_type)]
+    assert "maria" not in response.text
+
+
+def test_a_wrong_tag_names_the_expected_ones(client: TestClient) -> None:
+    response = client.post("/lookups", json={"identifier": {"kind": EMAIL, "value": "x"}})
+    [error] = response.json()["errors"]
+    assert error["msg"] == "Input tag does not match any of the expected tags: 'email', 'phone'"
 
 
 def test_malformed_json_is_a_problem(client: TestClient) -> None:

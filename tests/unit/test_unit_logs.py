@@ -1,4 +1,5 @@
-"""shared.logs: JSON lines with service, level, message, extras and context ids; no exception text."""
+"""shared.logs: JSON lines with service, level, message, extras and context ids; no exception text, and
+personal data that reaches a logger anyway is masked."""
 
 from __future__ import annotations
 
@@ -6,14 +7,16 @@ import io
 import json
 import logging
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from shared.logs import JsonFormatter, event_id_var, request_id_var, tenant_id_var
+from shared.logs import REDACTED, JsonFormatter, event_id_var, redact, request_id_var, tenant_id_var
 
 
 @pytest.fixture
@@ -141,3 +144,74 @@ def test_repeat_filter_lets_a_message_through_once_per_period() -> None:
     assert not repeat.filter(record("Connection failed: ECONNREFUSED", 110.0))
     assert repeat.filter(record("Metadata refresh failed", 110.0))
     assert repeat.filter(record("Connection failed: ECONNREFUSED", 131.0))
+
+
+# -- the safety net: personal data that reaches a logger anyway is masked -----------------------------------
+
+PERSONAL = [
+    "Wilhelmina.Quixabeira+lgpd@Example.com",
+    "o'neil@exemplo.com.br",
+    "739.146.285-37",
+    "73914628537",
+    "11.222.333/0001-81",
+    "11222333000181",
+    "(21) 97351-8264",
+    "(11) 3847-2951",
+    "+55 21 97351-8264",
+    "+5521973518264",
+    "+55.21.97351.8264",
+    "+55 (11) 3847-2951",
+]
+
+
+@pytest.mark.parametrize("value", PERSONAL)
+def test_redact_masks_personal_data_in_any_common_format(value: str) -> None:
+    assert redact(f"lookup {value}, done") == f"lookup {REDACTED}, done"
+    assert redact(value) == REDACTED
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "request",
+        "5d2c7e1a-8b0f-4f4e-a8c6-123456789012",  # a UUID whose last group is all digits
+        "9a1e4c3b2d5f4e6a8b7c0d1e2f3a4b5c",
+        "2026-11-20T10:00:00.123+00:00",
+        "order 2000009900000001 (16 digits), offset 123456789012",
+        "took 73914628537.25 ms",
+        "Running upgrade 0004 -> 0005",
+        "listening on 127.0.0.1:8001",
+        "/v1/profiles/{profile_id}/consents",
+    ],
+)
+def test_redact_keeps_ids_times_and_numbers(text: str) -> None:
+    assert redact(text) == text
+
+
+@given(st.uuids(), st.datetimes(timezones=st.just(UTC)), st.floats(allow_nan=False, allow_infinity=False))
+def test_redact_never_touches_uuids_timestamps_or_floats(uuid: UUID, at: datetime, number: float) -> None:
+    for text in (str(uuid), uuid.hex, at.isoformat(), at.isoformat(timespec="milliseconds"), repr(number)):
+        assert redact(text) == text
+
+
+def test_the_formatter_masks_personal_data_in_the_message_extras_and_request_id(
+    logged: tuple[logging.Logger, io.StringIO],
+) -> None:
+    logger, stream = logged
+    token = request_id_var.set("maria.silva@example.com")
+    try:
+        logger.warning(
+            "lookup by %s failed",
+            "maria.silva@example.com",
+            extra={"document": "529.982.247-25", "phones": ["(11) 91234-5678"], "route": "/v1/profiles"},
+        )
+    finally:
+        request_id_var.reset(token)
+    (entry,) = lines(stream)
+    assert entry["msg"] == "lookup by [redacted] failed"
+    assert entry["document"] == "[redacted]"
+    assert entry["phones"] == ["[redacted]"]
+    assert entry["request_id"] == "[redacted]"
+    assert entry["route"] == "/v1/profiles"
+    for value in ("maria", "529", "91234"):
+        assert value not in stream.getvalue()
