@@ -6,7 +6,7 @@ SHELL := /bin/bash
 UV := $(shell deploy/uv.sh)
 SERVICES := ingest profile segmentation
 
-.PHONY: bench bench-ingest bench-profiles bench-identity bench-segments bench-freshness help setup lint fmt test test-unit test-integration test-e2e run migrate topics kafka-up kafka-down db-up db-down clean
+.PHONY: bench bench-ingest bench-profiles bench-identity bench-segments bench-freshness bench-privacy help setup lint fmt test test-unit test-integration test-e2e run migrate topics kafka-up kafka-down db-up db-down clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -59,7 +59,7 @@ test-e2e: setup kafka-up db-up ## End-to-end tests (the services as processes)
 clean: ## Delete local SQLite data and caches (not Kafka's or PostgreSQL's data)
 	rm -rf .data .pytest_cache .mypy_cache .ruff_cache
 
-bench: bench-ingest bench-profiles bench-identity bench-segments bench-freshness ## Run every benchmark (results in bench/results/, summary in bench/README.md)
+bench: bench-ingest bench-profiles bench-identity bench-segments bench-freshness bench-privacy ## Run every benchmark (results in bench/results/, summary in bench/README.md)
 
 bench-ingest: setup kafka-up db-up ## 100,000 generated orders and the Olist extract through the batch API into Kafka
 	$(UV) run --no-sync python -m bench.ingest
@@ -75,3 +75,6 @@ bench-segments: setup db-up ## Ten typical segments evaluated in SQL over 100,00
 
 bench-freshness: setup kafka-up db-up ## Order posted -> webhook received latency (p50/p95/p99) at 50 and 200 orders/s
 	$(UV) run --no-sync python -m bench.freshness
+
+bench-privacy: setup kafka-up db-up ## Data-subject requests: access report and erasure latency across the services
+	$(UV) run --no-sync python -m bench.privacy
