@@ -13,21 +13,18 @@ from collections.abc import Iterable
 from typing import Any
 from uuid import UUID
 
-import orjson
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from services.ingest.intake import open_payload
 from services.ingest.models import InboundRecord, PrivacySuppression
-from shared.crypto import keyring
 from shared.events import (
     Envelope,
-    PrivacyErasureConfirmed,
     PrivacyErasureRequested,
-    PrivacyReportPart,
     PrivacyReportRequested,
 )
-from shared.outbox import add_event, purge_published
+from shared.outbox import purge_published
+from shared.privacy import confirm_erasure, send_report_part
 
 SERVICE = "ingest"
 _CHUNK = 500
@@ -66,14 +63,7 @@ def apply_report_requested(session: Session, envelope: Envelope, event: PrivacyR
             "data": data,
         },
     }
-    sealed = keyring().seal(tenant_id, orjson.dumps(part, option=orjson.OPT_UTC_Z).decode())
-    add_event(
-        session,
-        PrivacyReportPart(request_id=event.request_id, service=SERVICE, sealed_part=sealed),
-        tenant_id=tenant_id,
-        key=str(tenant_id),
-        correlation_id=envelope.correlation_id,
-    )
+    send_report_part(session, envelope, request_id=event.request_id, service=SERVICE, part=part)
 
 
 def apply_erasure_requested(session: Session, envelope: Envelope, event: PrivacyErasureRequested) -> None:
@@ -93,14 +83,5 @@ def apply_erasure_requested(session: Session, envelope: Envelope, event: Privacy
         if session.get(PrivacySuppression, (tenant_id, value)) is None:
             session.add(PrivacySuppression(tenant_id=tenant_id, hash=value, request_id=event.request_id))
     purged = purge_published(session)
-    add_event(
-        session,
-        PrivacyErasureConfirmed(
-            request_id=event.request_id,
-            service=SERVICE,
-            erased={"inbound_record": deleted, "outbox_message": purged},
-        ),
-        tenant_id=tenant_id,
-        key=str(tenant_id),
-        correlation_id=envelope.correlation_id,
-    )
+    erased = {"inbound_record": deleted, "outbox_message": purged}
+    confirm_erasure(session, envelope, request_id=event.request_id, service=SERVICE, erased=erased)

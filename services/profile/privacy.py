@@ -427,19 +427,7 @@ def _correct(
     assert body.correction is not None
     now = utcnow()
     corrected = Customer.model_construct(**body.correction.model_dump(exclude_unset=True))
-    session.add(
-        ProfileRecord(
-            id=uuid4(),
-            tenant_id=owner.tenant_id,
-            profile_id=owner.id,
-            kind="customer",
-            type="correction",
-            source="api",
-            occurred_at=now,
-            identifiers=[],
-            customer=profiles.snapshot(corrected, [], at=now),
-        )
-    )
+    profiles.record_own(session, owner, "correction", profiles.snapshot(corrected, [], at=now), at=now)
     profiles.recompute(session, owner, correlation_id=correlation_id)
 
 

@@ -667,21 +667,29 @@ def update_consents(
         else get_profile(profile.merged_into, tenant_id=profile.tenant_id, session=session)
     )
     now = utcnow()
+    record_own(session, owner, "consent_update", snapshot(None, consents, at=now), at=now)
+    recompute(session, owner, correlation_id=correlation_id)
+    return owner
+
+
+def record_own(
+    session: Session, owner: Profile, type_: str, customer: dict[str, Any], *, at: datetime
+) -> None:
+    """A record the API itself adds to a profile's history (`consent_update`, a privacy `correction`):
+    newer than every other, so the newest-record-wins rules let it decide. The caller recomputes."""
     session.add(
         ProfileRecord(
             id=uuid4(),
             tenant_id=owner.tenant_id,
             profile_id=owner.id,
             kind="customer",
-            type="consent_update",
+            type=type_,
             source="api",
-            occurred_at=now,
+            occurred_at=at,
             identifiers=[],
-            customer=seal_snapshot(owner.tenant_id, snapshot(None, consents, at=now)),
+            customer=seal_snapshot(owner.tenant_id, customer),
         )
     )
-    recompute(session, owner, correlation_id=correlation_id)
-    return owner
 
 
 def consent_history(session: Session, profile: Profile) -> list[dict[str, Any]]:

@@ -34,16 +34,14 @@ from services.segmentation.models import (
     WebhookDelivery,
     WebhookEndpoint,
 )
-from shared.crypto import keyring
 from shared.db import utcnow
 from shared.events import (
     Envelope,
-    PrivacyErasureConfirmed,
     PrivacyErasureRequested,
-    PrivacyReportPart,
     PrivacyReportRequested,
 )
-from shared.outbox import add_event, purge_published
+from shared.outbox import purge_published
+from shared.privacy import confirm_erasure, send_report_part
 
 SERVICE = "segmentation"
 # Events whose webhook payloads name a profile.
@@ -153,14 +151,7 @@ def apply_report_requested(session: Session, envelope: Envelope, event: PrivacyR
             ],
         },
     }
-    sealed = keyring().seal(tenant_id, orjson.dumps(part, option=orjson.OPT_UTC_Z).decode())
-    add_event(
-        session,
-        PrivacyReportPart(request_id=event.request_id, service=SERVICE, sealed_part=sealed),
-        tenant_id=tenant_id,
-        key=str(tenant_id),
-        correlation_id=envelope.correlation_id,
-    )
+    send_report_part(session, envelope, request_id=event.request_id, service=SERVICE, part=part)
 
 
 def apply_erasure_requested(session: Session, envelope: Envelope, event: PrivacyErasureRequested) -> None:
@@ -238,10 +229,4 @@ def apply_erasure_requested(session: Session, envelope: Envelope, event: Privacy
         event_id=envelope.event_id,
         occurred_at=envelope.occurred_at,
     )
-    add_event(
-        session,
-        PrivacyErasureConfirmed(request_id=event.request_id, service=SERVICE, erased=erased),
-        tenant_id=tenant_id,
-        key=str(tenant_id),
-        correlation_id=envelope.correlation_id,
-    )
+    confirm_erasure(session, envelope, request_id=event.request_id, service=SERVICE, erased=erased)
