@@ -145,3 +145,13 @@ def bulk_insert(session: Session, model: type[Any], rows: list[dict[str, Any]]) 
     except psycopg.Error as exc:
         # Raised as SQLAlchemy's own exceptions (IntegrityError, OperationalError, ...), like any statement.
         raise sa_exc.DBAPIError.instance(copy_sql, None, exc, psycopg.Error) from exc
+
+
+def after_row(
+    at: Any, id_: Any, last_at: datetime, last_id: Any, *, newest_first: bool = False
+) -> sa.ColumnElement[bool]:
+    """Keyset pagination on (time, id): the rows that come after (`last_at`, `last_id`) in that order
+    (ascending, or descending with `newest_first`). Order the query by the same two columns."""
+    if newest_first:
+        return sa.or_(at < last_at, sa.and_(at == last_at, id_ < last_id))
+    return sa.or_(at > last_at, sa.and_(at == last_at, id_ > last_id))

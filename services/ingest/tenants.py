@@ -14,11 +14,10 @@ from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from uuid import UUID, uuid4
 
-import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from shared.auth import ALL_SCOPES, Scope, new_api_key
-from shared.db import utcnow
+from shared.db import after_row, utcnow
 from shared.errors import Conflict, Forbidden, Invalid, NotFound
 from shared.events import ApiKeyChanged, ApiKeyIssuedV2, ApiKeyRevoked, TenantCreated
 from shared.infra import ApiKey, Tenant
@@ -81,12 +80,7 @@ def list_keys(*, tenant_id: UUID, session: Session, after: UUID | None, limit: i
         cursor = session.get(ApiKey, after)
         if cursor is None or cursor.tenant_id != tenant_id:
             raise Invalid("`cursor` is not a key of this tenant.")
-        query = query.where(
-            sa.or_(
-                col(ApiKey.created_at) > cursor.created_at,
-                sa.and_(col(ApiKey.created_at) == cursor.created_at, col(ApiKey.id) > cursor.id),
-            )
-        )
+        query = query.where(after_row(col(ApiKey.created_at), col(ApiKey.id), cursor.created_at, cursor.id))
     return session.exec(query.order_by(col(ApiKey.created_at), col(ApiKey.id)).limit(limit)).all()
 
 

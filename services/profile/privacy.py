@@ -54,7 +54,7 @@ from services.profile.models import (
 from services.profile.privacy_schemas import PrivacyRequestCreate
 from services.profile.schemas import ConsentDecision, ConsentsRead, MergeRead, ProfileRead
 from shared.crypto import keyring
-from shared.db import utcnow
+from shared.db import after_row, utcnow
 from shared.errors import NotFound
 from shared.events import (
     Envelope,
@@ -573,10 +573,7 @@ def list_audit(
         last = session.get(AuditEvent, before)
         if last is not None:
             query = query.where(
-                sa.or_(
-                    col(AuditEvent.at) < last.at,
-                    sa.and_(col(AuditEvent.at) == last.at, col(AuditEvent.id) < last.id),
-                )
+                after_row(col(AuditEvent.at), col(AuditEvent.id), last.at, last.id, newest_first=True)
             )
     return list(
         session.exec(query.order_by(col(AuditEvent.at).desc(), col(AuditEvent.id).desc()).limit(limit)).all()

@@ -59,8 +59,8 @@ def profile_key(tenant_id: UUID, profile_id: UUID) -> str:
 def apply_order(session: Session, envelope: Envelope, event: OrderIngested) -> None:
     """Handler for OrderIngested: keep the order's latest version with its profile; the traits follow."""
     order = event.order
-    known = _stored_order(session, event.order_id)
-    if known is not None and known.tenant_id != envelope.tenant_id:
+    stored = _stored_order(session, event.order_id)
+    if stored is not None and stored.tenant_id != envelope.tenant_id:
         raise TenantMismatch("the order")
     identifiers = identifiers_for(event)
     if suppressed(session, envelope.tenant_id, identifiers):
@@ -68,7 +68,6 @@ def apply_order(session: Session, envelope: Envelope, event: OrderIngested) -> N
     profile, merges = _resolve(
         session, envelope, identifiers, order.customer, order.updated_at or order.placed_at
     )
-    stored = _stored_order(session, event.order_id)
     if stored is not None and stored.order_version >= event.order_version:
         if merges:
             recompute(session, profile, correlation_id=envelope.correlation_id)

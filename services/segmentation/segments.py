@@ -47,7 +47,6 @@ from services.segmentation.models import (
     EvaluationStatus,
     MembershipChange,
     ProfileProjection,
-    ProfileTag,
     Segment,
     SegmentEvaluation,
     SegmentMember,
@@ -55,7 +54,7 @@ from services.segmentation.models import (
     TagKind,
 )
 from services.segmentation.rules import NOW, Rule, depends_on, dump_rule
-from shared.db import bulk_insert, utcnow
+from shared.db import after_row, bulk_insert, utcnow
 from shared.errors import NotFound
 from shared.events import (
     Envelope,
@@ -130,19 +129,10 @@ def announce(
     """Make an entry or exit known, in the caller's transaction: the event through the outbox, a webhook
     delivery to each endpoint that wants it, and the history row. `projection` (the profile's traits) is
     loaded when not given. The webhook of an entry into a segment with a `purpose` is sent only when the
-    person granted that purpose (`traits`, else the stored tags, say so): webhooks follow consent like
+    person granted that purpose (`traits` say so, else the stored tags): webhooks follow consent like
     exports do (see `consent_changed`)."""
     if projection is None:
         projection = session.get(ProfileProjection, profile_id)
-    withheld = (
-        segment.purpose is not None
-        and change == MembershipChange.entered
-        and not (
-            granted(traits, segment.purpose)
-            if traits is not None
-            else _granted_stored(session, profile_id, segment.purpose)
-        )
-    )
     envelope = add_event(
         session,
         _event(segment, profile_id, profile_version, change, reason, projection),
@@ -150,17 +140,17 @@ def announce(
         key=f"{segment.tenant_id}:{profile_id}",
         correlation_id=cid,
     )
-    if not withheld:
-        webhooks.enqueue_membership(
-            session,
-            segment,
-            profile_id=profile_id,
-            profile_version=profile_version,
-            change=change.value,
-            projection=projection,
-            event_id=envelope.event_id,
-            occurred_at=envelope.occurred_at,
-        )
+    webhooks.enqueue_membership(
+        session,
+        segment,
+        profile_id=profile_id,
+        profile_version=profile_version,
+        change=change.value,
+        projection=projection,
+        event_id=envelope.event_id,
+        occurred_at=envelope.occurred_at,
+        granted=None if traits is None else granted(traits, segment.purpose),
+    )
     session.add(
         SegmentMembershipEvent(
             tenant_id=segment.tenant_id,
@@ -179,10 +169,6 @@ def granted(traits: Traits | None, purpose: str | None) -> bool:
     return (
         purpose is not None and traits is not None and purpose in traits.tags.get(TagKind.consent_granted, {})
     )
-
-
-def _granted_stored(session: Session, profile_id: UUID, purpose: str) -> bool:
-    return session.get(ProfileTag, (profile_id, TagKind.consent_granted.value, purpose)) is not None
 
 
 def consent_changed(
@@ -791,12 +777,7 @@ def list_segments(
     query = select(Segment).where(Segment.tenant_id == tenant_id)
     last = session.get(Segment, after) if after is not None else None
     if last is not None and last.tenant_id == tenant_id:
-        query = query.where(
-            sa.or_(
-                col(Segment.created_at) > last.created_at,
-                sa.and_(col(Segment.created_at) == last.created_at, col(Segment.id) > last.id),
-            )
-        )
+        query = query.where(after_row(col(Segment.created_at), col(Segment.id), last.created_at, last.id))
     return list(session.exec(query.order_by(col(Segment.created_at), col(Segment.id)).limit(limit)).all())
 
 

@@ -35,13 +35,15 @@ from sqlmodel import Session, col, select
 from services.segmentation.models import (
     DeliveryStatus,
     ProfileProjection,
+    ProfileTag,
     Segment,
+    TagKind,
     WebhookDelivery,
     WebhookEndpoint,
 )
 from services.segmentation.ssrf import Guard, UnsafeURL, check_url
 from shared.crypto import keyring
-from shared.db import utcnow
+from shared.db import after_row, utcnow
 from shared.errors import Conflict, Invalid, NotFound
 from shared.events import ProfilesMerged
 from shared.records import from_minor
@@ -214,15 +216,24 @@ def enqueue_membership(
     event_id: UUID,
     occurred_at: datetime,
     reason: str | None = None,
+    granted: bool | None = None,
 ) -> None:
     """Queue `segment.entered` / `segment.exited` for the endpoints that want it (caller's transaction).
-    `reason` is set when only consent changed (`consent_granted`, `consent_revoked`)."""
+    `reason` is set when only consent changed (`consent_granted`, `consent_revoked`). An entry into a
+    segment with a `purpose` is sent only when the person granted it: `granted` says so, else the stored
+    consent tag (read only when some endpoint wants the event)."""
     event_type = SEGMENT_ENTERED if change == "entered" else SEGMENT_EXITED
     targets = [
         s.endpoint_id for s in subscribers(session, segment.tenant_id) if s.wants(event_type, segment.id)
     ]
     if not targets:
         return
+    if event_type == SEGMENT_ENTERED and segment.purpose is not None and reason is None:
+        if granted is None:
+            tag = (profile_id, TagKind.consent_granted.value, segment.purpose)
+            granted = session.get(ProfileTag, tag) is not None
+        if not granted:
+            return  # webhooks follow consent like exports do (`segments.consent_changed`)
     if projection is None:
         projection = session.get(ProfileProjection, profile_id)
     data = {
@@ -408,17 +419,10 @@ def list_endpoints(
 ) -> list[WebhookEndpoint]:
     """Oldest first; `after` is the last id of the previous page."""
     query = select(WebhookEndpoint).where(WebhookEndpoint.tenant_id == tenant_id)
+    order = (col(WebhookEndpoint.created_at), col(WebhookEndpoint.id))
     last = session.get(WebhookEndpoint, after) if after is not None else None
     if last is not None and last.tenant_id == tenant_id:
-        query = query.where(
-            sa.or_(
-                col(WebhookEndpoint.created_at) > last.created_at,
-                sa.and_(
-                    col(WebhookEndpoint.created_at) == last.created_at, col(WebhookEndpoint.id) > last.id
-                ),
-            )
-        )
-    order = (col(WebhookEndpoint.created_at), col(WebhookEndpoint.id))
+        query = query.where(after_row(*order, last.created_at, last.id))
     return list(session.exec(query.order_by(*order).limit(limit)).all())
 
 
@@ -552,15 +556,8 @@ def list_deliveries(
         cursor = session.get(WebhookDelivery, after)
         if cursor is None or cursor.endpoint_id != endpoint_id:
             raise Invalid("`cursor` is not a delivery of this endpoint.")
-        query = query.where(
-            sa.or_(
-                col(WebhookDelivery.created_at) < cursor.created_at,
-                sa.and_(
-                    col(WebhookDelivery.created_at) == cursor.created_at,
-                    col(WebhookDelivery.id) < cursor.id,
-                ),
-            )
-        )
+        keys = (col(WebhookDelivery.created_at), col(WebhookDelivery.id))
+        query = query.where(after_row(*keys, cursor.created_at, cursor.id, newest_first=True))
     query = query.order_by(col(WebhookDelivery.created_at).desc(), col(WebhookDelivery.id).desc())
     return list(session.exec(query.limit(limit)).all())
 
