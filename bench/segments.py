@@ -3,11 +3,13 @@
 The segmentation service's projection (`profile_projection` and its `profile_tag` rows, with the model's
 indexes) is filled with generated profiles on a fresh PostgreSQL database, loaded with COPY: a realistic
 spread of orders, spend, dates, demographics, places, RFM scores, predictions, purchase and viewing tags
-and consents. Then each segment's rule goes through the service's SQL evaluator (`compiler.compile_rule`),
-and the matching profile ids are read, as a full evaluation of a segment does before it brings the
-members in line. Timed: the ten queries, cold (first run after loading and ANALYZE) and warm (the best
-of three). Membership writes are not timed here (they are proportional to the members that change, not
-to the profiles). Writes bench/results/segments.json and the table in bench/README.md.
+and consents; birth dates and CEPs sealed as the service stores them, with their generalised copies. Then
+each segment's rule goes through the service's evaluator (`segments.matching`: SQL, and the Python
+evaluator for the profiles whose sealed birth date or CEP SQL cannot decide), and the matching profile ids
+are read, as a full evaluation of a segment does before it brings the members in line. Timed: the ten
+evaluations, cold (first run after loading and ANALYZE) and warm (the best of three). Membership writes
+are not timed here (they are proportional to the members that change, not to the profiles). Writes
+bench/results/segments.json and the table in bench/README.md.
 """
 
 from __future__ import annotations
@@ -22,14 +24,15 @@ from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
+from sqlmodel import Session
 
 from bench import report
 from bench.ingest import PG, reset_database
-from services.segmentation.compiler import compile_rule
-from services.segmentation.compiler import projection as projection_table
 from services.segmentation.models import ProfileProjection, ProfileTag, segmentation_registry
 from services.segmentation.rules import RFM_GROUPS, parse_rule
+from services.segmentation.segments import matching
 from services.segmentation.templates import TEMPLATES
+from shared.crypto import keyring
 from shared.db import make_engine
 
 NOW = datetime(2026, 11, 29, 12, tzinfo=UTC)
@@ -120,12 +123,16 @@ def generate(n: int, seed: int, tenant: uuid.UUID) -> tuple[io.StringIO, io.Stri
     next_at = _ts(-next_days, bought)
     rows, tags = io.StringIO(), io.StringIO()
     t = str(tenant)
+    keys = keyring()
     for i, pid in enumerate(ids):
-        birth = (date(2026, 11, 29) - timedelta(days=int(born[i]))).isoformat() if has_birth[i] else None
+        birth = date(2026, 11, 29) - timedelta(days=int(born[i])) if has_birth[i] else None
+        cep = f"{zips[i]:08d}"
         values = [
             str(pid), t, "1", str(orders[i]), str(spent[i]), str(aov[i]) if bought[i] else None,
-            first_at[i], last_at[i], "pix" if i % 3 else "credit_card", birth, gender[i] or None,
-            CITIES.get(state[i], "Cidade"), state[i], f"{zips[i]:08d}",
+            first_at[i], last_at[i], "pix" if i % 3 else "credit_card",
+            None if birth is None else keys.seal(tenant, birth.isoformat()),
+            None if birth is None else str(birth.year), None if birth is None else str(birth.month),
+            gender[i] or None, CITIES.get(state[i], "Cidade"), state[i], keys.seal(tenant, cep), cep[:5],
             group[i] if bought[i] else None, *(str(v) for v in rfm[i]), str(clv[i]) if bought[i] else None,
             f"{churn[i]:.4f}" if bought[i] else None, next_at[i], seen_at[i], abandoned_at[i],
             NOW.isoformat(),
@@ -153,8 +160,9 @@ def generate(n: int, seed: int, tenant: uuid.UUID) -> tuple[io.StringIO, io.Stri
 
 PROJECTION_COLUMNS = (
     "profile_id", "tenant_id", "profile_version", "orders_count", "total_spent_minor",
-    "average_order_value_minor", "first_order_at", "last_order_at", "preferred_payment_method", "birth_date",
-    "gender", "city", "state", "zip", "rfm_group", "rfm_r", "rfm_f", "rfm_m", "clv_12m_minor",
+    "average_order_value_minor", "first_order_at", "last_order_at", "preferred_payment_method",
+    "birth_date_sealed", "birth_year", "birth_month", "gender", "city", "state", "zip_sealed", "zip_prefix",
+    "rfm_group", "rfm_r", "rfm_f", "rfm_m", "clv_12m_minor",
     "churn_probability", "next_order_at", "last_seen_at", "cart_abandoned_at", "updated_at",
 )  # fmt: skip
 TAG_COLUMNS = ("profile_id", "kind", "value", "tenant_id", "at")
@@ -193,16 +201,14 @@ def run_case(profiles: int, seed: int) -> dict[str, Any]:
         load(engine, rows, tags)
         loaded = time.perf_counter() - started
         per_segment: dict[str, dict[str, Any]] = {}
-        with engine.connect() as conn:
-            tag_rows = conn.execute(sa.text("SELECT count(*) FROM profile_tag")).scalar_one()
+        with Session(engine) as session:
+            tag_rows = session.execute(sa.text("SELECT count(*) FROM profile_tag")).scalar_one()
             for attempt in range(4):  # cold, then three warm runs
                 for name, rule in segments().items():
-                    query = sa.select(projection_table.c.profile_id).where(
-                        projection_table.c.tenant_id == tenant, compile_rule(rule, NOW)
-                    )
                     started = time.perf_counter()
-                    members = len(conn.execute(query).all())
+                    members = len(matching(session, rule, tenant_id=tenant, now=NOW))
                     seconds = time.perf_counter() - started
+                    session.expunge_all()
                     entry = per_segment.setdefault(
                         name, {"members": members, "cold_s": seconds, "warm_s": []}
                     )

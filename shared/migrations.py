@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
+from uuid import UUID
 
 import sqlalchemy as sa
-from alembic import command, context
+from alembic import command, context, op
 from alembic.config import Config
 
 from shared.db import make_engine
@@ -58,3 +60,47 @@ def run_env(metadata: Sequence[sa.MetaData], default_url: Callable[[], str]) -> 
         with context.begin_transaction():
             context.run_migrations()
     engine.dispose()
+
+
+# A data migration's change to one row: (tenant, {column: value} of the row) -> {column: new value}.
+RowChange = Callable[[UUID, dict[str, Any]], dict[str, Any]]
+
+
+def rewrite_rows(
+    table_name: str,
+    key: str,
+    columns: dict[str, sa.types.TypeEngine[Any]],
+    read: Sequence[str],
+    change: RowChange,
+    chunk: int = 1000,
+) -> None:
+    """In a migration: update every row of a table that has a `tenant_id` with `change(tenant, its `read`
+    columns)`, `chunk` rows at a time (keyset on `key`, one executemany per chunk). `columns` types every
+    column read or written."""
+    conn = op.get_bind()
+    table = sa.table(
+        table_name, sa.column(key), sa.column("tenant_id"), *(sa.column(n, t) for n, t in columns.items())
+    )
+    last: Any = None
+    while True:
+        query = sa.select(table.c[key], table.c.tenant_id, *(table.c[n] for n in read))
+        if last is not None:
+            query = query.where(table.c[key] > last)
+        rows = conn.execute(query.order_by(table.c[key]).limit(chunk)).all()
+        if not rows:
+            return
+        changes = [(row[0], change(_uuid(row[1]), dict(zip(read, row[2:], strict=True)))) for row in rows]
+        written = sorted(changes[0][1])
+        update = (
+            sa.update(table)
+            .where(table.c[key] == sa.bindparam("row_key"))
+            .values({n: sa.bindparam(f"new_{n}", type_=columns[n]) for n in written})
+        )
+        conn.execute(
+            update, [{"row_key": k, **{f"new_{n}": v for n, v in new.items()}} for k, new in changes]
+        )
+        last = rows[-1][0]
+
+
+def _uuid(value: Any) -> UUID:
+    return value if isinstance(value, UUID) else UUID(str(value))

@@ -4,11 +4,13 @@
 unpublished rows in id order and marks them published. A crash between publish and mark re-publishes
 the batch (at-least-once): consumers deduplicate by event id.
 
-Event bodies carry personal data (an `order.ingested` holds the whole order, customer included), so the
-outbox is not an archive: the relay deletes published rows once they are older than
-`outbox_retention_minutes` (default 60: time to look into a consumer's problem), checking at most once a
-minute; `purge_published` deletes every published row at once (an erasure calls it). Kafka keeps its own
-copy for the topics' retention.
+Event bodies carry personal data (an `order.ingested` holds the whole order, customer included), so they
+are stored sealed (AES-GCM, `shared.crypto`, under the key the keyring derives for no tenant in
+particular: the relay publishes every tenant's rows), opened by the relay as it publishes them
+(`open_body`; a body an older release wrote in clear is published as it is). And the outbox is not an
+archive: the relay deletes published rows once they are older than `outbox_retention_minutes` (default
+60: time to look into a consumer's problem), checking at most once a minute; `purge_published` deletes
+every published row at once (an erasure calls it). Kafka keeps its own copy for the topics' retention.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
+from shared.crypto import keyring
 from shared.db import utcnow
 from shared.events import Envelope, Event
 from shared.infra import OutboxMessage
@@ -39,6 +42,22 @@ log = logging.getLogger("clientela.outbox")
 _RELAY_LOCK_ID = 0x636C_6E74_6F62
 PURGE_EVERY_S = 60.0
 _PURGE_CHUNK = 10_000
+
+
+# The keyring derives a key per tenant; outbox bodies are sealed under the one it derives for this id.
+_OUTBOX_KEY = UUID(int=0)
+
+
+def seal_body(body: bytes) -> bytes:
+    """An event's wire form as the outbox stores it."""
+    return keyring().seal(_OUTBOX_KEY, body.decode()).encode()
+
+
+def open_body(stored: bytes) -> bytes:
+    """An outbox row's body as it is published (the event's wire form, JSON)."""
+    if stored[:1] == b"{":  # written in clear by a release before bodies were sealed
+        return stored
+    return keyring().open(_OUTBOX_KEY, stored.decode()).encode()
 
 
 def outbox_row(
@@ -56,7 +75,7 @@ def outbox_row(
         "topic": event_type.TOPIC.name,
         "key": key,
         "event_type": event_type.TYPE,
-        "body": body,
+        "body": seal_body(body),
         "created_at": occurred_at,
     }
 
@@ -65,15 +84,20 @@ def add_event(
     session: Session, event: Event, *, tenant_id: UUID, key: str, correlation_id: str | None = None
 ) -> Envelope:
     """Stage `event` for publication in the caller's transaction."""
-    row = outbox_row(
-        type(event),
-        event.model_dump(mode="json"),
-        tenant_id=tenant_id,
-        key=key,
-        correlation_id=correlation_id,
+    event_id, occurred_at, body = type(event).envelope_bytes(
+        event.model_dump(mode="json"), tenant_id, correlation_id=correlation_id
     )
-    session.add(OutboxMessage(**row))
-    return Envelope.from_bytes(row["body"])
+    session.add(
+        OutboxMessage(
+            event_id=event_id,
+            topic=event.TOPIC.name,
+            key=key,
+            event_type=event.TYPE,
+            body=seal_body(body),
+            created_at=occurred_at,
+        )
+    )
+    return Envelope.from_bytes(body)
 
 
 def purge_published(session: Session, *, published_before: datetime | None = None) -> int:
@@ -111,7 +135,8 @@ class OutboxRelay:
                 return 0
             prefix = self.settings.topic_prefix
             futures = [
-                producer.send(prefix + topic, key=key.encode(), value=body) for _id, topic, key, body in rows
+                producer.send(prefix + topic, key=key.encode(), value=open_body(body))
+                for _id, topic, key, body in rows
             ]
             producer.flush(timeout=10)
             for future in futures:

@@ -54,9 +54,12 @@ def _opened(text: str, tenants: Iterable[UUID]) -> Iterator[str]:
             break
 
 
-def scan(urls: dict[str, str], needles: Iterable[str], tenants: Iterable[UUID]) -> list[Hit]:
+def scan(
+    urls: dict[str, str], needles: Iterable[str], tenants: Iterable[UUID], *, sealed: bool = True
+) -> list[Hit]:
     """Every place in these databases (name -> SQLAlchemy URL) that holds one of the needles (compared
-    case-insensitively; digit-only needles also against the digits of each value)."""
+    case-insensitively; digit-only needles also against the digits of each value), in clear or, with
+    `sealed`, inside a sealed value."""
     wanted = [n for n in needles if n]
     tenant_ids = list(tenants)
     hits: list[Hit] = []
@@ -72,7 +75,9 @@ def scan(urls: dict[str, str], needles: Iterable[str], tenants: Iterable[UUID]) 
                     for row in conn.execute(sa.select(table)):
                         for column, value in zip(table.columns.keys(), row, strict=True):
                             for text in _texts(value):
-                                hits += _match(name, table.name, column, text, wanted, tenant_ids)
+                                hits += _match(
+                                    name, table.name, column, text, wanted, tenant_ids if sealed else []
+                                )
         finally:
             engine.dispose()
     return hits

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from sqlmodel import Session
 
 from services.segmentation import projection as projections
+from services.segmentation import segments
 from services.segmentation.compiler import compile_rule
 from services.segmentation.compiler import projection as projection_table
 from services.segmentation.evaluate import Traits, matches
@@ -244,6 +245,10 @@ def scenarios(draw: st.DrawFn, max_profiles: int = 5) -> tuple[datetime, Rule, l
 
 @dataclass(frozen=True)
 class Agreement:
+    """What the service's full evaluation selects (SQL, with the Python evaluator deciding the profiles
+    that SQL's generalised birth dates and CEPs leave undecided), and what the Python evaluator alone
+    accepts. `evaluate_both` has already checked SQL's own bounds: must <= by_python <= may."""
+
     by_sql: set[UUID]
     by_python: set[UUID]
 
@@ -271,7 +276,11 @@ def stored(session: Session, people: list[Traits]) -> Iterator[Stored]:
 
 
 def _store(session: Session, tenant_id: UUID, profile: Traits) -> ProfileProjection:
-    row = ProfileProjection(profile_id=uuid4(), tenant_id=tenant_id, profile_version=1, **profile.columns)
+    sealed = {"birth_date", "zip"}  # set through their properties, which seal them
+    plain = {name: value for name, value in profile.columns.items() if name not in sealed}
+    row = ProfileProjection(profile_id=uuid4(), tenant_id=tenant_id, profile_version=1, **plain)
+    row.birth_date = profile.columns.get("birth_date")
+    row.zip = profile.columns.get("zip")
     session.add(row)
     session.flush()
     projections.replace_tags(session, row, profile.tags)
@@ -279,12 +288,21 @@ def _store(session: Session, tenant_id: UUID, profile: Traits) -> ProfileProject
 
 
 def evaluate_both(session: Session, profiles: Stored, rule: Rule, now: datetime) -> Agreement:
-    """The stored profiles the SQL evaluator selects, and those the Python one accepts."""
-    query = sa.select(projection_table.c.profile_id).where(
-        projection_table.c.tenant_id == profiles.tenant_id, compile_rule(rule, now)
-    )
-    by_sql = set(session.execute(query).scalars())
+    """The stored profiles the SQL evaluator selects, and those the Python one accepts; first checks that
+    SQL's bounds hold (every profile it is sure of matches, every match is among those it may select)."""
+    compiled = compile_rule(rule, now)
+
+    def selected(condition: Any) -> set[UUID]:
+        query = sa.select(projection_table.c.profile_id).where(
+            projection_table.c.tenant_id == profiles.tenant_id, condition
+        )
+        return set(session.execute(query).scalars())
+
     by_python = {profile_id for profile_id, traits in profiles.traits.items() if matches(rule, traits, now)}
+    must, may = selected(compiled.sure), selected(compiled.may)
+    assert must <= by_python, f"SQL is sure of profiles that do not match: {must - by_python}"
+    assert by_python <= may, f"SQL leaves out profiles that match: {by_python - may}"
+    by_sql = set(segments.matching(session, rule, tenant_id=profiles.tenant_id, now=now))
     return Agreement(by_sql, by_python)
 
 

@@ -10,6 +10,7 @@ from uuid import UUID, uuid4
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
+from shared.crypto import keyring
 from shared.db import UTCDateTime, new_registry, utcnow
 
 segmentation_registry = new_registry()
@@ -23,8 +24,14 @@ class ProfileProjection(SegmentationTable, table=True):
     """This service's copy of each profile's segmentable scalar traits, built from ProfileUpdated events.
 
     One column per scalar trait a rule can read (null = unknown); money in integer minor units (cents).
-    Set-valued traits live in `profile_tag`. Age and birth month are computed from `birth_date` when a rule
-    is evaluated (they change with time, not with events).
+    Set-valued traits live in `profile_tag`. Age and birth month are computed from the birth date when a
+    rule is evaluated (they change with time, not with events).
+
+    The birth date and the CEP are personal data: they are stored sealed for the tenant (AES-GCM,
+    `shared.crypto`; read and set in clear through `.birth_date` and `.zip`), and in clear only generalised,
+    as SQL needs them: the year and month of birth and the CEP's first five digits (its sub-sector, a
+    district-sized area). The SQL evaluator decides on those (`compiler`: a lower and an upper bound) and
+    opens the sealed values only of the few profiles the generalised values leave undecided.
     """
 
     __tablename__ = "profile_projection"
@@ -40,11 +47,14 @@ class ProfileProjection(SegmentationTable, table=True):
     first_order_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime(), nullable=True))
     last_order_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime(), nullable=True))
     preferred_payment_method: str | None = Field(default=None, max_length=40)
-    birth_date: date | None = Field(default=None, sa_column=sa.Column(sa.Date(), nullable=True))
+    birth_date_sealed: str | None = Field(default=None, max_length=100)
+    birth_year: int | None = Field(default=None, sa_column=sa.Column(sa.SmallInteger(), nullable=True))
+    birth_month: int | None = Field(default=None, sa_column=sa.Column(sa.SmallInteger(), nullable=True))
     gender: str | None = Field(default=None, max_length=10)
     city: str | None = Field(default=None, max_length=200)
     state: str | None = Field(default=None, max_length=2)
-    zip: str | None = Field(default=None, max_length=8)
+    zip_sealed: str | None = Field(default=None, max_length=100)
+    zip_prefix: str | None = Field(default=None, max_length=5)
     rfm_group: str | None = Field(default=None, max_length=40)
     rfm_r: int | None = Field(default=None, sa_column=sa.Column(sa.SmallInteger(), nullable=True))
     rfm_f: int | None = Field(default=None, sa_column=sa.Column(sa.SmallInteger(), nullable=True))
@@ -57,6 +67,49 @@ class ProfileProjection(SegmentationTable, table=True):
         default=None, sa_column=sa.Column(UTCDateTime(), nullable=True)
     )
     updated_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))
+
+    # The sealed columns read and set in clear; setting one also sets its generalised columns. Setting the
+    # value already stored keeps its token (no needless write).
+    @property
+    def birth_date(self) -> date | None:
+        text = _open(self.tenant_id, self.birth_date_sealed)
+        return None if text is None else date.fromisoformat(text)
+
+    @birth_date.setter
+    def birth_date(self, value: date | None) -> None:
+        if value != self.birth_date:
+            self.birth_date_sealed = _seal(self.tenant_id, None if value is None else value.isoformat())
+            self.birth_year = None if value is None else value.year
+            self.birth_month = None if value is None else value.month
+
+    @property
+    def zip(self) -> str | None:
+        return _open(self.tenant_id, self.zip_sealed)
+
+    @zip.setter
+    def zip(self, value: str | None) -> None:
+        if value != self.zip:
+            self.zip_sealed = _seal(self.tenant_id, value)
+            self.zip_prefix = None if value is None else value[:5]
+
+    def columns(self) -> dict[str, Any]:
+        """The traits by column name as the evaluators read them: the sealed ones opened (under their
+        own names, `birth_date` and `zip`), the generalised copies left out."""
+        found = self.model_dump(exclude=_SEALED_STORAGE)
+        found["birth_date"], found["zip"] = self.birth_date, self.zip
+        return found
+
+
+# How the projection stores the birth date and the CEP (`ProfileProjection.columns` shows them opened).
+_SEALED_STORAGE = {"birth_date_sealed", "birth_year", "birth_month", "zip_sealed", "zip_prefix"}
+
+
+def _seal(tenant_id: UUID, value: str | None) -> str | None:
+    return None if value is None else keyring().seal(tenant_id, value)
+
+
+def _open(tenant_id: UUID, token: str | None) -> str | None:
+    return None if token is None else keyring().open(tenant_id, token)
 
 
 class TagKind(StrEnum):

@@ -77,6 +77,13 @@ def deliveries_about(session: Session, tenant_id: UUID, profile_ids: Sequence[UU
         last = page[-1].id
 
 
+def _opened(projection: ProfileProjection) -> dict[str, Any]:
+    """A projection as the report shows it: its traits in clear (the sealed ones opened)."""
+    columns = projection.columns()
+    del columns["tenant_id"]
+    return columns
+
+
 def apply_report_requested(session: Session, envelope: Envelope, event: PrivacyReportRequested) -> None:
     """Answer with what this service holds about the person, sealed for the tenant."""
     tenant_id, ids = envelope.tenant_id, list(event.profile_ids)
@@ -104,7 +111,7 @@ def apply_report_requested(session: Session, envelope: Envelope, event: PrivacyR
         "origin": "Copied from the profile service's profile events (traits only, no contact data).",
         "traits": {
             "purpose": "Evaluate the seller's segments (who matches which rule).",
-            "data": [{**p.model_dump(mode="json", exclude={"tenant_id"})} for p in projections],
+            "data": [_opened(p) for p in projections],
             "tags": [
                 {"profile_id": str(t.profile_id), "kind": t.kind, "value": t.value, "at": t.at} for t in tags
             ],

@@ -101,7 +101,7 @@ def _apply_batched(
     before = (
         None
         if projection is None
-        else Traits(columns=projection.model_dump(), tags=batch.tags[event.profile_id])
+        else Traits(columns=projection.columns(), tags=batch.tags[event.profile_id])
     )
     projection, tags = _refreshed(projection, tenant_id, event)
     session.add(projection)
@@ -109,7 +109,7 @@ def _apply_batched(
     kept = {kind: elements for kind, elements in batch.tags[event.profile_id].items() if kind not in tags}
     kept.update((kind, dict(elements)) for kind, elements in tags.items() if elements)
     batch.tags[event.profile_id] = kept
-    after = Traits(columns=projection.model_dump(), tags=kept)
+    after = Traits(columns=projection.columns(), tags=kept)
     return Applied(projection, after, None if before is None else _differences(before, after), before)
 
 
@@ -234,4 +234,21 @@ def traits(session: Session, projection: ProfileProjection) -> Traits:
     tags: dict[str, dict[str, datetime | None]] = {}
     for row in session.exec(select(ProfileTag).where(ProfileTag.profile_id == projection.profile_id)):
         tags.setdefault(row.kind, {})[row.value] = row.at
-    return Traits(columns=projection.model_dump(), tags=tags)
+    return Traits(columns=projection.columns(), tags=tags)
+
+
+def traits_of(session: Session, profile_ids: list[UUID], chunk: int = 1000) -> dict[UUID, Traits]:
+    """`traits` of many profiles, with two queries per chunk of ids."""
+    found: dict[UUID, Traits] = {}
+    for start in range(0, len(profile_ids), chunk):
+        ids = profile_ids[start : start + chunk]
+        tags: dict[UUID, dict[str, dict[str, datetime | None]]] = {}
+        for row in session.exec(select(ProfileTag).where(col(ProfileTag.profile_id).in_(ids))):
+            tags.setdefault(row.profile_id, {}).setdefault(row.kind, {})[row.value] = row.at
+        for projection in session.exec(
+            select(ProfileProjection).where(col(ProfileProjection.profile_id).in_(ids))
+        ):
+            found[projection.profile_id] = Traits(
+                columns=projection.columns(), tags=tags.get(projection.profile_id, {})
+            )
+    return found

@@ -369,11 +369,27 @@ def apply_profiles_merged(session: Session, envelope: Envelope, event: ProfilesM
 # -- full: SQL over ranges of profiles ------------------------------------------------------------------
 
 
-def _matching(rule: Rule, *, tenant_id: UUID, now: datetime) -> sa.Select[tuple[UUID, int]]:
-    """The tenant's profiles that satisfy the rule (SQL evaluator), by profile id."""
-    return sa.select(projection_table.c.profile_id, projection_table.c.profile_version).where(
-        projection_table.c.tenant_id == tenant_id, compile_rule(rule, now)
-    )
+def matching(
+    session: Session, rule: Rule, *, tenant_id: UUID, now: datetime, where: Sequence[Any] = ()
+) -> dict[UUID, int]:
+    """The tenant's profiles (among those `where` selects) that satisfy the rule at `now`, with their
+    versions: decided by SQL (`compiler.compile_rule`), and for the few SQL leaves undecided (a birth date
+    or CEP its generalised copy cannot settle), by the Python evaluator on the opened values."""
+    compiled = compile_rule(rule, now)
+    select_from = [projection_table.c.tenant_id == tenant_id, compiled.may, *where]
+    columns = [projection_table.c.profile_id, projection_table.c.profile_version]
+    if compiled.exact:
+        return {p: v for p, v in session.execute(sa.select(*columns).where(*select_from))}
+    found: dict[UUID, int] = {}
+    undecided: dict[UUID, int] = {}
+    for profile_id, version, sure in session.execute(
+        sa.select(*columns, compiled.sure.label("sure")).where(*select_from)
+    ):
+        (found if sure else undecided)[profile_id] = version
+    for profile_id, traits in projections.traits_of(session, list(undecided)).items():
+        if matches(rule, traits, now):
+            found[profile_id] = undecided[profile_id]
+    return found
 
 
 def _in_range(column: sa.ColumnElement[UUID], after: UUID | None, upto: UUID | None) -> list[Any]:
@@ -416,14 +432,13 @@ def evaluate_range(
     """Make the segment's members with a profile id in (`after`, `upto`] (None: unbounded) exactly the
     tenant's profiles in that range that satisfy the rule at `now`, announcing each entry and exit (a
     member whose profile is gone leaves too). Returns (entered, exited); the caller commits."""
-    matching: dict[UUID, int] = {
-        profile_id: version
-        for profile_id, version in session.execute(
-            _matching(rule, tenant_id=segment.tenant_id, now=now).where(
-                *_in_range(projection_table.c.profile_id, after, upto)
-            )
-        )
-    }
+    matching_now = matching(
+        session,
+        rule,
+        tenant_id=segment.tenant_id,
+        now=now,
+        where=_in_range(projection_table.c.profile_id, after, upto),
+    )
     current = set(
         session.execute(
             sa.select(member_table.c.profile_id).where(
@@ -431,8 +446,8 @@ def evaluate_range(
             )
         ).scalars()
     )
-    exited = sorted(current - matching.keys())
-    entered = sorted(matching.keys() - current)
+    exited = sorted(current - matching_now.keys())
+    entered = sorted(matching_now.keys() - current)
     loaded = _load_projections(session, [*exited, *entered])
     for ids in _chunks(exited):
         session.execute(
@@ -504,10 +519,18 @@ def preview_segment(
     rule: Rule, *, tenant_id: UUID, session: Session, now: datetime, sample_size: int
 ) -> tuple[int, list[UUID]]:
     """How many of the tenant's profiles satisfy the rule now, and the first few of them (by id)."""
-    matching = _matching(rule, tenant_id=tenant_id, now=now).subquery()
-    count = session.execute(sa.select(sa.func.count()).select_from(matching)).scalar_one()
+    compiled = compile_rule(rule, now)
+    if not compiled.exact:  # some profiles are decided on their opened values
+        found = matching(session, rule, tenant_id=tenant_id, now=now)
+        return len(found), sorted(found)[:sample_size]
+    selected = (
+        sa.select(projection_table.c.profile_id)
+        .where(projection_table.c.tenant_id == tenant_id, compiled.may)
+        .subquery()
+    )
+    count = session.execute(sa.select(sa.func.count()).select_from(selected)).scalar_one()
     sample = session.execute(
-        sa.select(matching.c.profile_id).order_by(matching.c.profile_id).limit(sample_size)
+        sa.select(selected.c.profile_id).order_by(selected.c.profile_id).limit(sample_size)
     )
     return int(count), list(sample.scalars())
 

@@ -19,6 +19,7 @@ from services.profile.models import MergeRecord, Profile, ProfileIdentifier
 from shared.consumer import ConsumerWorker
 from shared.events import Envelope, OrderIngested, ProfileUpdatedV2, decode
 from shared.infra import OutboxMessage
+from shared.outbox import open_body
 from shared.records import Order
 from shared.settings import ServiceSettings
 from tests.support import SettingsFactory, order_body
@@ -289,7 +290,7 @@ def test_profile_updated_carries_every_segmentable_trait_and_what_changed(
     profile_records.apply([first])  # redelivered: no new version
     with Session(engine) as session:
         updates = [
-            decode(Envelope.from_bytes(m.body))
+            decode(Envelope.from_bytes(open_body(m.body)))
             for m in session.exec(
                 select(OutboxMessage)
                 .where(OutboxMessage.event_type == "profile.updated")

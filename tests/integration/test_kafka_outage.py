@@ -19,6 +19,7 @@ from sqlmodel import Session, col, select
 from shared.db import make_engine
 from shared.events import Envelope
 from shared.infra import OutboxMessage
+from shared.outbox import open_body
 from shared.topics import ORDERS
 from shared.web import kafka_reachable
 from tests.support import KAFKA, Stack, auth, eventually, order_body
@@ -104,7 +105,7 @@ def test_ingest_accepts_while_kafka_is_down_and_publishes_everything_in_order_af
             select(OutboxMessage.key, OutboxMessage.body).order_by(col(OutboxMessage.id))
         ).all()
     for outbox_key, outbox_body in rows:
-        stored = Envelope.from_bytes(outbox_body)
+        stored = Envelope.from_bytes(open_body(outbox_body))
         if stored.type == "order.ingested":
             want[outbox_key].append(_label(stored))
     assert got == want

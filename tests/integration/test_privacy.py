@@ -203,6 +203,15 @@ def test_access_then_deletion_across_every_service(
     before = scan(DATABASES, needles, tenants())
     assert {h.database for h in before} == {"ingest", "profile"}, [str(h) for h in before]
     assert {h.needle for h in before} == set(needles)
+    # Her birth date and CEP are in every service, segmentation included (it segments on them), but
+    # only sealed: in clear, only generalised (year and month of birth, the CEP's first five digits).
+    assert services["segmentation"]["traits"]["data"][0]["birth_date"] == "1988-04-12"
+    assert services["segmentation"]["traits"]["data"][0]["zip"] == "13010111"
+    private = ["1988-04-12", "13010111"]
+    assert {h.database for h in scan(DATABASES, private, tenants())} == {"ingest", "profile", "segmentation"}
+    in_clear = scan(DATABASES, private, tenants(), sealed=False)
+    assert in_clear == [], [str(h) for h in in_clear]
+    needles += private
 
     # ... deletion by document: confirmed by every service ...
     deletion = request(stack, key, {"type": "deletion", "subject": {"document": "529.982.247-25"}})

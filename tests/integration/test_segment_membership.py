@@ -48,6 +48,7 @@ from shared.db import make_engine, utcnow
 from shared.events import Envelope, Event, ProfileUpdatedV2, SegmentMembershipChangedV2, decode
 from shared.infra import OutboxMessage
 from shared.migrations import downgrade, upgrade
+from shared.outbox import open_body
 from tests.support import ADMIN_TOKEN, FakeClock, add_tenant, auth, profile_updated
 
 pytestmark = pytest.mark.integration
@@ -93,7 +94,7 @@ class Service:
                 .where(OutboxMessage.event_type == "segment.membership_changed")
                 .order_by(col(OutboxMessage.id))
             ).all()
-        events = [decode(Envelope.from_bytes(r.body)) for r in rows]
+        events = [decode(Envelope.from_bytes(open_body(r.body))) for r in rows]
         assert all(isinstance(e, SegmentMembershipChangedV2) for e in events)
         return [e for e in events if isinstance(e, SegmentMembershipChangedV2)]
 
@@ -704,7 +705,7 @@ def test_membership_events_are_v2_with_the_segment_name_and_key_traits(seg: Serv
         row = session.exec(
             select(OutboxMessage).where(OutboxMessage.event_type == "segment.membership_changed")
         ).one()
-    envelope = Envelope.from_bytes(row.body)
+    envelope = Envelope.from_bytes(open_body(row.body))
     assert (envelope.type, envelope.version) == ("segment.membership_changed", 2)
     assert row.key == f"{seg.tenant_id}:{ana}"
     payload = envelope.payload

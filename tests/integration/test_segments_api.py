@@ -29,6 +29,7 @@ from shared.consumer import ConsumerWorker
 from shared.db import make_engine
 from shared.events import Event, ProfileUpdated
 from shared.infra import OutboxMessage
+from shared.outbox import open_body
 from tests.support import ADMIN_TOKEN, add_tenant, auth, profile_updated
 
 pytestmark = pytest.mark.integration
@@ -65,7 +66,9 @@ class Segmentation:
         with Session(self.engine) as session:
             rows = session.exec(select(OutboxMessage).order_by(col(OutboxMessage.id))).all()
         payloads = [
-            orjson.loads(r.body)["payload"] for r in rows if r.event_type == "segment.membership_changed"
+            orjson.loads(open_body(r.body))["payload"]
+            for r in rows
+            if r.event_type == "segment.membership_changed"
         ]
         return [(p["change"], UUID(p["profile_id"])) for p in payloads]
 

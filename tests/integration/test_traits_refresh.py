@@ -18,6 +18,7 @@ from services.profile.models import Profile, TraitsRefresh
 from shared.consumer import ConsumerWorker
 from shared.events import OrderIngested
 from shared.infra import OutboxMessage
+from shared.outbox import open_body
 from shared.records import Order
 from shared.settings import ServiceSettings
 from tests.support import SettingsFactory, auth, eventually, order_body
@@ -35,7 +36,7 @@ def settings(make_settings: SettingsFactory) -> ServiceSettings:
 def announced(session: Session, refresh_id: uuid.UUID) -> list[dict[str, Any]]:
     """The profile.updated events a refresh wrote to the outbox."""
     query = select(OutboxMessage).where(OutboxMessage.event_type == "profile.updated")
-    envelopes = [orjson.loads(m.body) for m in session.exec(query)]
+    envelopes = [orjson.loads(open_body(m.body)) for m in session.exec(query)]
     return [e for e in envelopes if e.get("correlation_id") == f"traits-refresh:{refresh_id}"]
 
 

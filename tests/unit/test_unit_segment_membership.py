@@ -40,6 +40,7 @@ from services.segmentation.templates import TEMPLATES
 from shared.db import make_engine
 from shared.events import Envelope, MemberTraits, SegmentMembershipChangedV2, decode
 from shared.infra import OutboxMessage, infra_registry
+from shared.outbox import open_body
 from tests.rule_strategies import raw_rules
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -301,7 +302,7 @@ def test_the_lifecycle_on_sqlite(engine: Engine) -> None:
             == []
         )
         bodies = session.exec(select(OutboxMessage.body).order_by(col(OutboxMessage.id))).all()
-    events = [decode(Envelope.from_bytes(b)) for b in bodies]
+    events = [decode(Envelope.from_bytes(open_body(b))) for b in bodies]
     assert all(isinstance(e, SegmentMembershipChangedV2) for e in events)
     reasons = [(e.reason, e.change) for e in events if isinstance(e, SegmentMembershipChangedV2)]
     assert reasons.count(("segment_deleted", "exited")) == 2

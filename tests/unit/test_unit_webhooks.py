@@ -127,9 +127,8 @@ def test_payloads_are_standard_webhooks_shaped_and_carry_no_contact_data() -> No
         orders_count=2,
         total_spent_minor=25990,
         city="São Paulo",
-        zip="01310100",
-        birth_date=None,
     )
+    projection.zip = "01310100"
     traits = webhooks.traits(projection)
     assert set(traits) == traits_keys
     assert traits["total_spent"] == "259.90"

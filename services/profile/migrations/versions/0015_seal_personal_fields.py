@@ -18,7 +18,7 @@ Create Date: 2026-11-30 10:00:00
 """
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import date
 from typing import Any
 from uuid import UUID
@@ -27,13 +27,13 @@ import sqlalchemy as sa
 from alembic import op
 
 from shared.crypto import keyring
+from shared.migrations import RowChange, rewrite_rows
 
 revision: str = "0015"
 down_revision: str | None = "0014"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-CHUNK = 1000
 SEALED = ("name", "birth_date", "zip")  # in the snapshots
 HASHED = ("birth_date", "zip")  # in profile.announced
 SNAPSHOTS = (("profile_order", "order_id"), ("profile_record", "id"))
@@ -47,55 +47,14 @@ PROFILE_COLUMNS: dict[str, sa.types.TypeEngine[Any]] = {
     "announced": sa.JSON(),
 }
 
-# (tenant, {column: value} of the row) -> {column: new value}
-Change = Callable[[UUID, dict[str, Any]], dict[str, Any]]
-
-
-def _uuid(value: Any) -> UUID:
-    return value if isinstance(value, UUID) else UUID(str(value))
-
 
 def _json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
-def _rewrite(
-    table_name: str,
-    key: str,
-    columns: dict[str, sa.types.TypeEngine[Any]],
-    read: Sequence[str],
-    change: Change,
-) -> None:
-    """Update every row with `change(tenant, its `read` columns)`, a chunk at a time (keyset on `key`,
-    one executemany per chunk)."""
-    conn = op.get_bind()
-    table = sa.table(
-        table_name, sa.column(key), sa.column("tenant_id"), *(sa.column(n, t) for n, t in columns.items())
-    )
-    last: Any = None
-    while True:
-        query = sa.select(table.c[key], table.c.tenant_id, *(table.c[n] for n in read))
-        if last is not None:
-            query = query.where(table.c[key] > last)
-        rows = conn.execute(query.order_by(table.c[key]).limit(CHUNK)).all()
-        if not rows:
-            return
-        changes = [(row[0], change(_uuid(row[1]), dict(zip(read, row[2:], strict=True)))) for row in rows]
-        written = sorted(changes[0][1])
-        update = (
-            sa.update(table)
-            .where(table.c[key] == sa.bindparam("row_key"))
-            .values({n: sa.bindparam(f"new_{n}", type_=columns[n]) for n in written})
-        )
-        conn.execute(
-            update, [{"row_key": k, **{f"new_{n}": v for n, v in new.items()}} for k, new in changes]
-        )
-        last = rows[-1][0]
-
-
-def _snapshots(change: Callable[[UUID, dict[str, Any]], dict[str, Any]]) -> None:
+def _snapshots(change: RowChange) -> None:
     for table, key in SNAPSHOTS:
-        _rewrite(
+        rewrite_rows(
             table,
             key,
             {"customer": sa.JSON()},
@@ -128,7 +87,7 @@ def upgrade() -> None:
             "announced": announced,
         }
 
-    _rewrite("profile", "id", PROFILE_COLUMNS, ["name", "birth_date", "zip", "announced"], profile)
+    rewrite_rows("profile", "id", PROFILE_COLUMNS, ["name", "birth_date", "zip", "announced"], profile)
 
     def snapshot(tenant: UUID, stored: dict[str, Any]) -> dict[str, Any]:
         personal = {k: stored.pop(k) for k in SEALED if stored.get(k) is not None}
@@ -167,7 +126,7 @@ def downgrade() -> None:
             "announced": announced,
         }
 
-    _rewrite(
+    rewrite_rows(
         "profile",
         "id",
         PROFILE_COLUMNS,
