@@ -31,7 +31,8 @@ from shared.errors import safe_loc
 from shared.events import Envelope, Event, decode
 from shared.infra import ProcessedEvent
 from shared.kafka import make_consumer, make_producer
-from shared.logs import event_id_var, tenant_id_var
+from shared.logs import correlation_id_var, event_id_var, tenant_id_var
+from shared.metrics import CONSUMER_LAG, DEAD_LETTERS, EVENTS_CONSUMED
 from shared.outbox import close_quietly
 from shared.settings import ServiceSettings
 from shared.topics import Topic
@@ -39,6 +40,7 @@ from shared.topics import Topic
 log = logging.getLogger("clientela.consumer")
 
 Handler = Callable[[Session, Envelope, Any], None]
+LAG_EVERY_S = 5.0  # how often a consumer refreshes its lag gauges
 
 
 class BatchHooks(Protocol):
@@ -92,11 +94,14 @@ class ConsumerWorker:
         self.group_id = f"{settings.consumer_group_prefix}.{settings.service_name}.{name}"
         self.applied_total = 0
         self.dead_lettered_total = 0
+        self._lag_labels: set[tuple[str, str, str, str]] = set()
 
     # -- processing ------------------------------------------------------------------------------
-    def apply(self, values: Sequence[bytes]) -> int:
-        """Apply raw messages in one transaction; return how many were new (not already processed)."""
+    def apply(self, values: Sequence[bytes], topics: Sequence[str] | None = None) -> int:
+        """Apply raw messages in one transaction; return how many were new (not already processed).
+        `topics`: each message's topic, for the metrics (counted once the transaction committed)."""
         envelopes = [Envelope.from_bytes(v) for v in values]
+        outcomes: list[str] = []
         applied = 0
         with Session(self.engine) as session:
             ids = {e.event_id for e in envelopes}
@@ -110,7 +115,9 @@ class ConsumerWorker:
             fresh: list[tuple[Envelope, Event | None]] = []
             for envelope in envelopes:
                 if envelope.event_id in done:
+                    outcomes.append("duplicate")
                     continue
+                outcomes.append("applied")
                 done.add(envelope.event_id)
                 fresh.append((envelope, decode(envelope)))
             if self.hooks is not None:
@@ -120,22 +127,27 @@ class ConsumerWorker:
                 if handler is not None:
                     event_token = event_id_var.set(str(envelope.event_id))
                     tenant_token = tenant_id_var.set(str(envelope.tenant_id))
+                    correlation_token = correlation_id_var.set(envelope.correlation_id)
                     try:
                         handler(session, envelope, event)
                     finally:
                         event_id_var.reset(event_token)
                         tenant_id_var.reset(tenant_token)
+                        correlation_id_var.reset(correlation_token)
                 session.add(ProcessedEvent(consumer=self.name, event_id=envelope.event_id))
                 applied += 1
             if self.hooks is not None:
                 self.hooks.finish(session)
             session.commit()
         self.applied_total += applied
+        service = self.settings.service_name
+        for topic, outcome in zip(topics or ["unknown"] * len(outcomes), outcomes, strict=True):
+            EVENTS_CONSUMED.labels(service, self.name, topic, outcome).inc()
         return applied
 
     def handle(self, records: Sequence[Any], dlq_producer: Callable[[], KafkaProducer]) -> None:
         try:
-            self.apply([r.value for r in records])
+            self.apply([r.value for r in records], [r.topic for r in records])
             return
         except TRANSIENT_ERRORS:
             raise
@@ -146,7 +158,7 @@ class ConsumerWorker:
             error: BaseException | None = None
             for attempt in range(self.settings.consumer_max_attempts):
                 try:
-                    self.apply([record.value])
+                    self.apply([record.value], [record.topic])
                     error = None
                     break
                 except TRANSIENT_ERRORS:
@@ -179,6 +191,25 @@ class ConsumerWorker:
         ]
         producer.send(self.dead_letter, key=record.key, value=record.value, headers=headers).get(timeout=30)
         self.dead_lettered_total += 1
+        DEAD_LETTERS.labels(self.settings.service_name, self.name, record.topic).inc()
+
+    def measure_lag(self, consumer: KafkaConsumer) -> None:
+        """Set `clientela_consumer_lag` for the assigned partitions (high-water mark minus position), and
+        drop the partitions no longer assigned."""
+        service, seen = self.settings.service_name, set()
+        for tp in consumer.assignment():
+            highwater = consumer.highwater(tp)
+            if highwater is None:
+                continue  # no fetch answer yet
+            position = consumer.position(tp, timeout_ms=0)
+            if position is None:
+                continue
+            labels = (service, self.name, tp.topic, str(tp.partition))
+            CONSUMER_LAG.labels(*labels).set(max(highwater - position, 0))
+            seen.add(labels)
+        for gone in self._lag_labels - seen:
+            CONSUMER_LAG.remove(*gone)
+        self._lag_labels = seen
 
     # -- loop ------------------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
@@ -191,6 +222,7 @@ class ConsumerWorker:
                 producer = make_producer(self.settings)
             return producer
 
+        lag_measured = 0.0
         try:
             while not stop.is_set():
                 try:
@@ -198,6 +230,9 @@ class ConsumerWorker:
                         consumer = make_consumer(self.settings, self.group_id, self.topics)
                     polled = consumer.poll(timeout_ms=200)
                     records = [r for partition_records in polled.values() for r in partition_records]
+                    if time.monotonic() - lag_measured >= LAG_EVERY_S:
+                        lag_measured = time.monotonic()
+                        self.measure_lag(consumer)
                     if not records:
                         continue
                     self.handle(records, dlq_producer)

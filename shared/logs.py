@@ -19,6 +19,11 @@ import orjson
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 tenant_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("tenant_id", default=None)
 event_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("event_id", default=None)
+# Follows an order from the HTTP request that brought it (its request id) through every event it caused
+# (their `correlation_id`) to the webhooks those sent.
+correlation_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "correlation_id", default=None
+)
 
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName", "color_message"}
 
@@ -85,6 +90,7 @@ class JsonFormatter(logging.Formatter):
             ("request_id", request_id_var),
             ("tenant_id", tenant_id_var),
             ("event_id", event_id_var),
+            ("correlation_id", correlation_id_var),
         ):
             value = var.get()
             if value is not None:

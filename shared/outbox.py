@@ -34,6 +34,7 @@ from shared.db import utcnow
 from shared.events import Envelope, Event
 from shared.infra import OutboxMessage
 from shared.kafka import make_producer
+from shared.metrics import EVENTS_PUBLISHED
 from shared.settings import ServiceSettings
 
 log = logging.getLogger("clientela.outbox")
@@ -147,6 +148,8 @@ class OutboxRelay:
             )
             session.commit()
             self.published_total += len(ids)
+            for _id, topic, _key, _body in rows:
+                EVENTS_PUBLISHED.labels(self.settings.service_name, prefix + topic).inc()
             return len(ids)
 
     def purge_expired(self) -> int:

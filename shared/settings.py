@@ -58,3 +58,11 @@ class ServiceSettings(BaseSettings):
         description="Published outbox rows (event bodies, personal data included) are deleted after this.",
     )
     consumer_max_attempts: int = Field(3, validation_alias=_common("consumer_max_attempts"))
+    metrics_port: int = Field(
+        9100,
+        ge=0,
+        le=65535,
+        validation_alias=_common("metrics_port"),
+        description="A consumer process run alone serves /metrics on this port (0: not at all); the API "
+        "serves them at /metrics on its own port.",
+    )

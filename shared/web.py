@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import AwareDatetime, BaseModel, BeforeValidator
 from sqlalchemy.engine import Engine
 
@@ -32,7 +32,9 @@ from shared.errors import (
     install_problem_handlers,
     problem,
 )
-from shared.logs import configure_logging, request_id_var
+from shared.logs import configure_logging, correlation_id_var, request_id_var
+from shared.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from shared.metrics import HTTP_LATENCY, metrics_body, prepare_multiprocess, serve_worker_metrics
 from shared.migrations import upgrade
 from shared.settings import ServiceSettings
 
@@ -178,6 +180,7 @@ def create_service_app(
         given = request.headers.get("x-request-id", "")
         request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         token = request_id_var.set(request_id)
+        correlation = correlation_id_var.set(request_id)  # what the request's events carry on
         started = time.perf_counter()
         try:
             length = request.headers.get("content-length")
@@ -191,11 +194,16 @@ def create_service_app(
                 response = await call_next(request)
             route = request.scope.get("route")
             # The route template, never the raw URL: query strings and paths may carry personal data.
+            template = getattr(route, "path", "unmatched")
+            elapsed = time.perf_counter() - started
+            HTTP_LATENCY.labels(
+                settings.service_name, request.method, template, response.status_code
+            ).observe(elapsed)
             extra: dict[str, Any] = {
                 "method": request.method,
-                "route": getattr(route, "path", "unmatched"),
+                "route": template,
                 "status": response.status_code,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                "duration_ms": round(elapsed * 1000, 2),
             }
             tenant_id = getattr(request.state, "tenant_id", None)
             if tenant_id:
@@ -205,11 +213,19 @@ def create_service_app(
             return response
         finally:
             request_id_var.reset(token)
+            correlation_id_var.reset(correlation)
 
     @app.get("/healthz", tags=["health"], summary="Liveness")
     def healthz() -> dict[str, str]:
         """The process is alive."""
         return {"status": "ok"}
+
+    @app.get("/metrics", tags=["health"], summary="Prometheus metrics", response_class=PlainTextResponse)
+    def metrics() -> Response:
+        """Request latencies, events consumed and published, consumer lag, outbox backlog, dead letters,
+        webhook deliveries (Prometheus text format; `shared.metrics` lists them)."""
+        body = metrics_body(app.state.engine, settings.service_name)
+        return Response(body, media_type=METRICS_CONTENT_TYPE)
 
     @app.get("/readyz", tags=["health"], summary="Readiness", responses={503: {"description": "Not ready"}})
     def readyz() -> Response:
@@ -253,6 +269,7 @@ def serve(factory: str, settings: ServiceSettings) -> None:
     import uvicorn
 
     configure_logging(settings.service_name, settings.log_level)
+    prepare_multiprocess(settings.web_workers)
     uvicorn.run(
         factory,
         factory=True,
@@ -273,6 +290,7 @@ def run_workers(
 
     configure_logging(settings.service_name, settings.log_level)
     engine = make_engine(settings.database_url)
+    serve_worker_metrics(engine, settings.service_name, settings.metrics_port)
     threads = WorkerThreads(workers(engine, settings))
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())

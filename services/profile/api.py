@@ -9,7 +9,6 @@ from fastapi import APIRouter, Query, Request
 
 from services.profile import identity_rules, probabilistic, profiles, refresh, unmerge
 from services.profile.identity_rules import IdentityRules
-from services.profile.privacy_api import record_read
 from services.profile.schemas import (
     ConsentDecision,
     ConsentsRead,
@@ -26,6 +25,7 @@ from services.profile.schemas import (
     UnmergeRequest,
     UnmergeResult,
 )
+from shared.audit import record_read
 from shared.auth import TenantDep
 from shared.db import SessionDep
 from shared.errors import Invalid, problem_responses

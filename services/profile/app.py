@@ -10,6 +10,7 @@ from services.profile.api import router
 from services.profile.consumer import workers
 from services.profile.privacy_api import router as privacy_router
 from services.profile.settings import ProfileSettings, get_settings
+from shared.audit import router as audit_router
 from shared.web import create_service_app
 
 SERVICE_DIR = Path(__file__).parent
@@ -21,6 +22,6 @@ def create_app(settings: ProfileSettings | None = None) -> FastAPI:
         service_dir=SERVICE_DIR,
         title="Clientela profiles",
         description="Unified customer profiles (one per person per seller) and their traits.",
-        routers=[router, privacy_router],
+        routers=[router, privacy_router, audit_router],
         workers=workers,
     )

@@ -412,19 +412,3 @@ class PrivacySuppression(ProfileTable, table=True):
     hash: str = Field(sa_column=sa.Column(sa.String(64), primary_key=True))
     request_id: UUID = Field(sa_column=sa.Column(sa.Uuid(), nullable=False))
     created_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))
-
-
-class AuditEvent(ProfileTable, table=True):
-    """A read of personal data: which API key read which profiles, through which route, when."""
-
-    __tablename__ = "audit_event"
-    __table_args__ = (sa.Index("ix_audit_event_tenant_id_at", "tenant_id", "at"),)
-
-    id: UUID = Field(default_factory=uuid4, sa_column=sa.Column(sa.Uuid(), primary_key=True))
-    tenant_id: UUID = Field(sa_column=sa.Column(sa.Uuid(), nullable=False))
-    at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))
-    api_key_id: UUID | None = Field(default=None, sa_column=sa.Column(sa.Uuid(), nullable=True))
-    action: str = Field(max_length=40, description="profile.read, profile.search, privacy.report, ...")
-    route: str = Field(max_length=200, description="The route template (never the URL: it may hold data).")
-    profile_ids: list[str] = Field(default_factory=list, sa_column=sa.Column(sa.JSON(), nullable=False))
-    request_id: str | None = Field(default=None, max_length=64)

@@ -28,7 +28,7 @@ identifier given; profile and record ids are emptied when an erasure completes.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 from uuid import UUID, uuid4
@@ -39,7 +39,6 @@ from sqlmodel import Session, col, select
 
 from services.profile import profiles
 from services.profile.models import (
-    AuditEvent,
     MergeBlock,
     MergeRecord,
     MergeSuggestion,
@@ -53,8 +52,9 @@ from services.profile.models import (
 )
 from services.profile.privacy_schemas import PrivacyRequestCreate
 from services.profile.schemas import ConsentDecision, ConsentsRead, MergeRead, ProfileRead
+from shared.audit import forget_reads
 from shared.crypto import keyring
-from shared.db import after_row, utcnow
+from shared.db import utcnow
 from shared.errors import NotFound
 from shared.events import (
     Envelope,
@@ -492,27 +492,11 @@ def erase(session: Session, tenant_id: UUID, members: Sequence[Profile], *, mode
     erased["profile_block_key"] = _delete(
         session, sa.delete(ProfileBlockKey).where(col(ProfileBlockKey.profile_id).in_(ids))
     )
-    erased["audit_event"] = _forget_reads(session, tenant_id, ids)
+    erased["audit_event"] = forget_reads(session, tenant_id, ids)
     erased["profile"] = _delete(session, sa.delete(Profile).where(col(Profile.id).in_(ids)))
     erased["outbox_message"] = purge_published(session)
     _erase_reports(session, tenant_id, ids)
     return erased
-
-
-def _forget_reads(session: Session, tenant_id: UUID, ids: list[UUID]) -> int:
-    """Audit events keep that a key read data, not whose: the erased ids leave them."""
-    wanted = {str(i) for i in ids}
-    changed = 0
-    for event in session.exec(
-        select(AuditEvent).where(
-            AuditEvent.tenant_id == tenant_id,
-            sa.or_(*(sa.cast(AuditEvent.profile_ids, sa.Text).contains(str(i)) for i in ids)),
-        )
-    ):
-        event.profile_ids = [p for p in event.profile_ids if p not in wanted]
-        session.add(event)
-        changed += 1
-    return changed
 
 
 def _erase_reports(session: Session, tenant_id: UUID, ids: list[UUID]) -> None:
@@ -526,55 +510,3 @@ def _erase_reports(session: Session, tenant_id: UUID, ids: list[UUID]) -> None:
             }
             other.summary = {"holds_data": other.summary.get("holds_data"), "erased": True}
             session.add(other)
-
-
-# --- Audit trail ----------------------------------------------------------------------------------------
-
-
-def audit(
-    session: Session,
-    *,
-    tenant_id: UUID,
-    api_key_id: str | None,
-    action: str,
-    route: str,
-    profile_ids: Iterable[UUID],
-    request_id: str | None,
-) -> None:
-    """Record a read of personal data (the caller commits; reads commit it themselves)."""
-    session.add(
-        AuditEvent(
-            tenant_id=tenant_id,
-            api_key_id=UUID(api_key_id) if api_key_id else None,
-            action=action,
-            route=route,
-            profile_ids=[str(p) for p in profile_ids],
-            request_id=request_id,
-        )
-    )
-
-
-def list_audit(
-    session: Session,
-    tenant_id: UUID,
-    *,
-    profile_id: UUID | None,
-    api_key_id: UUID | None,
-    before: UUID | None,
-    limit: int,
-) -> list[AuditEvent]:
-    """Newest first; `before` is the last id of the previous page."""
-    query = select(AuditEvent).where(AuditEvent.tenant_id == tenant_id)
-    if profile_id is not None:
-        query = query.where(sa.cast(AuditEvent.profile_ids, sa.Text).contains(str(profile_id)))
-    if api_key_id is not None:
-        query = query.where(AuditEvent.api_key_id == api_key_id)
-    if before is not None:
-        last = session.get(AuditEvent, before)
-        if last is not None:
-            query = query.where(
-                after_row(col(AuditEvent.at), col(AuditEvent.id), last.at, last.id, newest_first=True)
-            )
-    return list(
-        session.exec(query.order_by(col(AuditEvent.at).desc(), col(AuditEvent.id).desc()).limit(limit)).all()
-    )

@@ -1,10 +1,9 @@
-"""The profile service's privacy routes: data-subject requests (LGPD Art. 18) and the audit trail of reads
-of personal data. The logic is in `services.profile.privacy`."""
+"""The profile service's privacy routes: data-subject requests (LGPD Art. 18). The logic is in
+`services.profile.privacy`; the audit trail of reads (`GET /v1/audit-log`) is `shared.audit`'s."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Annotated, Any
+from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Request
@@ -12,38 +11,17 @@ from fastapi.responses import JSONResponse
 
 from services.profile import privacy
 from services.profile.privacy_schemas import (
-    AuditEventRead,
-    AuditPage,
     PrivacyRequestCreate,
     PrivacyRequestPage,
     PrivacyRequestRead,
 )
+from shared.audit import record_read
 from shared.auth import TenantDep
 from shared.db import SessionDep
 from shared.errors import problem_responses
 from shared.logs import request_id_var
 
 router = APIRouter(prefix="/v1", tags=["privacy"])
-
-
-def record_read(
-    request: Request, session: Any, tenant_id: UUID, action: str, profile_ids: Iterable[UUID]
-) -> None:
-    """Audit a read of personal data made by this request (committed with the caller's session)."""
-    ids = list(profile_ids)
-    if not ids:
-        return
-    route = request.scope.get("route")
-    privacy.audit(
-        session,
-        tenant_id=tenant_id,
-        api_key_id=getattr(request.state, "api_key_id", None),
-        action=action,
-        route=getattr(route, "path", "unmatched"),
-        profile_ids=ids,
-        request_id=request_id_var.get(),
-    )
-    session.commit()
 
 
 @router.post(
@@ -107,21 +85,3 @@ def get_report(request_id: UUID, request: Request, tenant_id: TenantDep, session
         data,
         headers={"content-disposition": f'attachment; filename="privacy-report-{request_id}.json"'},
     )
-
-
-@router.get("/audit-log", responses=problem_responses(401, 403, 422), tags=["privacy"])
-def audit_log(
-    tenant_id: TenantDep,
-    session: SessionDep,
-    profile_id: Annotated[UUID | None, Query(description="Only reads of this profile.")] = None,
-    api_key_id: Annotated[UUID | None, Query(description="Only reads made with this key.")] = None,
-    cursor: Annotated[UUID | None, Query(description="`next_cursor` of the previous page.")] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-) -> AuditPage:
-    """Reads of personal data (profiles, lookups, timelines, consents, privacy reports): which key, which
-    profiles, through which route, when. Newest first."""
-    found = privacy.list_audit(
-        session, tenant_id, profile_id=profile_id, api_key_id=api_key_id, before=cursor, limit=limit
-    )
-    next_cursor = str(found[-1].id) if len(found) == limit else None
-    return AuditPage(items=[AuditEventRead.of(e) for e in found], next_cursor=next_cursor)

@@ -1,4 +1,4 @@
-"""The API models of data-subject requests (LGPD Art. 18) and of the audit trail."""
+"""The API models of data-subject requests (LGPD Art. 18)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from services.profile.models import AuditEvent, PrivacyRequest
+from services.profile.models import PrivacyRequest
 from shared.records import Address, BirthDate, ConsentPurpose, Gender, PersonName
 
 RequestType = Literal[
@@ -151,30 +151,3 @@ class PrivacyRequestRead(BaseModel):
 class PrivacyRequestPage(BaseModel):
     items: list[PrivacyRequestRead]
     next_cursor: str | None
-
-
-class AuditEventRead(BaseModel):
-    id: UUID
-    at: datetime
-    api_key_id: UUID | None = Field(description="The key that read (null: the service itself).")
-    action: str = Field(description="profile.read, profile.search, profile.timeline, profile.consents, ...")
-    route: str
-    profile_ids: list[UUID]
-    request_id: str | None
-
-    @classmethod
-    def of(cls, event: AuditEvent) -> AuditEventRead:
-        return cls(
-            id=event.id,
-            at=event.at,
-            api_key_id=event.api_key_id,
-            action=event.action,
-            route=event.route,
-            profile_ids=[UUID(p) for p in event.profile_ids],
-            request_id=event.request_id,
-        )
-
-
-class AuditPage(BaseModel):
-    items: list[AuditEventRead]
-    next_cursor: str | None = Field(description="Pass as `cursor` for older events.")

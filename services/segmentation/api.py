@@ -33,6 +33,7 @@ from services.segmentation.schemas import (
 )
 from services.segmentation.settings import SegmentationSettings
 from services.segmentation.templates import TEMPLATES
+from shared.audit import reader, record_read
 from shared.auth import TenantDep
 from shared.db import SessionDep, utcnow
 from shared.errors import Invalid, problem_responses
@@ -110,12 +111,16 @@ def create_segment(
 
 
 @router.post("/segments:preview", responses=BODY_ERRORS)
-def preview_segment(body: SegmentPreviewRequest, tenant_id: TenantDep, session: SessionDep) -> SegmentPreview:
-    """How many profiles a rule selects now, with a sample of their ids; nothing is saved."""
+def preview_segment(
+    body: SegmentPreviewRequest, tenant_id: TenantDep, session: SessionDep, request: Request
+) -> SegmentPreview:
+    """How many profiles a rule selects now, with a sample of their ids; nothing is saved (but the read of
+    the sample, in the audit trail)."""
     rule, now = parse_rule(body.rule), utcnow()
     count, sample = segments.preview_segment(
         rule, tenant_id=tenant_id, session=session, now=now, sample_size=body.sample_size
     )
+    record_read(request, session, tenant_id, "segment.preview", sample)
     return SegmentPreview(count=count, sample=sample, evaluated_at=now)
 
 
@@ -151,11 +156,13 @@ def list_members(
     segment_id: UUID,
     tenant_id: TenantDep,
     session: SessionDep,
+    request: Request,
     cursor: Annotated[UUID | None, Query(description="`next_cursor` of the previous page.")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> MemberPage:
     """Current members of a segment, by profile id (cursor pagination)."""
     found = segments.list_members(segment_id, tenant_id=tenant_id, session=session, after=cursor, limit=limit)
+    record_read(request, session, tenant_id, "segment.members", (m.profile_id for m in found))
     next_cursor = str(found[-1].profile_id) if len(found) == limit else None
     return MemberPage(
         items=[Member(profile_id=m.profile_id, entered_at=m.entered_at) for m in found],
@@ -189,10 +196,11 @@ def export_members(
         ),
     ] = "granted",
 ) -> StreamingResponse:
-    """The members with their segmentable traits as a file (no contact data: join on `profile_id`)."""
+    """The members with their segmentable traits as a file (no contact data: join on `profile_id`). Each
+    chunk sent is recorded in the audit trail."""
     segment = segments.get_segment(segment_id, tenant_id=tenant_id, session=session)
     purpose = segment.purpose if consent == "granted" else None
-    body = export.stream(request.app.state.engine, segment.id, fmt=fmt, purpose=purpose)
+    body = export.stream(request.app.state.engine, segment, fmt=fmt, purpose=purpose, reader=reader(request))
     headers = {
         "content-disposition": f'attachment; filename="segment-{segment.id}.{fmt}"',
         "x-consent-filter": purpose or "none",
@@ -225,6 +233,7 @@ def segment_history(
     segment_id: UUID,
     tenant_id: TenantDep,
     session: SessionDep,
+    request: Request,
     profile_id: Annotated[UUID | None, Query(description="Only this profile's entries and exits.")] = None,
     cursor: Annotated[
         str | None, Query(pattern=r"^[0-9]{1,18}$", description="`next_cursor` of the previous page.")
@@ -242,6 +251,7 @@ def segment_history(
         after=int(cursor) if cursor is not None else None,
         limit=limit,
     )
+    record_read(request, session, tenant_id, "segment.history", {e.profile_id for e in found})
     return HistoryPage(
         items=[HistoryEntry.model_validate(e, from_attributes=True) for e in found],
         next_cursor=str(found[-1].id) if len(found) == limit else None,

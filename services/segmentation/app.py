@@ -10,6 +10,7 @@ from services.segmentation.api import router
 from services.segmentation.consumer import workers
 from services.segmentation.settings import SegmentationSettings, get_settings
 from services.segmentation.webhook_api import router as webhook_router
+from shared.audit import router as audit_router
 from shared.web import create_service_app
 
 SERVICE_DIR = Path(__file__).parent
@@ -22,6 +23,6 @@ def create_app(settings: SegmentationSettings | None = None) -> FastAPI:
         title="Clientela segmentation",
         description="Segments of unified profiles, evaluated live as profiles change, and signed webhooks "
         "(Standard Webhooks) to the seller's systems when profiles enter or leave them.",
-        routers=[router, webhook_router],
+        routers=[router, webhook_router, audit_router],
         workers=workers,
     )

@@ -52,6 +52,7 @@ from services.segmentation.models import DeliveryStatus, WebhookDelivery, Webhoo
 from services.segmentation.settings import DEFAULT_RETRY_SCHEDULE_S, SegmentationSettings
 from services.segmentation.ssrf import BlockedAddress, Guard, delivery_client
 from shared.db import utcnow
+from shared.metrics import WEBHOOK_DELIVERIES, WEBHOOK_LATENCY
 from shared.settings import ServiceSettings
 
 log = logging.getLogger("clientela.webhooks")
@@ -136,6 +137,7 @@ class Job:
     message_id: str
     payload: bytes
     secrets: list[str] = field(repr=False)
+    correlation_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -386,6 +388,7 @@ class WebhookDispatcher:
                     message_id=delivery.message_id,
                     payload=delivery.payload,
                     secrets=secrets,
+                    correlation_id=delivery.correlation_id,
                 )
                 for delivery in due
             ]
@@ -430,6 +433,13 @@ class WebhookDispatcher:
 
     def send(self, job: Job) -> Outcome:
         """One attempt: POST the signed body; the answer's status, or the failure's short code."""
+        outcome = self._send(job)
+        label = "delivered" if outcome.delivered else "failed"
+        WEBHOOK_DELIVERIES.labels(label).inc()
+        WEBHOOK_LATENCY.labels(label).observe(outcome.latency_ms / 1000)
+        return outcome
+
+    def _send(self, job: Job) -> Outcome:
         headers = signed_headers(job.secrets, job.message_id, job.payload, datetime.now(UTC))
         started = time.perf_counter()
         try:
@@ -502,6 +512,8 @@ class WebhookDispatcher:
                 "delivery_status": delivery.status,
             }
             session.commit()
+        if attempt["delivery_status"] == DeliveryStatus.failed:
+            WEBHOOK_DELIVERIES.labels("exhausted").inc()
         log.info("webhook attempt", extra=attempt)
 
     def _schedule_retry(
@@ -533,7 +545,10 @@ class WebhookDispatcher:
 
     @staticmethod
     def _ids(job: Job) -> dict[str, str]:
-        return {"endpoint_id": str(job.endpoint_id), "delivery_id": str(job.delivery_id)}
+        ids = {"endpoint_id": str(job.endpoint_id), "delivery_id": str(job.delivery_id)}
+        if job.correlation_id is not None:
+            ids["correlation_id"] = job.correlation_id
+        return ids
 
     # -- housekeeping ------------------------------------------------------------------------------------
     def _purge_now_and_then(self) -> None:

@@ -28,8 +28,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from services.segmentation.models import ProfileProjection, ProfileTag, SegmentMember, TagKind
+from services.segmentation.models import ProfileProjection, ProfileTag, Segment, SegmentMember, TagKind
 from services.segmentation.rules import CONSENT_TAGS
+from shared.audit import audit
 from shared.records import ConsentPurpose, from_minor
 
 Format = Literal["csv", "jsonl"]
@@ -81,16 +82,20 @@ CSV_COLUMNS = (
 
 
 def rows(
-    engine: Engine, segment_id: UUID, *, purpose: str | None, chunk: int = CHUNK
+    engine: Engine, segment: Segment, *, purpose: str | None, reader: dict[str, Any], chunk: int = CHUNK
 ) -> Iterator[dict[str, Any]]:
-    """The members to export, in profile id order: only those with `purpose` granted when it is given."""
+    """The members to export, in profile id order: only those with `purpose` granted when it is given.
+    Each chunk read is recorded in the audit trail (`reader`: `shared.audit.reader` of the request)."""
     after: UUID | None = None
     while True:
-        with Session(engine) as session:
-            found = _chunk(session, segment_id, purpose=purpose, after=after, size=chunk)
+        with Session(engine, expire_on_commit=False) as session:  # the rows are read after the commit
+            found = _chunk(session, segment.id, purpose=purpose, after=after, size=chunk)
             if not found:
                 return
-            tags = _tags(session, [member.profile_id for member, _ in found])
+            ids = [member.profile_id for member, _ in found]
+            tags = _tags(session, ids)
+            audit(session, tenant_id=segment.tenant_id, action="segment.export", profile_ids=ids, **reader)
+            session.commit()
         for member, projection in found:
             yield row(member, projection, tags.get(member.profile_id, {}))
         after = found[-1][0].profile_id
@@ -200,7 +205,13 @@ def csv_lines(members: Iterator[dict[str, Any]], batch: int = 200) -> Iterator[b
 
 
 def stream(
-    engine: Engine, segment_id: UUID, *, fmt: Format, purpose: str | None, chunk: int = CHUNK
+    engine: Engine,
+    segment: Segment,
+    *,
+    fmt: Format,
+    purpose: str | None,
+    reader: dict[str, Any],
+    chunk: int = CHUNK,
 ) -> Iterator[bytes]:
-    members = rows(engine, segment_id, purpose=purpose, chunk=chunk)
+    members = rows(engine, segment, purpose=purpose, reader=reader, chunk=chunk)
     return csv_lines(members) if fmt == "csv" else jsonl(members)

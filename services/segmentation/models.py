@@ -331,6 +331,8 @@ class WebhookDelivery(SegmentationTable, table=True):
     redelivery_of: UUID | None = Field(default=None, sa_column=sa.Column(sa.Uuid(), nullable=True))
     # The segment of a segment.entered / segment.exited (its pending deliveries fail when it is deleted).
     segment_id: UUID | None = Field(default=None, sa_column=sa.Column(sa.Uuid(), nullable=True))
+    # The correlation id of what caused it (the request id of the order's POST, carried by its events).
+    correlation_id: str | None = Field(default=None, max_length=100)
     created_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))
 
 

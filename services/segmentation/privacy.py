@@ -8,7 +8,8 @@ Erasure removes the projection, tags and memberships of the person's profiles an
 that carried them. The membership history (segment size over time) stays right but anonymous: the
 person's rows get a random id, and their current memberships end with an exit (`reason: erased`). The
 erased profile ids are kept alone (`erased_profile`) so that a `profile.updated` still in flight is
-ignored. Endpoints subscribed to `customer.erased` are told (LGPD Art. 18 §6), with the profile ids only.
+ignored; the audit trail keeps its reads without them. Endpoints subscribed to `customer.erased` are
+told (LGPD Art. 18 §6), with the profile ids only.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from services.segmentation.models import (
     WebhookDelivery,
     WebhookEndpoint,
 )
+from shared.audit import forget_reads
 from shared.db import utcnow
 from shared.events import (
     Envelope,
@@ -226,6 +228,7 @@ def apply_erasure_requested(session: Session, envelope: Envelope, event: Privacy
     for profile_id in ids:
         if session.get(ErasedProfile, profile_id) is None:
             session.add(ErasedProfile(profile_id=profile_id, tenant_id=tenant_id, erased_at=now))
+    erased["audit_event"] = forget_reads(session, tenant_id, ids)
     erased["outbox_message"] = purge_published(session)
     webhooks.enqueue_customer_erased(
         session,

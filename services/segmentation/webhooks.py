@@ -46,6 +46,7 @@ from shared.crypto import keyring
 from shared.db import after_row, utcnow
 from shared.errors import Conflict, Invalid, NotFound
 from shared.events import ProfilesMerged
+from shared.logs import correlation_id_var
 from shared.records import from_minor
 
 SEGMENT_ENTERED = "segment.entered"
@@ -198,6 +199,7 @@ def _enqueue(
             next_attempt_at=now,
             created_at=now,
             segment_id=segment_id,
+            correlation_id=correlation_id_var.get(),
         )
         for endpoint_id in endpoint_ids
     ]
@@ -573,6 +575,7 @@ def _again(session: Session, original: WebhookDelivery, now: datetime) -> Webhoo
         next_attempt_at=now,
         created_at=now,
         redelivery_of=original.id,
+        correlation_id=original.correlation_id,
     )
     session.add(delivery)
     return delivery

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support import ADMIN_TOKEN, auth, eventually, order_body
 
@@ -222,7 +223,54 @@ def test_seller_flow(services: ServiceStack, http: Clients) -> None:
     assert other_lookup.json()["items"] == []
     assert http.segmentation.get("/v1/segments", headers=auth(other_key)).json()["items"] == []
 
+    eventually(lambda: assert_metrics(http, orders=len(plan)), timeout=20, interval=1)
     assert_logs_clean(services, [*customers, *sent, key, other_key])
+
+
+def samples(client: httpx.Client) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """A service's /metrics, parsed: (name, labels) -> value."""
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    found: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            found[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return found
+
+
+def total(
+    found: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, topic: str = "", **labels: str
+) -> float:
+    """The sum of the samples of `name` with these labels (`topic`: the Kafka topic, whatever prefix)."""
+    wanted = set(labels.items())
+    return sum(
+        v
+        for (n, got), v in found.items()
+        if n == name and wanted <= got and dict(got).get("topic", "").endswith(topic)
+    )
+
+
+def assert_metrics(http: Clients, *, orders: int) -> None:
+    """What the ops dashboards read: every process counts what went through it."""
+    ingest, profile, segmentation = samples(http.ingest), samples(http.profile), samples(http.segmentation)
+    assert total(ingest, "clientela_http_request_duration_seconds_count", route="/v1/orders") >= orders
+    assert total(ingest, "clientela_events_published_total", topic="ingest.orders.v1") >= orders
+    assert (
+        total(profile, "clientela_events_consumed_total", topic="ingest.orders.v1", outcome="applied")
+        >= orders
+    )
+    assert total(profile, "clientela_events_published_total", topic="profile.profiles.v1") > 0
+    assert total(segmentation, "clientela_events_consumed_total", topic="profile.profiles.v1") > 0
+    for found in (ingest, profile, segmentation):
+        assert total(found, "clientela_outbox_backlog") == 0  # everything was published
+        assert total(found, "clientela_dead_letters_total") == 0
+    lags = [v for (n, _), v in profile.items() if n == "clientela_consumer_lag"]
+    assert lags, "the profile consumers report their lag (every few seconds)"
+    assert all(v >= 0 for v in lags)
+    assert "/v1/profiles/{profile_id}" in {
+        dict(labels).get("route") for (n, labels) in profile if n.startswith("clientela_http_request")
+    }
 
 
 @dataclass

@@ -140,9 +140,10 @@ def test_webhooks_arrive_signed_once_per_event_across_a_receiver_outage(
         receiver.secret = endpoint.json()["secret"]
         endpoint_id = endpoint.json()["id"]
 
-        def order(number: str, email: str, total: str, **extra: Any) -> None:
+        def order(number: str, email: str, total: str, trace: str | None = None, **extra: Any) -> None:
+            headers = auth(key) if trace is None else {**auth(key), "X-Request-Id": trace}
             response = ingest.post(
-                "/v1/orders", json=order_body(number, email, total, **extra), headers=auth(key)
+                "/v1/orders", json=order_body(number, email, total, **extra), headers=headers
             )
             assert response.status_code == 202, response.text
 
@@ -179,7 +180,7 @@ def test_webhooks_arrive_signed_once_per_event_across_a_receiver_outage(
         order(
             "W-4", "carla.webhook@example.com", "100.00", status="returned", updated_at="2026-11-21T10:00:00Z"
         )
-        order("W-6", "diego.webhook@example.com", "900.00")
+        order("W-6", "diego.webhook@example.com", "900.00", trace="trace-order-w6")
         diego = eventually(lambda: profile_id("diego.webhook@example.com"), timeout=60)
         expected |= {("segment.entered", bruno), ("segment.exited", carla), ("segment.entered", diego)}
 
@@ -217,6 +218,19 @@ def test_webhooks_arrive_signed_once_per_event_across_a_receiver_outage(
         assert {d["status"] for d in deliveries} == {"delivered"}
         assert {d["message_id"] for d in deliveries} == {e["id"] for e in events}
         assert sum(1 for d in deliveries if d["attempts"] > 1) == 3  # the ones sent while it was down
+
+    # The correlation id follows Diego's order from its POST (the request id) through Kafka to the webhook
+    # attempts that told the seller he entered the segment.
+    logs = hooked.logs()
+    traced = {
+        name: [json.loads(line) for line in text.splitlines() if "trace-order-w6" in line]
+        for name, text in logs.items()
+    }
+    assert any(e.get("request_id") == "trace-order-w6" for e in traced["ingest"])
+    attempts = [e for e in traced["segmentation"] if e["msg"] == "webhook attempt"]
+    assert attempts, "the webhook attempts for Diego's entry are logged with the order's correlation id"
+    assert all(e["correlation_id"] == "trace-order-w6" for e in attempts)
+    assert any(200 <= (e.get("status") or 0) < 300 for e in attempts), "and the one that got through"
 
     logs = hooked.logs()
     assert receiver.secret.removeprefix("whsec_") not in logs["segmentation"]

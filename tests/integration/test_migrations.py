@@ -24,6 +24,7 @@ from services.profile.models import (
     profile_registry,
 )
 from services.segmentation.models import segmentation_registry
+from shared.audit import audit_registry
 from shared.crypto import keyring
 from shared.db import make_engine
 from shared.infra import infra_registry
@@ -33,9 +34,9 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 METADATA = {
-    "ingest": ingest_registry.metadata,
-    "profile": profile_registry.metadata,
-    "segmentation": segmentation_registry.metadata,
+    "ingest": [ingest_registry.metadata],
+    "profile": [audit_registry.metadata, profile_registry.metadata],
+    "segmentation": [audit_registry.metadata, segmentation_registry.metadata],
 }
 SERVICES = sorted(METADATA)
 
@@ -49,7 +50,7 @@ def tables(url: str) -> set[str]:
 
 
 def expected_tables(service: str) -> set[str]:
-    return set(METADATA[service].tables) | set(infra_registry.metadata.tables)
+    return {name for metadata in (infra_registry.metadata, *METADATA[service]) for name in metadata.tables}
 
 
 def pending_diff(url: str, service: str) -> list[object]:
@@ -57,7 +58,7 @@ def pending_diff(url: str, service: str) -> list[object]:
     try:
         with engine.connect() as conn:
             merged = sa.MetaData()
-            for metadata in (infra_registry.metadata, METADATA[service]):
+            for metadata in (infra_registry.metadata, *METADATA[service]):
                 for table in metadata.tables.values():
                     table.to_metadata(merged)
             return list(

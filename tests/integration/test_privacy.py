@@ -197,6 +197,15 @@ def test_access_then_deletion_across_every_service(
     # Reading the report is a read of personal data: audited.
     audit = stack.profile.get("/v1/audit-log", params={"profile_id": maria["id"]}, headers=auth(key)).json()
     assert "privacy.report" in {e["action"] for e in audit["items"]}
+    # So are segmentation's reads: the members pages above, and an export (a chunk at a time).
+    exported = stack.segmentation.get(f"/v1/segments/{segment_id}/export", headers=auth(key))
+    assert exported.status_code == 200, exported.text
+    assert "1988-04-12" in exported.text
+    seg_reads = stack.segmentation.get(
+        "/v1/audit-log", params={"profile_id": maria["id"]}, headers=auth(key)
+    ).json()
+    assert {"segment.members", "segment.export"} <= {e["action"] for e in seg_reads["items"]}
+    assert all(e["route"].startswith("/v1/segments/{segment_id}/") for e in seg_reads["items"])
 
     # Before the erasure the scan finds her everywhere (it is not vacuous) ...
     needles = [MARIA["email"], MARIA["cpf"], MARIA["phone"], MARIA["name"], MARIA["street"]]
@@ -221,12 +230,17 @@ def test_access_then_deletion_across_every_service(
     assert set(done["confirmations"]) == {"profile", "ingest", "segmentation"}
     assert done["confirmations"]["ingest"]["erased"]["inbound_record"] == 2
     assert done["confirmations"]["segmentation"]["erased"]["profile_projection"] == 1
+    assert done["confirmations"]["segmentation"]["erased"]["audit_event"] >= 2
     assert done["profile_ids"] == []
     assert "@" not in orjson.dumps(done).decode()
 
     # ... after it, none of her data is in any database, while João's still is.
     after = scan(DATABASES, needles, tenants())
     assert after == [], [str(h) for h in after]
+    for service in (stack.profile, stack.segmentation):  # the reads stay, without her profile id
+        reads = service.get("/v1/audit-log", params={"profile_id": maria["id"]}, headers=auth(key))
+        assert reads.json()["items"] == []
+        assert service.get("/v1/audit-log", headers=auth(key)).json()["items"]
     assert scan(DATABASES, [JOAO_EMAIL], tenants()), "the scan still finds someone who was not erased"
     assert stack.profile.get(f"/v1/profiles/{maria['id']}", headers=auth(key)).status_code == 404
     assert profile_of(stack, key, MARIA["email"]) is None

@@ -689,7 +689,11 @@ def test_export_reads_members_a_chunk_at_a_time(seg: Service, monkeypatch: pytes
         return found
 
     monkeypatch.setattr(export, "_chunk", counting)
-    rows = list(export.rows(seg.engine, UUID(segment["id"]), purpose=None, chunk=2))
+    with Session(seg.engine) as session:
+        stored = session.get(Segment, UUID(segment["id"]))
+        assert stored is not None
+    reading = {"api_key_id": None, "route": "export", "request_id": None}
+    rows = list(export.rows(seg.engine, stored, purpose=None, reader=reading, chunk=2))
     assert [r["profile_id"] for r in rows] == ids
     assert chunks == [2, 2, 1, 0]
 

@@ -16,7 +16,9 @@ from tests.support import ADMIN_TOKEN, Stack, auth, eventually, order_body
 
 pytestmark = pytest.mark.integration
 
-PUBLIC = {"/healthz", "/readyz"}
+# Open to the orchestrator and the metrics scraper: they say nothing of any tenant (no tenant or personal
+# data in any label; routes are templates) and are kept inside the cluster (deploy/README.md).
+PUBLIC = {"/healthz", "/readyz", "/metrics"}
 # Path parameters that name no tenant-owned resource (routes with only these are not isolation cases).
 NOT_RESOURCES = {"source": "mercadolivre"}
 # Routes that take a body: a valid one (else validation answers 422 before the tenant check), and what the

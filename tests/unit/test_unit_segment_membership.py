@@ -37,6 +37,7 @@ from services.segmentation.models import (
 )
 from services.segmentation.rules import NOW, depends_on, dump_rule, parse_rule
 from services.segmentation.templates import TEMPLATES
+from shared.audit import AuditEvent, audit_registry
 from shared.db import make_engine
 from shared.events import Envelope, MemberTraits, SegmentMembershipChangedV2, decode
 from shared.infra import OutboxMessage, infra_registry
@@ -206,6 +207,7 @@ def test_member_traits_are_the_webhook_traits() -> None:
 def engine(tmp_path: Path) -> Iterator[Engine]:
     engine = make_engine(f"sqlite:///{tmp_path / 'segmentation.db'}")
     infra_registry.metadata.create_all(engine)
+    audit_registry.metadata.create_all(engine)
     segmentation_registry.metadata.create_all(engine)
     yield engine
     engine.dispose()
@@ -287,9 +289,19 @@ def test_the_lifecycle_on_sqlite(engine: Engine) -> None:
         assert (vip.size, vip.reachable) == (2, 1)
         assert [(w.days, w.entered) for w in vip.windows] == [(1, 2), (7, 2), (30, 2)]
 
-    granted = list(export.rows(engine, inline_id, purpose="marketing_email", chunk=1))
+    with Session(engine) as session:
+        exported = session.get(Segment, inline_id)
+        assert exported is not None
+    reading = {"api_key_id": None, "route": "/v1/segments/{segment_id}/export", "request_id": "r-1"}
+    granted = list(export.rows(engine, exported, purpose="marketing_email", reader=reading, chunk=1))
     assert [r["profile_id"] for r in granted] == [ids[2]]
-    assert sorted(r["profile_id"] for r in export.rows(engine, inline_id, purpose=None)) == sorted(ids[1:])
+    everyone = export.rows(engine, exported, purpose=None, reader=reading)
+    assert sorted(r["profile_id"] for r in everyone) == sorted(ids[1:])
+    with Session(engine) as session:  # each chunk read is in the audit trail
+        reads = session.exec(select(AuditEvent).where(AuditEvent.action == "segment.export")).all()
+    assert sorted(sorted(e.profile_ids) for e in reads) == sorted(
+        [[str(ids[2])], sorted(str(i) for i in ids[1:])]
+    )
 
     with Session(engine) as session:
         assert segments.delete_segment(inline_id, tenant_id=tenant_id, session=session) == 2
