@@ -357,7 +357,7 @@ class TraitsRefresh(ProfileTable, table=True):
 
     id: UUID = Field(default_factory=uuid4, sa_column=sa.Column(sa.Uuid(), primary_key=True))
     tenant_id: UUID = Field(sa_column=sa.Column(sa.Uuid(), nullable=False, index=True))
-    reason: str = Field(max_length=20, description="api or schedule")
+    reason: str = Field(max_length=20, description="api, schedule or cli")
     status: str = Field(default="queued", max_length=10, description="queued, running, done, failed")
     profiles_total: int | None = None
     profiles_done: int = 0

@@ -253,7 +253,9 @@ class TraitsRefreshRead(BaseModel):
 
     id: UUID
     status: str = Field(description="queued, running, done or failed")
-    reason: str = Field(description="api (POST /v1/traits:refresh) or schedule")
+    reason: str = Field(
+        description="api (POST /v1/traits:refresh), schedule, or cli (`clientela traits refresh --tenant`)"
+    )
     profiles_total: int | None
     profiles_done: int
     progress: float | None = Field(description="0..1")

@@ -51,11 +51,24 @@ def tail(path: Path, lines: int = 60) -> str:
 class ServiceProcess:
     """One service as a process; `start` may be called again after `kill` (same env, port and log)."""
 
-    def __init__(self, name: str, *, port: int, env: Mapping[str, str], log_path: Path) -> None:
+    def __init__(
+        self,
+        name: str,
+        *,
+        port: int,
+        env: Mapping[str, str],
+        log_path: Path,
+        module: str | None = None,
+        ready_path: str = "/readyz",
+    ) -> None:
+        """`module`: what to run (default ``services.<name>``: the API with its workers); `ready_path`:
+        what answers 200 on `port` once it is up (a consumer process alone: its `/metrics`)."""
         self.name = name
         self.port = port
         self.env = dict(env)
         self.log_path = log_path
+        self.module = module or f"services.{name}"
+        self.ready_path = ready_path
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -70,7 +83,7 @@ class ServiceProcess:
         assert not self.running, f"{self.name} is already running"
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", f"services.{self.name}"],
+                [sys.executable, "-m", self.module],
                 cwd=ROOT,
                 env=self.env,
                 stdin=subprocess.DEVNULL,
@@ -80,7 +93,7 @@ class ServiceProcess:
             )
 
     def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> None:
-        """Wait for GET /readyz == 200; fail with the end of the service's log otherwise."""
+        """Wait for GET `ready_path` == 200; fail with the end of the service's log otherwise."""
         deadline = time.monotonic() + timeout
         last = "no answer yet"
         with httpx.Client(base_url=self.url, timeout=2.0) as client:
@@ -92,7 +105,7 @@ class ServiceProcess:
                         f"log {self.log_path}:\n{tail(self.log_path)}"
                     )
                 try:
-                    response = client.get("/readyz")
+                    response = client.get(self.ready_path)
                     if response.status_code == 200:
                         return
                     last = f"{response.status_code} {response.text}"

@@ -322,6 +322,7 @@ class Poster:
             self.errors.append(f"order {n}: {response.status_code} {response.text[:200]}")
 
 
+@pytest.mark.faults
 def test_restart_counts_every_order_exactly_once(services: ServiceStack, http: Clients) -> None:
     total_orders, customer_count = 400, 40
     key = create_tenant(http, "Loja Grande")

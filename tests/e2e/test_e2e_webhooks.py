@@ -111,6 +111,7 @@ def receiver() -> Iterator[SellerReceiver]:
     server.stop()
 
 
+@pytest.mark.faults
 def test_webhooks_arrive_signed_once_per_event_across_a_receiver_outage(
     hooked: ServiceStack, receiver: SellerReceiver
 ) -> None:

@@ -95,6 +95,7 @@ def dead_letters(topic: str, expect: int) -> list[tuple[bytes, dict[str, bytes]]
         consumer.close()
 
 
+@pytest.mark.faults
 def test_poison_messages_go_to_the_dead_letter_topic_and_the_partition_keeps_flowing(
     engine: Engine, settings: ServiceSettings, producer: KafkaProducer
 ) -> None:

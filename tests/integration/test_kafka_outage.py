@@ -24,7 +24,7 @@ from shared.topics import ORDERS
 from shared.web import kafka_reachable
 from tests.support import KAFKA, Stack, auth, eventually, order_body
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.faults]
 KAFKA_SH = Path(__file__).resolve().parents[2] / "deploy" / "kafka.sh"
 
 
