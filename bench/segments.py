@@ -258,8 +258,10 @@ def main() -> None:
         section="## Segments (`make bench-segments`)\n\nTen typical segments (seven templates: Champions, "
         "one-time buyers, abandoned cart 7 days, high value at risk, birthday this month, replenishment due, "
         "inactive 180 days; and three custom rules mixing demographics, place, tags, viewing times and "
-        "consents) evaluated by the segmentation service's SQL evaluator over generated projections on "
-        "PostgreSQL: the time to select every matching profile id.",
+        "consents) evaluated by the segmentation service's evaluator over generated projections on "
+        "PostgreSQL (birth dates and CEPs sealed as the service stores them: SQL on their generalised "
+        "copies, and the Python evaluator on the opened values of the profiles SQL leaves undecided): the "
+        "time to select every matching profile id.",
     )
     print(json.dumps({k: v for k, v in results.items() if k != "cases"}, indent=2))  # noqa: T201
     for case in cases:

@@ -30,6 +30,7 @@ import hashlib
 import hmac
 import os
 import secrets
+from datetime import date
 from functools import lru_cache
 from pathlib import Path
 from uuid import UUID
@@ -161,3 +162,22 @@ def keyring_from(settings: SecretSettings) -> Keyring:
 def keyring() -> Keyring:
     """The process's keyring, from the environment (see the module docstring)."""
     return keyring_from(SecretSettings())
+
+
+# Nullable columns sealed with the process's keyring (the models' properties read and set them in clear).
+
+
+def seal_value(tenant_id: UUID, value: str | date | None) -> str | None:
+    """A text, or a date as its ISO form, sealed for the tenant; None stays None."""
+    if value is None:
+        return None
+    return keyring().seal(tenant_id, value.isoformat() if isinstance(value, date) else value)
+
+
+def open_text(tenant_id: UUID, token: str | None) -> str | None:
+    return None if token is None else keyring().open(tenant_id, token)
+
+
+def open_date(tenant_id: UUID, token: str | None) -> date | None:
+    text = open_text(tenant_id, token)
+    return None if text is None else date.fromisoformat(text)

@@ -18,7 +18,7 @@ import orjson
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
-from shared.crypto import keyring
+from shared.crypto import keyring, open_date, open_text, seal_value
 from shared.db import UTCDateTime, new_registry, utcnow
 
 profile_registry = new_registry()
@@ -99,39 +99,30 @@ class Profile(ProfileTable, table=True):
     # needless write); a new value is sealed with the current key.
     @property
     def name(self) -> str | None:
-        return _open(self.tenant_id, self.name_sealed)
+        return open_text(self.tenant_id, self.name_sealed)
 
     @name.setter
     def name(self, value: str | None) -> None:
         if value != self.name:
-            self.name_sealed = _seal(self.tenant_id, value)
+            self.name_sealed = seal_value(self.tenant_id, value)
 
     @property
     def birth_date(self) -> date | None:
-        text = _open(self.tenant_id, self.birth_date_sealed)
-        return None if text is None else date.fromisoformat(text)
+        return open_date(self.tenant_id, self.birth_date_sealed)
 
     @birth_date.setter
     def birth_date(self, value: date | None) -> None:
         if value != self.birth_date:
-            self.birth_date_sealed = _seal(self.tenant_id, None if value is None else value.isoformat())
+            self.birth_date_sealed = seal_value(self.tenant_id, value)
 
     @property
     def zip(self) -> str | None:
-        return _open(self.tenant_id, self.zip_sealed)
+        return open_text(self.tenant_id, self.zip_sealed)
 
     @zip.setter
     def zip(self, value: str | None) -> None:
         if value != self.zip:
-            self.zip_sealed = _seal(self.tenant_id, value)
-
-
-def _seal(tenant_id: UUID, value: str | None) -> str | None:
-    return None if value is None else keyring().seal(tenant_id, value)
-
-
-def _open(tenant_id: UUID, token: str | None) -> str | None:
-    return None if token is None else keyring().open(tenant_id, token)
+            self.zip_sealed = seal_value(self.tenant_id, value)
 
 
 # What a record says about the person (`profiles.snapshot`): these attributes are kept sealed together,

@@ -10,7 +10,7 @@ from uuid import UUID, uuid4
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
-from shared.crypto import keyring
+from shared.crypto import open_date, open_text, seal_value
 from shared.db import UTCDateTime, new_registry, utcnow
 
 segmentation_registry = new_registry()
@@ -72,24 +72,23 @@ class ProfileProjection(SegmentationTable, table=True):
     # value already stored keeps its token (no needless write).
     @property
     def birth_date(self) -> date | None:
-        text = _open(self.tenant_id, self.birth_date_sealed)
-        return None if text is None else date.fromisoformat(text)
+        return open_date(self.tenant_id, self.birth_date_sealed)
 
     @birth_date.setter
     def birth_date(self, value: date | None) -> None:
         if value != self.birth_date:
-            self.birth_date_sealed = _seal(self.tenant_id, None if value is None else value.isoformat())
+            self.birth_date_sealed = seal_value(self.tenant_id, value)
             self.birth_year = None if value is None else value.year
             self.birth_month = None if value is None else value.month
 
     @property
     def zip(self) -> str | None:
-        return _open(self.tenant_id, self.zip_sealed)
+        return open_text(self.tenant_id, self.zip_sealed)
 
     @zip.setter
     def zip(self, value: str | None) -> None:
         if value != self.zip:
-            self.zip_sealed = _seal(self.tenant_id, value)
+            self.zip_sealed = seal_value(self.tenant_id, value)
             self.zip_prefix = None if value is None else value[:5]
 
     def columns(self) -> dict[str, Any]:
@@ -102,14 +101,6 @@ class ProfileProjection(SegmentationTable, table=True):
 
 # How the projection stores the birth date and the CEP (`ProfileProjection.columns` shows them opened).
 _SEALED_STORAGE = {"birth_date_sealed", "birth_year", "birth_month", "zip_sealed", "zip_prefix"}
-
-
-def _seal(tenant_id: UUID, value: str | None) -> str | None:
-    return None if value is None else keyring().seal(tenant_id, value)
-
-
-def _open(tenant_id: UUID, token: str | None) -> str | None:
-    return None if token is None else keyring().open(tenant_id, token)
 
 
 class TagKind(StrEnum):
