@@ -6,7 +6,7 @@ SHELL := /bin/bash
 UV := $(shell deploy/uv.sh)
 SERVICES := ingest profile segmentation
 
-.PHONY: bench bench-ingest bench-profiles bench-identity bench-segments bench-freshness bench-privacy help setup lint fmt test test-unit test-integration test-e2e run migrate topics kafka-up kafka-down db-up db-down clean
+.PHONY: deploy-check bench bench-ingest bench-profiles bench-identity bench-segments bench-freshness bench-privacy help setup lint fmt test test-unit test-integration test-e2e run migrate topics kafka-up kafka-down db-up db-down clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -55,6 +55,12 @@ test-integration: setup kafka-up db-up ## Integration tests (real Kafka + Postgr
 
 test-e2e: setup kafka-up db-up ## End-to-end tests (the services as processes)
 	$(UV) run --no-sync pytest tests/e2e
+
+deploy-check: setup ## Validate the deployment files: docker compose config, Kubernetes API types, alert rules
+	@deploy/compose-check.sh
+	@deploy/k8s-check.sh
+	@deploy/rules-check.sh
+	$(UV) run --no-sync pytest -q tests/unit/test_unit_deploy.py
 
 clean: ## Delete local SQLite data and caches (not Kafka's or PostgreSQL's data)
 	rm -rf .data .pytest_cache .mypy_cache .ruff_cache

@@ -247,7 +247,7 @@ TenantDep = Annotated[UUID, Depends(require_tenant)]
 
 def require_admin(request: Request, credentials: BearerDep) -> None:
     expected = request.app.state.settings.admin_token
-    if expected is None:
+    if expected is None or not expected.get_secret_value():  # an empty token must not let anyone in
         raise Unauthorized("Tenant administration is disabled: CLIENTELA_ADMIN_TOKEN is not set.")
     given = credentials.credentials if credentials else ""
     if not hmac.compare_digest(given.encode(), expected.get_secret_value().encode()):

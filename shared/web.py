@@ -238,7 +238,9 @@ def create_service_app(
         except sa.exc.SQLAlchemyError:
             checks["database"] = "unreachable"
         checks["kafka"] = "ok" if kafka_reachable(settings.kafka_bootstrap_servers) else "unreachable"
-        ready = all(v == "ok" for v in checks.values())
+        # An API-only process (CLIENTELA_RUN_WORKERS=false) never calls Kafka (routes write the outbox):
+        # it reports the broker but is not taken out of service for it.
+        ready = checks["database"] == "ok" and (checks["kafka"] == "ok" or not settings.run_workers)
         if ready:
             return JSONResponse({"status": "ready", "checks": checks})
         return problem(503, "Not ready", "A dependency is unreachable.", checks=checks)

@@ -1,7 +1,8 @@
 """Faults, end to end: PostgreSQL (every service's database) restarts while orders stream in.
 
 While it is down, ingest refuses orders with a 5xx (nothing half-accepted) and the seller's system sends
-them again, as it would; the consumers, outbox relays and workers of the three services lose their
+them again, as it would (with the same Idempotency-Key: a 409 for an attempt the outage cut short, until
+that attempt's claim is taken over); the consumers, outbox relays and workers of the three services lose their
 connections. Once it is back they reconnect by themselves: every order accepted is counted once, in the
 right profile, and the services are ready again without a restart.
 """
@@ -52,7 +53,7 @@ class Seller:
         with httpx.Client(base_url=self.url, headers=auth(self.key), timeout=30.0) as client:
             for start in range(0, len(self.bodies), BATCH):
                 items = self.bodies[start : start + BATCH]
-                deadline = time.monotonic() + 120
+                deadline = time.monotonic() + 180
                 while True:
                     try:
                         response = client.post(
@@ -70,12 +71,16 @@ class Seller:
                             self.errors.append(f"batch at {start}: {response.text[:300]}")
                             return
                         break
-                    if response is not None and response.status_code < 500:
+                    # 409: an attempt the outage cut short still holds the key; it is taken over after a
+                    # minute (services/ingest/idempotency.py), so a client sends it again later, as for a 5xx.
+                    retry = response is None or response.status_code >= 500 or response.status_code == 409
+                    if not retry:
+                        assert response is not None
                         self.errors.append(f"batch at {start}: {response.status_code} {response.text[:300]}")
                         return
                     self.refused += 1
                     if time.monotonic() > deadline:
-                        self.errors.append(f"batch at {start}: still refused after 120 s")
+                        self.errors.append(f"batch at {start}: still refused after 180 s")
                         return
                     time.sleep(0.5)
 

@@ -8,13 +8,16 @@ import re
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from types import SimpleNamespace
 from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI, Request
+from fastapi.security import HTTPAuthorizationCredentials
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session
 
@@ -34,11 +37,12 @@ from shared.auth import (
     apply_tenant_event,
     hash_api_key,
     new_api_key,
+    require_admin,
     required_scope,
     retry_after,
 )
 from shared.db import utcnow
-from shared.errors import install_problem_handlers
+from shared.errors import Unauthorized, install_problem_handlers
 from shared.events import (
     ApiKeyChanged,
     ApiKeyIssued,
@@ -387,3 +391,24 @@ def test_replicas_follow_issue_change_and_revocation(engine: sa.Engine) -> None:
         assert new is not None
         assert old.revoked_at == now
         assert (new.expires_at, new.revoked_at) == (later, None)
+
+
+@pytest.mark.parametrize("configured", [None, "", "s3cret-admin-token"])
+@pytest.mark.parametrize("given", [None, "", "wrong"])
+def test_tenant_administration_needs_a_configured_non_empty_admin_token(
+    configured: str | None, given: str | None
+) -> None:
+    """An unset or empty CLIENTELA_ADMIN_TOKEN disables tenant creation: no header (or an empty one) is
+    never the token."""
+    settings = SimpleNamespace(admin_token=None if configured is None else SecretStr(configured))
+    request = SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(settings=settings)))
+    credentials = None if given is None else HTTPAuthorizationCredentials(scheme="Bearer", credentials=given)
+    with pytest.raises(Unauthorized):
+        require_admin(request, credentials)  # type: ignore[arg-type]
+
+
+def test_the_admin_token_itself_is_accepted() -> None:
+    settings = SimpleNamespace(admin_token=SecretStr("s3cret-admin-token"))
+    request = SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(settings=settings)))
+    token = HTTPAuthorizationCredentials(scheme="Bearer", credentials="s3cret-admin-token")
+    assert require_admin(request, token) is None  # type: ignore[arg-type,func-returns-value]
