@@ -6,7 +6,7 @@ SHELL := /bin/bash
 UV := $(shell deploy/uv.sh)
 SERVICES := ingest profile segmentation
 
-.PHONY: deploy-check bench bench-ingest bench-profiles bench-identity bench-segments bench-freshness bench-privacy help setup lint fmt test test-unit test-integration test-e2e run migrate topics kafka-up kafka-down db-up db-down clean
+.PHONY: deploy-check bench bench-ingest bench-profiles bench-identity bench-segments bench-freshness bench-privacy bench-pipeline bench-api help setup lint fmt test test-unit test-integration test-e2e run migrate topics kafka-up kafka-down db-up db-down clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -65,7 +65,7 @@ deploy-check: setup ## Validate the deployment files: docker compose config, Kub
 clean: ## Delete local SQLite data and caches (not Kafka's or PostgreSQL's data)
 	rm -rf .data .pytest_cache .mypy_cache .ruff_cache
 
-bench: bench-ingest bench-profiles bench-identity bench-segments bench-freshness bench-privacy ## Run every benchmark (results in bench/results/, summary in bench/README.md)
+bench: bench-ingest bench-profiles bench-identity bench-segments bench-freshness bench-privacy bench-pipeline bench-api ## Run every benchmark (results in bench/results/, summary in bench/README.md)
 
 bench-ingest: setup kafka-up db-up ## 100,000 generated orders and the Olist extract through the batch API into Kafka
 	$(UV) run --no-sync python -m bench.ingest
@@ -84,3 +84,9 @@ bench-freshness: setup kafka-up db-up ## Order posted -> webhook received latenc
 
 bench-privacy: setup kafka-up db-up ## Data-subject requests: access report and erasure latency across the services
 	$(UV) run --no-sync python -m bench.privacy
+
+bench-pipeline: setup kafka-up db-up ## Orders over HTTP until profiles and segments are final (10k, 100k, Olist), vs COPY + SQL
+	$(UV) run --no-sync python -m bench.pipeline
+
+bench-api: setup kafka-up db-up ## Profile GET by id and by e-mail at 100, 500 and 1,000 req/s (vegeta, p50/p95/p99)
+	$(UV) run --no-sync python -m bench.api_latency
