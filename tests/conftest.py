@@ -14,6 +14,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+import hypothesis
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
@@ -29,6 +30,13 @@ from shared.migrations import upgrade
 from shared.settings import ServiceSettings
 from shared.topics import ensure_topics
 from tests.support import ADMIN_TOKEN, KAFKA, SettingsFactory, Stack
+
+# The suite shares two cores with Kafka, PostgreSQL and the services' processes: hypothesis' timing checks
+# (slow input generation, per-example deadlines) would measure the machine's load, not the code.
+hypothesis.settings.register_profile(
+    "clientela", suppress_health_check=[hypothesis.HealthCheck.too_slow], deadline=None
+)
+hypothesis.settings.load_profile("clientela")
 
 # The secret that keys identifier hashes and seals personal data (shared.crypto); services started as
 # processes by the e2e tests inherit it.
