@@ -4,18 +4,21 @@ A tenant is loaded through the pipeline first (bench.pipeline: the three service
 databases `clientela_<service>_apilatency`): every order line of `clientela generate --orders 30000
 --seed 1` (about 10,000 people), until final. The profile service runs as `make run` starts it (one
 process), with its per-key rate limit off (`PROFILE_RATE_LIMIT_PER_SECOND=0`: the setting is per service,
-`CLIENTELA_RATE_LIMIT_PER_SECOND` does not exist). Then vegeta (an open-model load tool: requests leave at
-the asked rate whatever the answers do, as many in flight as needed) sends, for `--seconds` at each rate,
-`GET /v1/profiles/{id}` over every active profile's id and `GET /v1/profiles?email=` over the buyers'
-own e-mails (relay addresses left out), in a shuffled order, with a 10 s timeout per request. Each rate
-is measured on a freshly started profile process (same database; an overloaded one stays stuck in the
-requests it queued for minutes), warmed up for 5 s at 100/s and quiet again (below 30 % CPU for 4 s, at
-most 90 s). Reported per (lookup, rate): requests sent per second, OK answers per second, errors
-(timeouts included), p50/p95/p99/max computed from every request's latency (timed-out ones at 10 s;
-vegeta's own report is kept in the JSON), the profile process's CPU during the attack and idle just
-before it, and (in the JSON) the warm-up, the events its consumers took, and the idle CPU of the process
-that applied the orders. vegeta is installed into the project's tools folder with `go install`
-when missing. Writes bench/results/api.json and the table in bench/README.md.
+`CLIENTELA_RATE_LIMIT_PER_SECOND` does not exist). Then vegeta (an open-model load tool: requests leave
+at the asked rate whatever the answers do, as many in flight as needed) sends, for `--seconds` at each
+rate, `GET /v1/profiles/{id}` over every active profile's id and `GET /v1/profiles?email=` over the
+buyers' own e-mails (relay addresses left out), in a shuffled order, with a 10 s timeout per request; the
+lowest rate first, both lookups at each rate, after a warm-up (5 s at 100/s). Before each attack the
+profile process must be at rest (below 30 % CPU for 4 s with no request, about 10 % normally, and
+answering 5 reads in a row within 200 ms each); one that does not get there within 2 minutes (an
+overloaded process keeps working through, or stays stuck in, what it queued) is replaced by a new one,
+warmed up, and a new one that keeps a core busy with no request is replaced again (up to 4). Reported per
+(lookup, rate): requests sent per second, OK answers per second, errors (timeouts included),
+p50/p95/p99/max computed from every request's latency (timed-out ones at 10 s; vegeta's own report is
+kept in the JSON), the profile process's CPU during the attack and at rest before it, new processes
+started, the machine's busy CPU, and the CPU of other people's processes (neither the benchmark's,
+PostgreSQL nor Kafka). vegeta is installed into the project's tools folder with `go install` when
+missing. Writes bench/results/api.json and the table in bench/README.md.
 """
 
 from __future__ import annotations
@@ -31,18 +34,26 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 import sqlalchemy as sa
+from kafka.admin import KafkaAdminClient
 
 from bench import report
 from bench.freshness import percentile
-from bench.ingest import CACHE, cpu_seconds, orders_file, proc_tree
-from bench.pipeline import Pipeline, exclusive, metric_samples
+from bench.ingest import CACHE, KAFKA, cpu_seconds, orders_file, proc_tree
+from bench.pipeline import (
+    Pipeline,
+    exclusive,
+    machine_busy_seconds,
+    metric_samples,
+    other_cpu_seconds,
+    process_times,
+)
 from shared.normalize import is_relay_email, normalize_email
 
 log = logging.getLogger("bench.api")
@@ -52,6 +63,8 @@ VEGETA_VERSION = "v12.13.0"  # the latest on proxy.golang.org when this benchmar
 TOOLS = Path(os.environ.get("CLIENTELA_TOOLS_BIN", CACHE.parent / "tools" / "bin"))
 LOOKUPS = ("id", "email")
 OUTCOMES = ("applied", "duplicate")
+CORES = os.cpu_count() or 1
+QUIET_BELOW = 30  # % CPU of the idle profile process (about 10 % normally: consumers and relay polling)
 
 
 # -- pure helpers ------------------------------------------------------------------------------------------
@@ -164,7 +177,7 @@ def idle_cpu_percent(pipeline: Pipeline, seconds: float = 5) -> int:
     return round(100 * (cpu_seconds(pids) - before) / seconds)
 
 
-def quiet(pipeline: Pipeline, *, below: int = 30, within_s: float = 90) -> tuple[int, float]:
+def quiet(pipeline: Pipeline, *, below: int = 30, within_s: float = 30) -> tuple[int, float]:
     """Wait until the profile process idles below `below` % CPU (two 2 s windows in a row), at most
     `within_s`; its last idle CPU and how long it took."""
     started, calm, idle = time.monotonic(), 0, 100
@@ -174,9 +187,79 @@ def quiet(pipeline: Pipeline, *, below: int = 30, within_s: float = 90) -> tuple
     return idle, round(time.monotonic() - started, 1)
 
 
-def consumed(pipeline: Pipeline) -> dict[str, float]:
+def answers(pipeline: Pipeline, path: str, *, probes: int = 5, within_s: float = 0.2) -> bool:
+    """Whether the profile process answers `probes` reads in a row, each within `within_s`."""
+    try:
+        for _ in range(probes):
+            found = httpx.get(f"{pipeline.url('profile')}{path}", headers=pipeline.headers, timeout=2)
+            if found.status_code != 200 or found.elapsed.total_seconds() > within_s:
+                return False
+    except httpx.HTTPError:
+        return False
+    return True
+
+
+def at_rest(pipeline: Pipeline, probe: str, within_s: float) -> tuple[int, bool, float]:
+    """Wait until the profile process is at rest: below `QUIET_BELOW` % CPU with no request, and
+    answering `probe` promptly (a stalled process is quiet too). Its idle CPU %, whether it answers, and
+    how long that took (at most about `within_s`)."""
+    started = time.monotonic()
+    while True:
+        idle, _ = quiet(pipeline, below=QUIET_BELOW, within_s=max(within_s - (time.monotonic() - started), 4))
+        answering = answers(pipeline, probe)
+        if (idle < QUIET_BELOW and answering) or time.monotonic() - started >= within_s:
+            return idle, answering, round(time.monotonic() - started, 1)
+        time.sleep(2)
+
+
+def ready(
+    pipeline: Pipeline,
+    probe: str,
+    warm_up: Callable[[], dict[str, Any]],
+    *,
+    wait_s: float = 120,
+    starts: int = 4,
+) -> tuple[int, float, list[dict[str, Any]]]:
+    """Bring the profile process to rest (`at_rest`) before an attack: the current one when it gets there
+    within `wait_s` (an overloaded one keeps working through, or stays stuck in, the requests it queued),
+    else a new one, warmed up with `warm_up` (up to `starts` new ones: a new process sometimes keeps a core
+    busy with no request at all, some of its consumers never joining their groups). Returns its idle CPU %,
+    how long that took, and each process given up (idle CPU, whether it answered, and the state of the
+    profile consumer groups then)."""
+    given_up: list[dict[str, Any]] = []
+    idle, answering, rest_s = at_rest(pipeline, probe, wait_s)
+    while not (idle < QUIET_BELOW and answering) and len(given_up) < starts:
+        groups = profile_groups(pipeline)
+        log.warning(
+            "profile process not at rest (%d %% CPU, answering: %s, groups %s)", idle, answering, groups
+        )
+        given_up.append({"idle_cpu_percent": idle, "answering": answering, "groups": groups})
+        pipeline.restart("profile")
+        warm_up()
+        idle, answering, rest_s = at_rest(pipeline, probe, 30)
+    return idle, rest_s, given_up
+
+
+def profile_groups(pipeline: Pipeline) -> dict[str, str]:
+    """The profile service's consumer groups and their state on the broker (`Stable`, `Empty`, …)."""
+    admin = KafkaAdminClient(bootstrap_servers=KAFKA, client_id="bench-api")
+    try:
+        mine = f"{pipeline.prefix}.profile."
+        return {
+            g["group_id"].removeprefix(mine): g["group_state"]
+            for g in admin.list_groups()
+            if g["group_id"].startswith(mine)
+        }
+    finally:
+        admin.close()
+
+
+def consumed(pipeline: Pipeline) -> dict[str, float] | None:
     """Events the profile process's consumers took since it started, by outcome (applied, duplicate)."""
-    text = pipeline.metrics("profile")
+    try:
+        text = pipeline.metrics("profile")
+    except httpx.HTTPError:
+        return None
     return {o: sum(metric_samples(text, "clientela_events_consumed_total", outcome=o)) for o in OUTCOMES}
 
 
@@ -207,18 +290,31 @@ def measure(pipeline: Pipeline, lines: list[bytes], rates: list[int], seconds: i
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         targets = work / "targets.jsonl"
-        for lookup in LOOKUPS:
-            for rate in rates:
-                # Each rate on its own: an overloaded process stays stuck in what it queued for minutes.
-                pipeline.restart("profile")
+        lookup = LOOKUPS[0]
+
+        def warm_up() -> dict[str, Any]:
+            """5 s at 100/s, not in the table (the process's URL changes when it is started again)."""
+            targets.write_bytes(vegeta_targets(pipeline.url("profile"), api_key, paths[lookup]))
+            return summarise(attack(binary, targets, 100, 5, work)["results"], 5, 5)
+
+        warmed = warm_up()
+        for rate in rates:  # the lowest rates first: an overload leaves the process stuck for minutes
+            for lookup in LOOKUPS:
+                idle, quiet_s, given_up = ready(pipeline, paths[lookup][0], warm_up)
                 targets.write_bytes(vegeta_targets(pipeline.url("profile"), api_key, paths[lookup]))
-                warm = attack(binary, targets, 100, 5, work)  # warm-up, not in the table
-                idle, quiet_s = quiet(pipeline)
+                events = consumed(pipeline)  # before: an overloaded process no longer answers /metrics
                 pids = proc_tree(pipeline.services["profile"].process.pid)
-                cpu = cpu_seconds(pids)
+                cpu, machine = cpu_seconds(pids), machine_busy_seconds(Path("/proc/stat").read_text())
+                others = process_times()
                 log.info("GET by %s at %d/s for %d s", lookup, rate, seconds)
                 result = attack(binary, targets, rate, seconds, work)
                 cpu = cpu_seconds(pids) - cpu
+                machine = machine_busy_seconds(Path("/proc/stat").read_text()) - machine
+                mine = {
+                    os.getpid(),
+                    *(p for s in pipeline.services.values() for p in proc_tree(s.process.pid)),
+                }
+                others_s = other_cpu_seconds(others, process_times(), mine)
                 own = result["vegeta"]
                 sent_s = own["duration"] / 1e9
                 total_s = sent_s + own["wait"] / 1e9
@@ -232,8 +328,12 @@ def measure(pipeline: Pipeline, lines: list[bytes], rates: list[int], seconds: i
                         "profile_cpu_percent": round(100 * cpu / total_s),
                         "profile_idle_cpu_percent": idle,
                         "quiet_after_s": quiet_s,
-                        "warm_up": summarise(warm["results"], 5, 5),
-                        "profile_events_consumed": consumed(pipeline),
+                        "new_profile_processes": len(given_up),
+                        "processes_given_up": given_up,
+                        "first_warm_up": warmed,
+                        "profile_events_consumed": events,
+                        "machine_busy_percent": round(100 * machine / total_s / CORES),
+                        "other_processes_cpu_seconds": round(others_s, 1),
                         "loaded_process_idle_cpu_percent": loaded_idle,
                         "vegeta_report": {k: v for k, v in own.items() if k != "errors"}
                         | {"errors": (own.get("errors") or [])[:10]},
@@ -291,6 +391,9 @@ def main() -> None:
             ("max (ms)", lambda c: c["max_ms"]),
             ("profile CPU %", lambda c: c["profile_cpu_percent"]),
             ("idle CPU %", lambda c: c["profile_idle_cpu_percent"]),
+            ("machine CPU %", lambda c: c["machine_busy_percent"]),
+            ("others' CPU s", lambda c: c["other_processes_cpu_seconds"]),
+            ("new processes", lambda c: c["new_profile_processes"]),
         ],
         note=f"vegeta {VEGETA_VERSION} at a constant rate, {args.seconds} s per rate, against the profile "
         f"service (one process) holding {loaded['profiles']:,} profiles; the three services, Kafka, "
@@ -300,9 +403,11 @@ def main() -> None:
         "A tenant loaded through the pipeline first (every order line of `clientela generate --orders "
         "30000 --seed 1`), then `GET /v1/profiles/{id}` over every profile and `GET /v1/profiles?email=` "
         "over the buyers' own e-mails, sent by vegeta at a constant rate (open model) with a 10 s "
-        "timeout; percentiles over every request, timed-out ones at 10 s. Each rate on a freshly started "
-        "profile process (same database), warmed up for 5 s at 100 req/s and left until it idles below 30 % "
-        "CPU (at most 90 s); *idle CPU %*: that process just before the attack, with no request.",
+        "timeout; percentiles over every request, timed-out ones at 10 s. The lowest rate first; before "
+        "each attack the profile process must be at rest (*idle CPU %*: below 30 % with no request, about "
+        "10 % normally, and answering 5 reads in a row within 200 ms each): one not at rest after 2 "
+        "minutes (an overload leaves it working through, or stuck in, what it queued) is replaced by a new "
+        "process (*new processes*).",
     )
     print(json.dumps(results, indent=2))  # noqa: T201 - a benchmark's report goes to stdout
 

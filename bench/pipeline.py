@@ -156,6 +156,33 @@ def machine_busy_seconds(proc_stat: str) -> float:
     return (user + nice + system + irq + softirq + steal) / TICKS
 
 
+def process_times(proc: Path = Path("/proc")) -> dict[int, tuple[str, float]]:
+    """Every process's name and CPU seconds (its own, and its reaped children's), from /proc."""
+    found = {}
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            head, rest = stat.read_text().rsplit(")", 1)
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        fields = rest.split()
+        name = head.split("(", 1)[1]
+        found[int(stat.parent.name)] = (name, sum(int(v) for v in fields[11:15]) / TICKS)
+    return found
+
+
+def other_cpu_seconds(
+    before: Mapping[int, tuple[str, float]], after: Mapping[int, tuple[str, float]], mine: set[int]
+) -> float:
+    """CPU seconds spent between the two snapshots by processes that are not `mine`, PostgreSQL or the
+    Kafka broker (`java`): other people's work on the machine (processes that started and ended in
+    between count only when their parent is still there)."""
+    return sum(
+        max(seconds - (before[pid][1] if pid in before and before[pid][0] == name else 0.0), 0.0)
+        for pid, (name, seconds) in after.items()
+        if pid not in mine and name not in ("postgres", "java")
+    )
+
+
 def copy_text(lines: Sequence[bytes]) -> bytes:
     """JSON lines as the body of `COPY … FROM STDIN` (text format): one row a line, backslashes escaped
     (JSON escapes tabs and newlines inside strings, so the backslash is the only special character)."""
@@ -380,6 +407,7 @@ class Pipeline:
         pids = {name: proc_tree(service.process.pid) for name, service in self.services.items()}
         cpu_before = {name: cpu_seconds(p) for name, p in pids.items()}
         machine_before = machine_busy_seconds(Path("/proc/stat").read_text())
+        others_before = process_times()
         bench_before = time.process_time()
         offsets = Offsets()
         done = threading.Event()
@@ -403,6 +431,8 @@ class Pipeline:
         cpu = {name: round(cpu_seconds(p) - cpu_before[name], 1) for name, p in pids.items()}
         rss = {name: peak_rss_mb(p) for name, p in pids.items()}
         machine = machine_busy_seconds(Path("/proc/stat").read_text()) - machine_before
+        mine = {os.getpid(), *(pid for p in pids.values() for pid in p)}
+        others = other_cpu_seconds(others_before, process_times(), mine)
         bench_cpu = time.process_time() - bench_before
         poster.join()
         expected = expected_totals(facts, answers[0]) if answers else None
@@ -427,6 +457,7 @@ class Pipeline:
             "peak_rss_mb": rss,
             "machine_busy_cpu_seconds": round(machine, 1),
             "bench_client_cpu_seconds": round(bench_cpu, 1),
+            "other_processes_cpu_seconds": round(others, 1),
             "lag_gauges_zero_after_final": lag_zero,
             "events": self._event_counts(),
         }
@@ -645,6 +676,7 @@ def main() -> None:
             ),
             ("peak RSS MB", lambda c: " / ".join(str(v) for v in c["peak_rss_mb"].values())),
             ("machine CPU s", lambda c: c["machine_busy_cpu_seconds"]),
+            ("others' CPU s", lambda c: c["other_processes_cpu_seconds"]),
             ("floor (s)", lambda c: c["floor"]["seconds"]),
             ("pipeline / floor", lambda c: c["ratio"]),
         ],
@@ -662,7 +694,9 @@ def main() -> None:
         "empty, the profiles' summed orders_count and total_spent equal to what the accepted orders add "
         "up to, and each segment's size equal to the profiles its rule selects. CPU s and peak RSS per "
         "service process (ingest / profile / segmentation); machine CPU s: the whole machine's busy time "
-        "during the run (PostgreSQL, Kafka and the client included). The floor: the same order lines "
+        "during the run (PostgreSQL, Kafka and the client included); others' CPU s: processes neither "
+        "the benchmark's, PostgreSQL nor Kafka (someone else's work, 0 when alone). The floor: the same "
+        "order lines "
         "COPYed into a jsonb table and one SQL statement computing orders count and total spent per "
         "customer key (each order's latest version, cancelled and returned left out, no identity "
         "resolution).",

@@ -23,6 +23,8 @@ from bench.pipeline import (
     machine_busy_seconds,
     metric_samples,
     order_facts,
+    other_cpu_seconds,
+    process_times,
 )
 from shared.records import OrderStatus
 
@@ -78,6 +80,30 @@ def test_lag_counts_uncommitted_partitions_from_zero() -> None:
 def test_machine_busy_seconds_leave_idle_and_iowait_out() -> None:
     stat = "cpu  100 10 50 1000 20 5 5 2 0 0\ncpu0 50 5 25 500 10 2 2 1 0 0\n"
     assert machine_busy_seconds(stat) == pytest.approx((100 + 10 + 50 + 5 + 5 + 2) / TICKS)
+
+
+def test_process_times_read_own_and_reaped_children_time(tmp_path: Path) -> None:
+    (tmp_path / "12").mkdir()
+    fields = ["S", *["0"] * 10, "100", "50", "30", "20", *["0"] * 10]  # utime stime cutime cstime
+    (tmp_path / "12" / "stat").write_text(f"12 (python (bench)) {' '.join(fields)}\n")
+    (tmp_path / "self").mkdir()
+    found = process_times(tmp_path)
+    assert list(found) == [12]
+    assert found[12][0] == "python (bench)"  # a name may hold parentheses
+    assert found[12][1] == pytest.approx(200 / TICKS)
+
+
+def test_other_cpu_leaves_out_ours_postgres_kafka_and_time_before() -> None:
+    before = {1: ("python", 10.0), 2: ("postgres", 5.0), 3: ("pytest", 100.0), 9: ("old", 1.0)}
+    after = {
+        1: ("python", 30.0),  # ours
+        2: ("postgres", 50.0),
+        3: ("pytest", 104.5),  # someone else's: 4.5 s during the run
+        4: ("java", 9.0),
+        5: ("go", 2.0),  # started during the run
+        9: ("reused", 3.0),  # a new process with a reused pid
+    }
+    assert other_cpu_seconds(before, after, mine={1}) == pytest.approx(4.5 + 2.0 + 3.0)
 
 
 def test_copy_text_escapes_backslashes_only() -> None:
