@@ -11,8 +11,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
+import sqlalchemy as sa
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import (
     CommitFailedError,
@@ -27,6 +28,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
+from shared.db import utcnow
 from shared.errors import safe_loc
 from shared.events import Envelope, Event, decode
 from shared.infra import ProcessedEvent
@@ -41,6 +43,7 @@ log = logging.getLogger("clientela.consumer")
 
 Handler = Callable[[Session, Envelope, Any], None]
 LAG_EVERY_S = 5.0  # how often a consumer refreshes its lag gauges
+_PROCESSED = cast(sa.Table, sa.inspect(ProcessedEvent).local_table)
 
 
 class BatchHooks(Protocol):
@@ -113,6 +116,8 @@ class ConsumerWorker:
                 ).all()
             )
             fresh: list[tuple[Envelope, Event | None]] = []
+            processed: list[dict[str, Any]] = []
+            now = utcnow()
             for envelope in envelopes:
                 if envelope.event_id in done:
                     outcomes.append("duplicate")
@@ -134,10 +139,12 @@ class ConsumerWorker:
                         event_id_var.reset(event_token)
                         tenant_id_var.reset(tenant_token)
                         correlation_id_var.reset(correlation_token)
-                session.add(ProcessedEvent(consumer=self.name, event_id=envelope.event_id))
+                processed.append({"consumer": self.name, "event_id": envelope.event_id, "processed_at": now})
                 applied += 1
             if self.hooks is not None:
                 self.hooks.finish(session)
+            if processed:  # one statement for the batch, in its transaction (no ORM object per event)
+                session.execute(sa.insert(_PROCESSED), processed)
             session.commit()
         self.applied_total += applied
         service = self.settings.service_name

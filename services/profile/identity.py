@@ -24,9 +24,11 @@ indexes too.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import cast
 from uuid import UUID
 
 import sqlalchemy as sa
+from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
 from services.profile import identity_rules
@@ -62,6 +64,8 @@ BLOCKED: frozenset[Identifier] = frozenset(
         ("phone", "+5511111111111"),
     }
 )
+_ORDERS = cast(sa.Table, sa.inspect(ProfileOrder).local_table)
+_RECORDS = cast(sa.Table, sa.inspect(ProfileRecord).local_table)
 _BLOCKED_LOCAL_PARTS = frozenset({"noreply", "no-reply", "naoresponda", "nao-responda"})
 
 
@@ -413,23 +417,33 @@ def merge(
     """Fold `merged` into `survivor`: identifiers, orders and records move; `merged` keeps a pointer."""
     session.flush()
     moved_identifiers = _identifiers(session, merged.id)
+    # Orders and records move in one statement each that names what it moved. Core statements: the ORM
+    # would scan every object of the session to keep them current. The batch's own orders are kept current
+    # below; a record object of the session may keep the merged id until the commit, where it only names
+    # the profile a newer version of it leaves (to recompute: a merged profile is not).
     moved_orders = [
         str(order_id)
-        for order_id in session.exec(
-            select(ProfileOrder.order_id).where(ProfileOrder.profile_id == merged.id)
-        ).all()
+        for order_id in session.execute(
+            sa.update(_ORDERS)
+            .where(_ORDERS.c.profile_id == merged.id)
+            .values(profile_id=survivor.id)
+            .returning(_ORDERS.c.order_id)
+        ).scalars()
     ]
+    known_orders = session.info.get("known_orders")
+    if isinstance(known_orders, dict):
+        for stored in known_orders.values():
+            if stored is not None and stored.profile_id == merged.id:
+                set_committed_value(stored, "profile_id", survivor.id)
     moved_records = [
         str(record_id)
-        for record_id in session.exec(
-            select(ProfileRecord.id).where(ProfileRecord.profile_id == merged.id)
-        ).all()
+        for record_id in session.execute(
+            sa.update(_RECORDS)
+            .where(_RECORDS.c.profile_id == merged.id)
+            .values(profile_id=survivor.id)
+            .returning(_RECORDS.c.id)
+        ).scalars()
     ]
-    session.execute(
-        sa.update(ProfileRecord)
-        .where(col(ProfileRecord.profile_id) == merged.id)
-        .values(profile_id=survivor.id)
-    )
     # A block against the merged profile now holds against the survivor that took it in.
     for block in session.exec(
         select(MergeBlock).where(
@@ -445,14 +459,13 @@ def merge(
         .where(col(ProfileIdentifier.profile_id) == merged.id)
         .values(profile_id=survivor.id)
     )
+    # Profiles merged into `merged` earlier now point straight at the survivor (no chains). Merged
+    # profiles are not read again in this transaction: the session's copies are left as they are.
     session.execute(
-        sa.update(ProfileOrder)
-        .where(col(ProfileOrder.profile_id) == merged.id)
-        .values(profile_id=survivor.id)
-    )
-    # Profiles merged into `merged` earlier now point straight at the survivor (no chains).
-    session.execute(
-        sa.update(Profile).where(col(Profile.merged_into) == merged.id).values(merged_into=survivor.id)
+        sa.update(Profile)
+        .where(col(Profile.merged_into) == merged.id)
+        .values(merged_into=survivor.id)
+        .execution_options(synchronize_session=False)
     )
     merged.status = "merged"
     merged.merged_into = survivor.id

@@ -11,10 +11,11 @@ from __future__ import annotations
 from typing import Annotated
 from uuid import UUID
 
+import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from sqlmodel import Session
+from sqlmodel import Session, col
 
-from services.profile.models import IdentityRuleSet
+from services.profile.models import IdentityRuleSet, Profile
 from shared.db import utcnow
 from shared.normalize import normalize_email, normalize_phone
 from shared.web import RequestInt
@@ -141,4 +142,12 @@ def save(session: Session, tenant_id: UUID, rules: IdentityRules) -> IdentityRul
     row.updated_at = utcnow()
     session.add(row)
     session.info.pop("identity_rules", None)
+    # New thresholds or limits: every profile is scored again by the probabilistic stage when it next
+    # changes, not only those whose data changed (see probabilistic.fingerprint).
+    session.execute(
+        sa.update(Profile)
+        .where(col(Profile.tenant_id) == tenant_id)
+        .values(match_fingerprint=None)
+        .execution_options(synchronize_session=False)
+    )
     return rules

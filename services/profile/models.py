@@ -87,6 +87,12 @@ class Profile(ProfileTable, table=True):
         sa_column=sa.Column(sa.JSON(), nullable=False),
         description="The segmentable traits as last announced (`profile.updated`): what `changed` compares.",
     )
+    match_fingerprint: str | None = Field(
+        default=None,
+        max_length=64,
+        description="Keyed hash of what the probabilistic stage last scored this profile on (its name, "
+        "birth date, address, contact phone, identifiers and merges): unchanged, it is not scored again.",
+    )
     orders_count: int = 0
     total_spent_minor: int = Field(default=0, sa_column=sa.Column(sa.BigInteger(), nullable=False))
     first_order_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime(), nullable=True))

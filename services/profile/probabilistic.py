@@ -70,7 +70,21 @@ def _identifiers(
     """The profiles' identifiers as stored (blind indexes); their readable values into `readable` when
     given (what the score compares)."""
     found: dict[UUID, list[identity.Identifier]] = {pid: [] for pid in profile_ids}
-    keys = keyring()
+    sealed = _sealed_identifiers(session, profile_ids, found)
+    if readable is not None:
+        _open(sealed, readable)
+    return found
+
+
+Sealed = dict[UUID, list[tuple[UUID, str, str]]]  # profile -> (tenant, kind, sealed value) of compared kinds
+
+
+def _sealed_identifiers(
+    session: Session, profile_ids: list[UUID], found: dict[UUID, list[identity.Identifier]]
+) -> Sealed:
+    """Fill `found` with the profiles' identifiers (blind indexes); return the sealed values of those the
+    score compares, to open only for the profiles that get scored."""
+    sealed: Sealed = {}
     for start in range(0, len(profile_ids), 1000):
         chunk = profile_ids[start : start + 1000]
         rows = session.execute(
@@ -82,11 +96,36 @@ def _identifiers(
                 col(ProfileIdentifier.sealed),
             ).where(col(ProfileIdentifier.profile_id).in_(chunk))
         )
-        for profile_id, tenant_id, kind, value, sealed in rows:
+        for profile_id, tenant_id, kind, value, token in rows:
             found[profile_id].append((kind, value))
-            if readable is not None and kind in _COMPARED:
-                readable.setdefault(profile_id, []).append((kind, keys.open(tenant_id, sealed)))
-    return found
+            if kind in _COMPARED:
+                sealed.setdefault(profile_id, []).append((tenant_id, kind, token))
+    return sealed
+
+
+def _open(sealed: Sealed, readable: dict[UUID, list[identity.Identifier]]) -> None:
+    keys = keyring()
+    for profile_id, values in sealed.items():
+        readable[profile_id] = [(kind, keys.open(tenant_id, token)) for tenant_id, kind, token in values]
+
+
+def fingerprint(profile: Profile, identifiers: Iterable[identity.Identifier]) -> str:
+    """What the score and the blocking keys of this profile depend on, as one keyed hash (it holds personal
+    data): name, birth date, address, contact phone and the identifiers' blind indexes; and the merges
+    count (the merge limit). Unchanged since the last scoring, the profile has nothing new to match: any
+    candidate that changed is scored from its own side."""
+    birth = profile.birth_date
+    parts = [
+        profile.name or "",
+        birth.isoformat() if birth else "",
+        profile.zip or "",
+        profile.city or "",
+        profile.state or "",
+        *sorted(_contact_phone(profile)),
+        *sorted(f"{kind}:{value}" for kind, value in identifiers),
+        str(profile.merges),
+    ]
+    return keyring().index(profile.tenant_id, "match", "\x1f".join(parts))
 
 
 _COMPARED = frozenset({"document", "email", "phone"})  # what `match_fields` reads
@@ -103,9 +142,21 @@ def second_stage(
     profiles = [p for p in profiles if p.status == "active"]
     if not profiles:
         return []
+    identifiers: dict[UUID, list[identity.Identifier]] = {p.id: [] for p in profiles}
+    sealed = _sealed_identifiers(session, list(identifiers), identifiers)
+    changed = []
+    for profile in profiles:
+        now = fingerprint(profile, identifiers[profile.id])
+        if now != profile.match_fingerprint:
+            profile.match_fingerprint = now
+            session.add(profile)
+            changed.append(profile)
+    profiles = changed
+    if not profiles:
+        return []
     ids = [p.id for p in profiles]
     readable: dict[UUID, list[identity.Identifier]] = {}
-    identifiers = _identifiers(session, ids, readable)
+    _open({pid: sealed[pid] for pid in ids if pid in sealed}, readable)
     fields = {p.id: match_fields(p, readable.get(p.id, [])) for p in profiles}
     keys = {p.id: {hashed(p.tenant_id, k) for k in matching.blocking_keys(fields[p.id])} for p in profiles}
     # Core statements, not ORM rows: thousands of keys per batch.

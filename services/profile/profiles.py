@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import Any, Protocol
 from uuid import UUID, uuid4
 
 import sqlalchemy as sa
@@ -326,7 +326,7 @@ class ProfileBatch:
         per thousand rather than one each."""
         session.flush()
         ids = sorted(dirty)
-        history = load_history(session, ids)
+        history = history_rows(session, ids)
         profiles: dict[UUID, Profile] = {}
         for start in range(0, len(ids), 1000):
             chunk = ids[start : start + 1000]
@@ -364,7 +364,7 @@ def recompute(session: Session, profile: Profile, *, correlation_id: str | None 
         return
     session.flush()
     recompute_full(
-        session, profile, *load_history(session, [profile.id])[profile.id], correlation_id=correlation_id
+        session, profile, *history_rows(session, [profile.id])[profile.id], correlation_id=correlation_id
     )
 
 
@@ -382,11 +382,60 @@ def load_history(
     return found
 
 
+class HistoryOrder(Protocol):
+    """What the traits read of a stored order: a `ProfileOrder`, or a row of `history_rows`."""
+
+    source: str
+    status: str
+    total_minor: int
+    placed_at: datetime
+    items: list[dict[str, Any]]
+    payments: list[dict[str, Any]]
+    customer: dict[str, Any]
+    recorded_at: datetime
+
+
+class HistoryRecord(Protocol):
+    """What the traits read of a stored record: a `ProfileRecord`, or a row of `history_rows`."""
+
+    kind: str
+    type: str
+    occurred_at: datetime
+    properties: dict[str, Any]
+    customer: dict[str, Any]
+    recorded_at: datetime
+
+
+_ORDER_FACTS = [
+    col(ProfileOrder.profile_id),
+    *(getattr(ProfileOrder, name) for name in HistoryOrder.__annotations__),
+]
+_RECORD_FACTS = [
+    col(ProfileRecord.profile_id),
+    *(getattr(ProfileRecord, name) for name in HistoryRecord.__annotations__),
+]
+
+
+def history_rows(
+    session: Session, profile_ids: list[UUID]
+) -> dict[UUID, tuple[list[HistoryOrder], list[HistoryRecord]]]:
+    """`load_history` for the consumer's hot path: only the columns the traits read, as plain rows (no
+    ORM objects to build and track: a profile's whole history is read each time it changes)."""
+    found: dict[UUID, tuple[list[HistoryOrder], list[HistoryRecord]]] = {pid: ([], []) for pid in profile_ids}
+    for start in range(0, len(profile_ids), 1000):
+        chunk = profile_ids[start : start + 1000]
+        for row in session.execute(sa.select(*_ORDER_FACTS).where(col(ProfileOrder.profile_id).in_(chunk))):
+            found[row.profile_id][0].append(row)
+        for row in session.execute(sa.select(*_RECORD_FACTS).where(col(ProfileRecord.profile_id).in_(chunk))):
+            found[row.profile_id][1].append(row)
+    return found
+
+
 def recompute_full(
     session: Session,
     profile: Profile,
-    rows: list[ProfileOrder],
-    records: list[ProfileRecord],
+    rows: Sequence[HistoryOrder],
+    records: Sequence[HistoryRecord],
     *,
     correlation_id: str | None,
 ) -> None:

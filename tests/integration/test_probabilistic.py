@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from services.profile import probabilistic, unmerge
+from services.profile import identity_rules, probabilistic, unmerge
 from services.profile.models import MergeRecord, MergeSuggestion, Profile
 from shared.consumer import ConsumerWorker
 from shared.errors import Conflict
@@ -166,3 +166,39 @@ def test_suggestions_over_http(stack: Any) -> None:
         assert [p["orders_count"] for p in items] == [2]
 
     eventually(merged)
+
+
+def test_a_profile_whose_data_did_not_change_is_not_scored_again(
+    engine: Engine, profile_records: ConsumerWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tenant = uuid4()
+    scored: list[set[UUID]] = []
+    opened = probabilistic._open
+
+    def spy(sealed: probabilistic.Sealed, readable: dict[UUID, Any]) -> None:
+        scored.append(set(sealed))
+        opened(sealed, readable)
+
+    monkeypatch.setattr(probabilistic, "_open", spy)
+    maria = {"email": "maria.souza@example.com", "phone": "11987654321", **MARIA}
+    profile_records.apply([order(tenant, "F-1", **maria)])
+    [profile] = active(engine, tenant)
+    assert scored == [{profile.id}]
+    assert profile.match_fingerprint is not None
+    assert "Maria" not in profile.match_fingerprint  # a keyed hash
+
+    # Another order, the same person's data: nothing new to match (its totals change all the same).
+    profile_records.apply([order(tenant, "F-2", **maria)])
+    [profile] = active(engine, tenant)
+    assert profile.orders_count == 2
+    assert len(scored) == 1
+    # She moved: scored again.
+    moved = {**maria, "address": {"zip": "20040-020", "city": "Rio de Janeiro", "state": "RJ"}}
+    profile_records.apply([order(tenant, "F-3", **moved)])
+    assert scored[1:] == [{profile.id}]
+    # New rules (thresholds, limits): every profile is scored again when it next changes.
+    with Session(engine) as session:
+        identity_rules.save(session, tenant, identity_rules.IdentityRules(merge_threshold=0.9))
+        session.commit()
+    profile_records.apply([order(tenant, "F-4", **moved)])
+    assert scored[2:] == [{profile.id}]
