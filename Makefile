@@ -79,7 +79,7 @@ bench-identity: setup db-up ## Identity resolution vs the generator's truth and 
 bench-segments: setup db-up ## Ten typical segments evaluated in SQL over 100,000 and 1,000,000 generated profiles
 	$(UV) run --no-sync python -m bench.segments
 
-bench-freshness: setup kafka-up db-up ## Order posted -> webhook received latency (p50/p95/p99) at 50 and 200 orders/s
+bench-freshness: setup kafka-up db-up ## Order posted -> webhook received latency (p50/p95/p99) at 50 and 200 orders/s (vegeta)
 	$(UV) run --no-sync python -m bench.freshness
 
 bench-privacy: setup kafka-up db-up ## Data-subject requests: access report and erasure latency across the services
