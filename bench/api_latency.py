@@ -1,24 +1,27 @@
 """`make bench-api`: profile reads by id and by e-mail at fixed request rates, with vegeta.
 
-A tenant is loaded through the pipeline first (bench.pipeline: the three services as processes, on
-databases `clientela_<service>_apilatency`): every order line of `clientela generate --orders 30000
---seed 1` (about 10,000 people), until final. The profile service runs as `make run` starts it (one
-process), with its per-key rate limit off (`PROFILE_RATE_LIMIT_PER_SECOND=0`: the setting is per service,
-`CLIENTELA_RATE_LIMIT_PER_SECOND` does not exist). Then vegeta (an open-model load tool: requests leave
-at the asked rate whatever the answers do, as many in flight as needed) sends, for `--seconds` at each
-rate, `GET /v1/profiles/{id}` over every active profile's id and `GET /v1/profiles?email=` over the
-buyers' own e-mails (relay addresses left out), in a shuffled order, with a 10 s timeout per request; the
-lowest rate first, both lookups at each rate, after a warm-up (5 s at 100/s). Before each attack the
-profile process must be at rest (below 30 % CPU for 4 s with no request, about 10 % normally, and
-answering 5 reads in a row within 200 ms each); one that does not get there within 2 minutes (an
-overloaded process keeps working through, or stays stuck in, what it queued) is replaced by a new one,
-warmed up, and a new one that keeps a core busy with no request is replaced again (up to 4). Reported per
-(lookup, rate): requests sent per second, OK answers per second, errors (timeouts included),
-p50/p95/p99/max computed from every request's latency (timed-out ones at 10 s; vegeta's own report is
-kept in the JSON), the profile process's CPU during the attack and at rest before it, new processes
-started, the machine's busy CPU, and the CPU of other people's processes (neither the benchmark's,
-PostgreSQL nor Kafka). vegeta is installed into the project's tools folder with `go install` when
-missing. Writes bench/results/api.json and the table in bench/README.md.
+A tenant is loaded through the pipeline first (bench.pipeline: the three services as processes, on databases
+`clientela_<service>_apilatency`): every order line of `clientela generate --orders 30000 --seed 1` (about
+10,000 people), until final. The profile service runs as `make run` starts it (one process, its consumers and
+relay inside; `--web-workers N`: N uvicorn worker processes, each with its own consumers), with its per-key
+rate limit off (`PROFILE_RATE_LIMIT_PER_SECOND=0`: the setting is per service,
+`CLIENTELA_RATE_LIMIT_PER_SECOND` does not exist) and its other settings as shipped: at most
+`PROFILE_MAX_IN_FLIGHT` (32) requests handled at once, past which a request gets a 503 at once (counted as an
+error, and apart as *shed*), reads audited in batches every 0.2 s, verified keys kept 5 s. Then vegeta (an
+open-model load tool: requests leave at the asked rate whatever the answers do, as many in flight as needed)
+sends, for `--seconds` at each rate, `GET /v1/profiles/{id}` over every active profile's id and `GET
+/v1/profiles?email=` over the buyers' own e-mails (relay addresses left out), in a shuffled order, with a 10 s
+timeout per request; the lowest rate first, both lookups at each rate, after a warm-up (5 s at 100/s). Before
+each attack the profile process must be at rest (below 30 % CPU for 4 s with no request, about 10 % normally,
+and answering 5 reads in a row within 200 ms each); one that does not get there within 2 minutes (an
+overloaded process keeps working through, or stays stuck in, what it queued) is replaced by a new one, warmed
+up, and a new one that keeps a core busy with no request is replaced again (up to 4). Reported per (lookup,
+rate): requests sent per second, OK answers per second, errors (timeouts included), p50/p95/p99/max computed
+from every request's latency (timed-out ones at 10 s; vegeta's own report is kept in the JSON), the profile
+process's CPU during the attack (and per request sent) and at rest before it, new processes started, the
+machine's busy CPU, and the CPU of other people's processes (neither the benchmark's, PostgreSQL nor Kafka).
+vegeta is installed into the project's tools folder with `go install` when missing. Writes
+bench/results/api.json and the table in bench/README.md.
 """
 
 from __future__ import annotations
@@ -263,7 +266,9 @@ def consumed(pipeline: Pipeline) -> dict[str, float] | None:
     return {o: sum(metric_samples(text, "clientela_events_consumed_total", outcome=o)) for o in OUTCOMES}
 
 
-def measure(pipeline: Pipeline, lines: list[bytes], rates: list[int], seconds: int) -> list[dict[str, Any]]:
+def measure(
+    pipeline: Pipeline, lines: list[bytes], rates: list[int], seconds: int, web_workers: int = 1
+) -> list[dict[str, Any]]:
     binary = vegeta()
     loaded_idle = idle_cpu_percent(pipeline, 10)
     with pipeline.profile_db.connect() as conn:
@@ -326,6 +331,8 @@ def measure(pipeline: Pipeline, lines: list[bytes], rates: list[int], seconds: i
                         "targets": len(paths[lookup]),
                         **summarise(result["results"], sent_s, total_s),
                         "profile_cpu_percent": round(100 * cpu / total_s),
+                        "profile_cpu_ms_per_request": round(1000 * cpu / max(len(result["results"]), 1), 2),
+                        "web_workers": web_workers,
                         "profile_idle_cpu_percent": idle,
                         "quiet_after_s": quiet_s,
                         "new_profile_processes": len(given_up),
@@ -351,6 +358,7 @@ def main() -> None:
     parser.add_argument("--orders", type=int, default=30_000, help="clientela generate --orders (all lines)")
     parser.add_argument("--rates", type=int, nargs="+", default=[100, 500, 1000])
     parser.add_argument("--seconds", type=int, default=30)
+    parser.add_argument("--web-workers", type=int, default=1, help="PROFILE_WEB_WORKERS (uvicorn processes)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     for noisy in ("kafka", "httpx"):
@@ -358,20 +366,23 @@ def main() -> None:
     CACHE.mkdir(parents=True, exist_ok=True)
     with exclusive():
         lines = orders_file(args.orders, 1).read_bytes().splitlines()
-        with Pipeline("apilatency", env={"PROFILE_RATE_LIMIT_PER_SECOND": "0"}) as pipeline:
+        env = {"PROFILE_RATE_LIMIT_PER_SECOND": "0", "PROFILE_WEB_WORKERS": str(args.web_workers)}
+        with Pipeline("apilatency", env=env) as pipeline:
             log.info("loading %d orders through the pipeline", len(lines))
             loaded = pipeline.load(lines)
             if not loaded["final"]:
                 raise RuntimeError(f"the tenant did not load: {loaded['stages_seconds']}")
-            cases = measure(pipeline, lines, args.rates, args.seconds)
+            cases = measure(pipeline, lines, args.rates, args.seconds, args.web_workers)
     for case in cases:
         case["profiles"] = loaded["profiles"]
         case["load_wall_seconds"] = loaded["wall_seconds"]
-    default = (args.orders, args.rates, args.seconds) == (30_000, [100, 500, 1000], 30)
+    default = (args.orders, args.rates, args.seconds, args.web_workers) == (30_000, [100, 500, 1000], 30, 1)
     rates = " ".join(map(str, args.rates))
     command = (
         f"uv run python -m bench.api_latency --orders {args.orders} --rates {rates} --seconds {args.seconds}"
+        f" --web-workers {args.web_workers}"
     )
+    processes = "one process" if args.web_workers == 1 else f"{args.web_workers} uvicorn worker processes"
     results = report.publish(
         "api",
         cases,
@@ -385,19 +396,22 @@ def main() -> None:
             ("answered OK /s", lambda c: c["ok_per_s"]),
             ("requests", lambda c: c["requests"]),
             ("errors", lambda c: c["errors"]),
+            ("shed (503)", lambda c: c["status_codes"].get("503", 0)),
             ("p50 (ms)", lambda c: c["p50_ms"]),
             ("p95 (ms)", lambda c: c["p95_ms"]),
             ("p99 (ms)", lambda c: c["p99_ms"]),
             ("max (ms)", lambda c: c["max_ms"]),
             ("profile CPU %", lambda c: c["profile_cpu_percent"]),
+            ("CPU ms/req", lambda c: c["profile_cpu_ms_per_request"]),
             ("idle CPU %", lambda c: c["profile_idle_cpu_percent"]),
             ("machine CPU %", lambda c: c["machine_busy_percent"]),
             ("others' CPU s", lambda c: c["other_processes_cpu_seconds"]),
             ("new processes", lambda c: c["new_profile_processes"]),
         ],
         note=f"vegeta {VEGETA_VERSION} at a constant rate, {args.seconds} s per rate, against the profile "
-        f"service (one process) holding {loaded['profiles']:,} profiles; the three services, Kafka, "
-        "PostgreSQL and vegeta share the 2 cores. Target: p99 ≤ 20 ms at 500 req/s.",
+        f"service ({processes}, consumers inside, `PROFILE_MAX_IN_FLIGHT` 32) holding "
+        f"{loaded['profiles']:,} profiles; the three services, Kafka, PostgreSQL and vegeta share the 2 "
+        "cores. Target: p99 ≤ 20 ms at 500 req/s.",
         command=None if default else command,
         section="## Profile API latency (`make bench-api`)\n\n"
         "A tenant loaded through the pipeline first (every order line of `clientela generate --orders "

@@ -6,10 +6,22 @@ service (profiles, lookups, timelines, consents, privacy reports) and segmentati
 exports). A route handler records its read with `record_read`; a streamed response records each chunk it
 sends with `audit` on the session that read it. An erasure keeps the events (a key read data) without the
 erased profile ids (`forget_reads`).
+
+`record_read` writes and commits the event before the data is sent, unless the app has an `AuditWriter`
+(`app.state.audit_writer`, the profile service's default: `PROFILE_AUDIT_FLUSH_SECONDS`): then the event
+is queued in memory and a background thread inserts what is queued in one statement every
+`flush_seconds` (or sooner, past `FLUSH_ROWS` rows), and at shutdown. What that costs: a process killed
+with SIGKILL (or that loses its power) loses the events of its last `flush_seconds` of reads (0.2 s by
+default), and, while the database refuses the inserts, those it retries (at most `max_pending`: past that,
+reads are refused with a 503 rather than served unrecorded). A clean stop (SIGTERM) loses nothing. Reading
+the trail (`GET /v1/audit-log`) and an erasure (`forget_reads`) first write what this process queued.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+import weakref
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Annotated, Any
@@ -19,13 +31,16 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 from pydantic import Field as ApiField
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from shared.auth import TenantDep
 from shared.db import SessionDep, UTCDateTime, after_row, new_registry, utcnow
-from shared.errors import problem_responses
+from shared.errors import DomainError, problem_responses
 from shared.logs import request_id_var
 
+log = logging.getLogger("clientela.audit")
 audit_registry = new_registry()
 
 
@@ -86,14 +101,139 @@ def reader(request: Request) -> dict[str, Any]:
     }
 
 
+class AuditUnavailable(DomainError):
+    """The audit trail cannot be written: the read is refused rather than served unrecorded."""
+
+    status = 503
+    title = "Service unavailable"
+
+
+class AuditWriter:
+    """Audit events queued in memory and inserted by a thread, many rows per statement (see the module
+    docstring for what a crash can lose). Thread-safe; `start` it, and `stop` it to write the rest."""
+
+    FLUSH_ROWS = 500
+
+    def __init__(self, engine: Engine, *, flush_seconds: float = 0.2, max_pending: int = 50_000) -> None:
+        if flush_seconds <= 0 or max_pending < 1:
+            raise ValueError("flush_seconds and max_pending must be positive")
+        self.engine, self.flush_seconds, self.max_pending = engine, flush_seconds, max_pending
+        self._pending: list[dict[str, Any]] = []
+        self._lock = threading.Lock()  # guards _pending
+        self._writing = threading.Lock()  # one insert at a time, in queue order
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._accepting = False  # between start and stop
+        _writers.add(self)
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
+        self._thread.start()
+        self._accepting = True
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the thread and write what is queued."""
+        with self._lock:
+            self._accepting = False
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        try:
+            self.flush()
+        except SQLAlchemyError as exc:
+            log.error(
+                "audit events lost at shutdown",
+                extra={"error_type": type(exc).__name__, "events": self.pending()},
+            )
+
+    def add(self, row: dict[str, Any]) -> bool:
+        """Queue an `audit_event` row; False when the writer is not running (the caller writes it)."""
+        with self._lock:
+            if not self._accepting:
+                return False
+            if len(self._pending) >= self.max_pending:
+                raise AuditUnavailable(
+                    "The audit trail cannot be written now; retry later.", headers={"Retry-After": "5"}
+                )
+            self._pending.append(row)
+            full = len(self._pending) >= self.FLUSH_ROWS
+        if full:
+            self._wake.set()
+        return True
+
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def flush(self) -> int:
+        """Insert what is queued now, in one transaction; returns the rows written. On a database error the
+        rows go back to the queue (in order) and the error is raised."""
+        with self._writing:
+            with self._lock:
+                rows, self._pending = self._pending, []
+            if not rows:
+                return 0
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(sa.insert(AuditEvent.__table__), rows)  # type: ignore[attr-defined]
+            except BaseException:
+                with self._lock:
+                    self._pending[:0] = rows
+                raise
+            return len(rows)
+
+    def _run(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            self._wake.wait(self.flush_seconds * min(2**failures, 50))
+            self._wake.clear()
+            try:
+                self.flush()
+                failures = 0
+            except SQLAlchemyError as exc:
+                failures += 1
+                # The type only: a driver's message can quote the rows.
+                log.warning(
+                    "audit events not written; retrying",
+                    extra={"error_type": type(exc).__name__, "pending": self.pending()},
+                )
+
+
+_writers: weakref.WeakSet[AuditWriter] = weakref.WeakSet()
+
+
+def flush_writers() -> None:
+    """Write what every `AuditWriter` of this process queued (before reading or erasing the trail)."""
+    for writer in list(_writers):
+        writer.flush()
+
+
 def record_read(
     request: Request, session: Session, tenant_id: UUID, action: str, profile_ids: Iterable[UUID]
 ) -> None:
-    """Audit a read of personal data made by this request, and commit it (nothing when no profile)."""
+    """Audit a read of personal data made by this request (nothing when no profile): queued with the app's
+    running `AuditWriter`, else written and committed now."""
     ids = list(profile_ids)
     if not ids:
         return
-    audit(session, tenant_id=tenant_id, action=action, profile_ids=ids, **reader(request))
+    who = reader(request)
+    writer: AuditWriter | None = getattr(request.app.state, "audit_writer", None)
+    if writer is not None and writer.add(
+        {
+            "id": uuid4(),
+            "tenant_id": tenant_id,
+            "at": utcnow(),
+            "api_key_id": UUID(who["api_key_id"]) if who["api_key_id"] else None,
+            "action": action,
+            "route": who["route"],
+            "profile_ids": [str(p) for p in ids],
+            "request_id": who["request_id"],
+        }
+    ):
+        return
+    audit(session, tenant_id=tenant_id, action=action, profile_ids=ids, **who)
     session.commit()
 
 
@@ -102,6 +242,7 @@ def forget_reads(session: Session, tenant_id: UUID, ids: list[UUID]) -> int:
     Returns how many events changed (the caller commits)."""
     if not ids:
         return 0
+    flush_writers()  # reads queued in this process, before they are looked for
     wanted = {str(i) for i in ids}
     changed = 0
     for event in session.exec(select(AuditEvent).where(AuditEvent.tenant_id == tenant_id, _naming(ids))):
@@ -177,6 +318,7 @@ router = APIRouter(prefix="/v1", tags=["privacy"])
 
 @router.get("/audit-log", responses=problem_responses(401, 403, 422))
 def audit_log(
+    request: Request,
     tenant_id: TenantDep,
     session: SessionDep,
     profile_id: Annotated[UUID | None, Query(description="Only reads of this profile.")] = None,
@@ -186,6 +328,9 @@ def audit_log(
 ) -> AuditPage:
     """The reads of personal data this service served: which key, which profiles, through which route,
     when. Newest first."""
+    writer: AuditWriter | None = getattr(request.app.state, "audit_writer", None)
+    if writer is not None:
+        writer.flush()  # the reads this process queued are listed too
     found = list_audit(
         session, tenant_id, profile_id=profile_id, api_key_id=api_key_id, before=cursor, limit=limit
     )

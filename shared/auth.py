@@ -2,7 +2,10 @@
 
 API keys are shown once and stored as SHA-256. Every service authenticates against its own copy of the
 `api_key` table; ingest owns the keys and the others replicate them from the tenants topic (see
-`apply_tenant_event`), so a revocation reaches every service within seconds.
+`apply_tenant_event`), so a revocation reaches every service within seconds. A service may keep the keys it
+verified in memory for a few seconds (`KeyCache`, the profile service's `PROFILE_API_KEY_CACHE_SECONDS`):
+there a revocation applies when the tenants topic brings it, if that is consumed in the same process, else
+within the cache's time.
 
 What a route needs is decided here, in one place (`ROUTE_SCOPES`), from the HTTP method and the route
 template; a route no entry maps is refused to every key, so a new route cannot escape the check.
@@ -17,16 +20,21 @@ import math
 import secrets
 import threading
 import time
+import weakref
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Any, Literal, get_args
 from uuid import UUID
 
+import sqlalchemy as sa
 from fastapi import Depends, FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from shared.db import SessionDep, utcnow
+from shared.db import utcnow
 from shared.errors import Forbidden, TooManyRequests, Unauthorized
 from shared.events import (
     ApiKeyChanged,
@@ -201,14 +209,94 @@ def retry_after(wait_s: float) -> int:
     return max(1, math.ceil(wait_s))
 
 
+# -- verified keys -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class KnownKey:
+    """An API key's row as read from this service's replica (a revoked or expired key too)."""
+
+    tenant_id: UUID
+    key_id: UUID
+    scopes: frozenset[str]
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+    @classmethod
+    def of(cls, key: ApiKey) -> KnownKey:
+        return cls(key.tenant_id, key.id, frozenset(key.scopes), key.expires_at, key.revoked_at)
+
+
+class KeyCache:
+    """API keys this process read from its database, by hash, for `ttl` seconds: a busy API reads the key
+    row once per key every few seconds instead of at every request. Expiry is still checked at every
+    request; a revocation or a change of scopes takes effect at once where the tenants topic is consumed in
+    this process (`apply_tenant_event` forgets the key), else within `ttl`. Unknown keys are not kept (a
+    key issued a moment ago works as soon as it is replicated). Thread-safe."""
+
+    MAX_KEYS = 10_000
+
+    def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
+        if ttl <= 0:
+            raise ValueError("ttl must be positive")
+        self.ttl, self.clock = ttl, clock
+        self._keys: dict[str, tuple[float, KnownKey]] = {}
+        self._lock = threading.Lock()
+        _caches.add(self)
+
+    def get(self, key_hash: str) -> KnownKey | None:
+        found = self._keys.get(key_hash)
+        if found is None or self.clock() - found[0] >= self.ttl:
+            return None
+        return found[1]
+
+    def put(self, key_hash: str, key: KnownKey) -> None:
+        with self._lock:
+            if len(self._keys) >= self.MAX_KEYS:
+                self._keys.clear()
+            self._keys[key_hash] = (self.clock(), key)
+
+    def forget(self, key_id: UUID) -> None:
+        with self._lock:
+            self._keys = {h: v for h, v in self._keys.items() if v[1].key_id != key_id}
+
+
+_caches: weakref.WeakSet[KeyCache] = weakref.WeakSet()
+
+
+def forget_key(key_id: UUID) -> None:
+    """Drop a key from every cache of this process (it was revoked or changed)."""
+    for cache in list(_caches):
+        cache.forget(key_id)
+
+
+def _load_key(engine: Engine, key_hash: str) -> KnownKey | None:
+    with Session(engine) as session:
+        key = session.exec(select(ApiKey).where(ApiKey.key_hash == key_hash)).first()
+        return None if key is None else KnownKey.of(key)
+
+
+async def known_key(request: Request, key_hash: str) -> KnownKey | None:
+    """The key's row: from the app's `KeyCache` (`app.state.api_key_cache`, when it has one), else read in
+    the thread pool."""
+    cache: KeyCache | None = getattr(request.app.state, "api_key_cache", None)
+    key = cache.get(key_hash) if cache is not None else None
+    if key is None:
+        key = await run_in_threadpool(_load_key, request.app.state.engine, key_hash)
+        if key is not None and cache is not None:
+            cache.put(key_hash, key)
+    return key
+
+
 # -- dependencies ------------------------------------------------------------------------------------------
 
 
-def require_caller(request: Request, session: SessionDep, credentials: BearerDep) -> Caller:
-    """Authenticate the API key (401), apply its rate limit (429), then check the route's scope (403)."""
+async def require_caller(request: Request, credentials: BearerDep) -> Caller:
+    """Authenticate the API key (401), apply its rate limit (429), then check the route's scope (403).
+    Async: a key found in the cache costs no trip to the thread pool."""
     if credentials is None or not credentials.credentials:
         raise Unauthorized("Send the tenant's API key as `Authorization: Bearer <key>`.")
-    key = session.exec(select(ApiKey).where(ApiKey.key_hash == hash_api_key(credentials.credentials))).first()
+    key = await known_key(request, hash_api_key(credentials.credentials))
     if key is None:
         raise Unauthorized("The API key is not valid.")
     if key.revoked_at is not None:
@@ -216,10 +304,10 @@ def require_caller(request: Request, session: SessionDep, credentials: BearerDep
     if key.expires_at is not None and key.expires_at <= utcnow():
         raise Unauthorized("The API key has expired.")
     request.state.tenant_id = str(key.tenant_id)
-    request.state.api_key_id = str(key.id)
+    request.state.api_key_id = str(key.key_id)
 
     limiter = rate_limiter(request.app)
-    if limiter is not None and (wait := limiter.take(key.id)) > 0:
+    if limiter is not None and (wait := limiter.take(key.key_id)) > 0:
         seconds = retry_after(wait)
         raise TooManyRequests(
             f"Over this API key's rate limit; retry in {seconds} s.", headers={"Retry-After": str(seconds)}
@@ -231,13 +319,13 @@ def require_caller(request: Request, session: SessionDep, credentials: BearerDep
         raise Forbidden("This route is not open to API keys.")
     if needed not in key.scopes:
         raise Forbidden(f"The API key lacks the `{needed}` scope.", extra={"required_scope": needed})
-    return Caller(tenant_id=key.tenant_id, key_id=key.id, scopes=frozenset(key.scopes))
+    return Caller(tenant_id=key.tenant_id, key_id=key.key_id, scopes=key.scopes)
 
 
 CallerDep = Annotated[Caller, Depends(require_caller)]
 
 
-def require_tenant(caller: CallerDep) -> UUID:
+async def require_tenant(caller: CallerDep) -> UUID:
     """The calling tenant's id (see `require_caller`: the key is authenticated, limited and scoped)."""
     return caller.tenant_id
 
@@ -285,6 +373,9 @@ def apply_tenant_event(session: Session, envelope: Envelope, event: TenantEvent)
         key = session.get(ApiKey, event.key_id)
         if key is None or key.tenant_id != envelope.tenant_id:
             return
+        # Forgotten now and once committed: a request in between may have cached the row as it was.
+        forget_key(key.id)
+        sa.event.listen(session, "after_commit", lambda _: forget_key(event.key_id), once=True)
         if isinstance(event, ApiKeyChanged):
             key.name, key.scopes, key.expires_at = event.name, list(event.scopes), event.expires_at
         elif key.revoked_at is None:

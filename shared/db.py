@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+import time
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, cast
@@ -12,6 +13,7 @@ import orjson
 import psycopg
 import sqlalchemy as sa
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from pydantic._internal import _fields as _pydantic_fields
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
@@ -95,16 +97,76 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     if "poolclass" not in kwargs:
         kwargs.setdefault("pool_size", 10)
         kwargs.setdefault("max_overflow", 20)
-    # pre-ping: after a PostgreSQL restart, stale pooled connections are replaced instead of failing.
-    return sa.create_engine(url, pool_pre_ping=True, **kwargs)
+    engine = sa.create_engine(url, **kwargs)
+    ping_when_idle(engine)
+    return engine
 
 
-def get_session(request: Request) -> Iterator[Session]:
-    with Session(request.app.state.engine) as session:
+PING_AFTER_IDLE_S = 1.0
+
+
+def ping_when_idle(
+    engine: Engine, after_s: float = PING_AFTER_IDLE_S, clock: Callable[[], float] = time.monotonic
+) -> None:
+    """After a PostgreSQL restart, stale pooled connections are replaced instead of failing: a connection
+    idle in the pool for more than `after_s` is pinged when checked out, and a dead one is swapped for a
+    fresh one. SQLAlchemy's `pool_pre_ping` pings at every checkout: a round trip per request of the API,
+    for connections that were busy milliseconds ago. A connection that dies while in use still fails its
+    statement, and that error makes the pool drop every connection opened before it."""
+
+    @event.listens_for(engine, "checkin")
+    def _idle_since(_dbapi_conn: Any, record: Any) -> None:
+        record.info["idle_since"] = clock()
+
+    @event.listens_for(engine, "checkout")
+    def _ping_if_idle(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.pop("idle_since", None)
+        if since is None or clock() - since <= after_s:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except engine.dialect.loaded_dbapi.Error as exc:
+            if getattr(dbapi_conn, "closed", False) or engine.dialect.is_disconnect(exc, dbapi_conn, None):
+                raise sa_exc.DisconnectionError() from exc  # the pool retries with a new connection
+            raise
+
+
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    """The request's session. Made in the event loop (no I/O until used) and closed there when it holds no
+    connection; else closed in the thread pool (closing ends the transaction: a round trip). Routes that end
+    their transaction themselves, in their own thread, leave nothing to do here."""
+    session = Session(request.app.state.engine)
+    try:
         yield session
+    finally:
+        if session.in_transaction():
+            await run_in_threadpool(session.close)
+        else:
+            session.close()
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
+
+
+async def get_read_session(request: Request) -> AsyncIterator[Session]:
+    """A session for routes that only read, with one statement each: in autocommit, so that it costs no
+    BEGIN and ROLLBACK round trips; each statement sees what was committed before it ran. Closed like
+    `get_session`'s."""
+    state = request.app.state
+    engine = getattr(state, "read_engine", None)
+    if engine is None:
+        engine = state.read_engine = state.engine.execution_options(isolation_level="AUTOCOMMIT")
+    session = Session(engine)
+    try:
+        yield session
+    finally:
+        if session.in_transaction():
+            await run_in_threadpool(session.close)
+        else:
+            session.close()
+
+
+ReadSessionDep = Annotated[Session, Depends(get_read_session)]
 
 
 NAMING_CONVENTION = {

@@ -5,6 +5,8 @@ The API serves them at `GET /metrics` (`metrics_body`); a consumer process run a
 Labels never carry personal data: routes are templates, topics and consumers are names.
 
 - `clientela_http_request_duration_seconds{service,method,route,status}`: every request (the route template).
+- `clientela_http_requests_shed_total{service}`: requests refused with a 503 because the process was
+  handling its `max_in_flight` requests already (load shedding, `shared.web.RequestContext`).
 - `clientela_events_consumed_total{service,consumer,topic,outcome}`: events a consumer applied, or skipped
   as already processed (`duplicate`: a redelivery).
 - `clientela_dead_letters_total{service,consumer,topic}`: records sent to the dead-letter topic.
@@ -57,6 +59,11 @@ HTTP_LATENCY = Histogram(
     "HTTP request duration, by route template.",
     ["service", "method", "route", "status"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+HTTP_SHED = Counter(
+    "clientela_http_requests_shed_total",
+    "Requests refused at once (503) because the process was over its in-flight bound.",
+    ["service"],
 )
 EVENTS_CONSUMED = Counter(
     "clientela_events_consumed_total",

@@ -8,7 +8,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from pathlib import Path
@@ -22,7 +22,10 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import AwareDatetime, BaseModel, BeforeValidator
 from sqlalchemy.engine import Engine
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared.audit import AuditWriter
+from shared.auth import KeyCache
 from shared.db import make_engine
 from shared.errors import (
     ContentTooLarge,
@@ -34,7 +37,7 @@ from shared.errors import (
 )
 from shared.logs import configure_logging, correlation_id_var, request_id_var
 from shared.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from shared.metrics import HTTP_LATENCY, metrics_body, prepare_multiprocess, serve_worker_metrics
+from shared.metrics import HTTP_LATENCY, HTTP_SHED, metrics_body, prepare_multiprocess, serve_worker_metrics
 from shared.migrations import upgrade
 from shared.settings import ServiceSettings
 
@@ -130,6 +133,100 @@ def _json_integer(value: Any) -> Any:
 RequestInt = Annotated[int, BeforeValidator(_json_integer)]
 
 
+class RequestContext:
+    """Every request's context, as plain ASGI middleware (Starlette's `BaseHTTPMiddleware` costs a task and
+    a stream per request): a request id (the caller's when it looks like one; logged and echoed in
+    `x-request-id`), the body limit by `Content-Length`, load shedding, the latency metric and the request
+    log line.
+
+    Load shedding: past `max_in_flight` requests being handled at once (0: no bound), a request gets a 503
+    problem+json with `Retry-After` at once instead of waiting behind the others: an overloaded process
+    answers what it can promptly and refuses the rest in microseconds, rather than queueing everything
+    until every request times out. Health, readiness and metrics are never shed."""
+
+    NEVER_SHED = frozenset({"/healthz", "/readyz", "/metrics"})
+    SHED_LOG_EVERY_S = 10.0
+
+    def __init__(
+        self, app: ASGIApp, *, service: str, body_limits: dict[str, int], max_in_flight: int = 0
+    ) -> None:
+        self.app, self.service, self.body_limits = app, service, body_limits
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0  # only touched on the event loop
+        self._shed_logged_at = float("-inf")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        given = headers.get(b"x-request-id", b"").decode("latin-1")
+        request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        token = request_id_var.set(request_id)
+        correlation = correlation_id_var.set(request_id)  # what the request's events carry on
+        started = time.perf_counter()
+        status = 500  # unless the app answers: an exception it raised is answered outside (500)
+        echoed = (b"x-request-id", request_id.encode())
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), echoed]
+            await send(message)
+
+        try:
+            path: str = scope["path"]
+            length = headers.get(b"content-length", b"")
+            limit = next(
+                (n for prefix, n in self.body_limits.items() if path.startswith(prefix)), MAX_BODY_BYTES
+            )
+            if length.isdigit() and int(length) > limit:
+                await problem(413, "Content too large", f"The body limit is {limit} bytes.")(
+                    scope, receive, send_with_id
+                )
+            elif 0 < self.max_in_flight <= self.in_flight and path not in self.NEVER_SHED:
+                await self._shed(scope, receive, send_with_id)
+            else:
+                self.in_flight += 1
+                try:
+                    await self.app(scope, receive, send_with_id)
+                finally:
+                    self.in_flight -= 1
+        finally:
+            # The route template, never the raw URL: query strings and paths may carry personal data.
+            template = getattr(scope.get("route"), "path", "unmatched")
+            elapsed = time.perf_counter() - started
+            HTTP_LATENCY.labels(self.service, scope["method"], template, status).observe(elapsed)
+            if log.isEnabledFor(logging.INFO):
+                extra: dict[str, Any] = {
+                    "method": scope["method"],
+                    "route": template,
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 2),
+                }
+                tenant_id = scope.get("state", {}).get("tenant_id")
+                if tenant_id:
+                    extra["tenant_id"] = tenant_id
+                log.info("request", extra=extra)
+            request_id_var.reset(token)
+            correlation_id_var.reset(correlation)
+
+    async def _shed(self, scope: Scope, receive: Receive, send: Send) -> None:
+        HTTP_SHED.labels(self.service).inc()
+        now = time.monotonic()
+        if now - self._shed_logged_at >= self.SHED_LOG_EVERY_S:  # not a line per refused request
+            self._shed_logged_at = now
+            log.warning("over capacity: shedding requests", extra={"max_in_flight": self.max_in_flight})
+        response = problem(
+            503,
+            "Service unavailable",
+            "The service is over capacity; retry in a moment.",
+            headers={"Retry-After": "1"},
+        )
+        await response(scope, receive, send)
+
+
 def kafka_reachable(bootstrap_servers: str, timeout: float = 1.0) -> bool:
     for server in bootstrap_servers.split(","):
         host, _, port = server.strip().rpartition(":")
@@ -151,7 +248,15 @@ def create_service_app(
     workers: Callable[[Engine, ServiceSettings], Sequence[tuple[str, Worker]]],
     schemas: Sequence[type[BaseModel]] = (),
     body_limits: dict[str, int] | None = None,
+    max_in_flight: int = 0,
+    audit_flush_seconds: float = 0,
+    api_key_cache_seconds: float = 0,
 ) -> FastAPI:
+    """A service's app. `max_in_flight`: requests handled at once past which others get a 503 at once (0:
+    no bound; see `RequestContext`); `audit_flush_seconds`: reads audited through an `AuditWriter` flushed
+    this often (0: each written with its request); `api_key_cache_seconds`: verified API keys kept this
+    long (0: read at every request; see `KeyCache`)."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(settings.service_name, settings.log_level)
@@ -160,60 +265,33 @@ def create_service_app(
         threads = WorkerThreads(workers(app.state.engine, settings) if settings.run_workers else [])
         app.state.workers = threads
         threads.start()
+        audit_writer: AuditWriter | None = app.state.audit_writer
+        if audit_writer is not None:
+            audit_writer.start()
         log.info("service started", extra={"workers": [t.name for t in threads.threads]})
         try:
             yield
         finally:
+            if audit_writer is not None:
+                await run_in_threadpool(audit_writer.stop)
             await run_in_threadpool(threads.stop)
             app.state.engine.dispose()
 
     app = FastAPI(title=title, description=description, version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
     app.state.engine = make_engine(settings.database_url)
+    app.state.audit_writer = (
+        AuditWriter(app.state.engine, flush_seconds=audit_flush_seconds) if audit_flush_seconds > 0 else None
+    )
+    app.state.api_key_cache = KeyCache(api_key_cache_seconds) if api_key_cache_seconds > 0 else None
     install_problem_handlers(app)
 
-    @app.middleware("http")
-    async def request_context(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        # A caller's request id is kept only when it looks like one (it is logged and echoed).
-        given = request.headers.get("x-request-id", "")
-        request_id = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
-        token = request_id_var.set(request_id)
-        correlation = correlation_id_var.set(request_id)  # what the request's events carry on
-        started = time.perf_counter()
-        try:
-            length = request.headers.get("content-length")
-            limit = next(
-                (n for prefix, n in (body_limits or {}).items() if request.url.path.startswith(prefix)),
-                MAX_BODY_BYTES,
-            )
-            if length and length.isdigit() and int(length) > limit:
-                response: Response = problem(413, "Content too large", f"The body limit is {limit} bytes.")
-            else:
-                response = await call_next(request)
-            route = request.scope.get("route")
-            # The route template, never the raw URL: query strings and paths may carry personal data.
-            template = getattr(route, "path", "unmatched")
-            elapsed = time.perf_counter() - started
-            HTTP_LATENCY.labels(
-                settings.service_name, request.method, template, response.status_code
-            ).observe(elapsed)
-            extra: dict[str, Any] = {
-                "method": request.method,
-                "route": template,
-                "status": response.status_code,
-                "duration_ms": round(elapsed * 1000, 2),
-            }
-            tenant_id = getattr(request.state, "tenant_id", None)
-            if tenant_id:
-                extra["tenant_id"] = tenant_id
-            log.info("request", extra=extra)
-            response.headers["x-request-id"] = request_id
-            return response
-        finally:
-            request_id_var.reset(token)
-            correlation_id_var.reset(correlation)
+    app.add_middleware(
+        RequestContext,
+        service=settings.service_name,
+        body_limits=body_limits or {},
+        max_in_flight=max_in_flight,
+    )
 
     @app.get("/healthz", tags=["health"], summary="Liveness")
     def healthz() -> dict[str, str]:

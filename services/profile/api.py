@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from collections.abc import Callable
+from typing import Annotated, Literal, TypeVar
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from sqlmodel import Session
 
 from services.profile import identity_rules, probabilistic, profiles, refresh, unmerge
 from services.profile.identity_rules import IdentityRules
@@ -27,7 +30,7 @@ from services.profile.schemas import (
 )
 from shared.audit import record_read
 from shared.auth import TenantDep
-from shared.db import SessionDep
+from shared.db import ReadSessionDep, SessionDep
 from shared.errors import Invalid, problem_responses
 from shared.logs import request_id_var
 from shared.web import RequestTime
@@ -35,21 +38,46 @@ from shared.web import RequestTime
 router = APIRouter(prefix="/v1", tags=["profiles"])
 
 ERRORS = problem_responses(401, 404, 422)
+T = TypeVar("T")
+
+
+# The two lookups below are the API's hot path: they are `async` and run their blocking part in the thread
+# pool in one go (`in_thread`), ending the session's transaction there. A plain `def` route costs two
+# more trips to the pool (FastAPI validates its answer there) and one to close the session.
+
+
+async def in_thread(session: Session, work: Callable[[], T]) -> T:
+    """`work()` in the thread pool, then the session closed in the same thread (the read transaction
+    ends there, not on the event loop)."""
+
+    def run() -> T:
+        try:
+            return work()
+        finally:
+            session.close()
+
+    return await run_in_threadpool(run)
 
 
 @router.get("/profiles/{profile_id}", responses=ERRORS)
-def get_profile(profile_id: UUID, request: Request, tenant_id: TenantDep, session: SessionDep) -> ProfileRead:
+async def get_profile(
+    profile_id: UUID, request: Request, tenant_id: TenantDep, session: ReadSessionDep
+) -> ProfileRead:
     """One profile by id (the read is recorded in the audit trail)."""
-    found = ProfileRead.of(profiles.get_profile(profile_id, tenant_id=tenant_id, session=session))
-    record_read(request, session, tenant_id, "profile.read", [found.id])
-    return found
+
+    def read() -> ProfileRead:
+        found = ProfileRead.of(profiles.get_profile(profile_id, tenant_id=tenant_id, session=session))
+        record_read(request, session, tenant_id, "profile.read", [found.id])
+        return found
+
+    return await in_thread(session, read)
 
 
 @router.get("/profiles", responses=ERRORS)
-def list_profiles(
+async def list_profiles(
     request: Request,
     tenant_id: TenantDep,
-    session: SessionDep,
+    session: ReadSessionDep,
     email: Annotated[str | None, Query(description="Profiles owning this e-mail (normalised first).")] = None,
     phone: Annotated[str | None, Query(description="... this phone (any format; Brazil by default).")] = None,
     document: Annotated[str | None, Query(description="... this CPF/CNPJ (with or without mask).")] = None,
@@ -76,14 +104,20 @@ def list_profiles(
         raise Invalid("`source` and `external_id` go together.")
     if source is not None and external_id is not None:
         lookup["customer_id"] = f"{source.strip().lower()}:{external_id}"
-    found = profiles.list_profiles(
-        tenant_id=tenant_id, session=session, lookup=lookup, filters=filters, after=cursor, limit=limit
-    )
-    next_cursor = str(found[-1].id) if len(found) == limit else None
-    page = ProfilePage(items=[ProfileRead.of(p, masked=not lookup) for p in found], next_cursor=next_cursor)
-    action = "profile.search" if lookup else "profile.list"
-    record_read(request, session, tenant_id, action, (p.id for p in found))
-    return page
+
+    def read() -> ProfilePage:
+        found = profiles.list_profiles(
+            tenant_id=tenant_id, session=session, lookup=lookup, filters=filters, after=cursor, limit=limit
+        )
+        next_cursor = str(found[-1].id) if len(found) == limit else None
+        page = ProfilePage(
+            items=[ProfileRead.of(p, masked=not lookup) for p in found], next_cursor=next_cursor
+        )
+        action = "profile.search" if lookup else "profile.list"
+        record_read(request, session, tenant_id, action, (p.id for p in found))
+        return page
+
+    return await in_thread(session, read)
 
 
 @router.get("/profiles/{profile_id}/merges", responses=ERRORS)

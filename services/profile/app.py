@@ -17,11 +17,15 @@ SERVICE_DIR = Path(__file__).parent
 
 
 def create_app(settings: ProfileSettings | None = None) -> FastAPI:
+    settings = settings or get_settings()
     return create_service_app(
-        settings=settings or get_settings(),
+        settings=settings,
         service_dir=SERVICE_DIR,
         title="Clientela profiles",
         description="Unified customer profiles (one per person per seller) and their traits.",
         routers=[router, privacy_router, audit_router],
         workers=workers,
+        max_in_flight=settings.max_in_flight,
+        audit_flush_seconds=settings.audit_flush_seconds,
+        api_key_cache_seconds=settings.api_key_cache_seconds,
     )

@@ -27,6 +27,24 @@ class ProfileSettings(ServiceSettings):
     match_suggest_threshold: float = Field(
         0.6, ge=0, le=1, description="Probabilistic stage: suggest a merge at or above this probability."
     )
+    max_in_flight: int = Field(
+        32,
+        ge=0,
+        description="Requests this process handles at once; past it, others get a 503 with `Retry-After` "
+        "at once instead of queueing (0: no bound). Health, readiness and metrics are never refused.",
+    )
+    audit_flush_seconds: float = Field(
+        0.2,
+        ge=0,
+        description="Reads are audited through an in-memory queue written this often (a SIGKILL loses at "
+        "most this much of the audit trail); 0: each read's audit event is committed before it is answered.",
+    )
+    api_key_cache_seconds: float = Field(
+        5,
+        ge=0,
+        description="Verified API keys are kept this long in memory: a revocation reaches an API process "
+        "that does not consume the tenants topic itself within this time (0: read at every request).",
+    )
 
 
 @lru_cache
