@@ -270,6 +270,13 @@ def forget_key(key_id: UUID) -> None:
         cache.forget(key_id)
 
 
+def forget_on_commit(session: Session, key_id: UUID) -> None:
+    """A key this transaction changes: forgotten by this process's caches now and once committed (a
+    request in between may have cached the row as it was)."""
+    forget_key(key_id)
+    sa.event.listen(session, "after_commit", lambda _: forget_key(key_id), once=True)
+
+
 def _load_key(engine: Engine, key_hash: str) -> KnownKey | None:
     with Session(engine) as session:
         key = session.exec(select(ApiKey).where(ApiKey.key_hash == key_hash)).first()
@@ -373,9 +380,7 @@ def apply_tenant_event(session: Session, envelope: Envelope, event: TenantEvent)
         key = session.get(ApiKey, event.key_id)
         if key is None or key.tenant_id != envelope.tenant_id:
             return
-        # Forgotten now and once committed: a request in between may have cached the row as it was.
-        forget_key(key.id)
-        sa.event.listen(session, "after_commit", lambda _: forget_key(event.key_id), once=True)
+        forget_on_commit(session, key.id)
         if isinstance(event, ApiKeyChanged):
             key.name, key.scopes, key.expires_at = event.name, list(event.scopes), event.expires_at
         elif key.revoked_at is None:

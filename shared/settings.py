@@ -58,6 +58,13 @@ class ServiceSettings(BaseSettings):
         description="Published outbox rows (event bodies, personal data included) are deleted after this.",
     )
     consumer_max_attempts: int = Field(3, validation_alias=_common("consumer_max_attempts"))
+    api_key_cache_seconds: float = Field(
+        5,
+        ge=0,
+        description="Verified API keys are kept this long in memory: a revocation or scope change applies "
+        "at once in the process that made it (ingest) or consumed it (a service running its workers), "
+        "within this time in another process (0: the key is read at every request).",
+    )
     metrics_port: int = Field(
         9100,
         ge=0,

@@ -71,6 +71,11 @@ class QualityCounter(IngestTable, table=True):
     day: date = Field(sa_column=sa.Column(sa.Date(), primary_key=True))
     kind: str = Field(sa_column=sa.Column(sa.String(20), primary_key=True))
     metric: str = Field(sa_column=sa.Column(sa.String(200), primary_key=True))
+    shard: int = Field(
+        default=0,
+        sa_column=sa.Column(sa.SmallInteger(), primary_key=True, server_default="0"),
+        description="Which of the metric's rows (see `quality.SHARDS`): the count is their sum.",
+    )
     count: int = Field(sa_column=sa.Column(sa.BigInteger(), nullable=False))
 
 

@@ -2,23 +2,33 @@
 rejected (by field and reason) and how complete the accepted records are.
 
 Counts are tallied in memory while a request is processed and added to `quality_counter` in the same
-transaction as the records (one upsert per metric), so they stay exact under retries and replays.
+transaction as the records (one upsert per metric), so they stay exact under retries and replays. Each
+metric's daily count is spread over `SHARDS` rows, one picked at random per request and summed when read:
+with a single row, every request of a tenant held the same row locks until it committed, and concurrent
+requests queued behind each other.
 """
 
 from __future__ import annotations
 
+import functools
+import random
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.dml import Insert
 from sqlmodel import Session, col
 
 from services.ingest.models import QualityCounter
+
+_COUNTERS = cast(sa.Table, sa.inspect(QualityCounter).local_table)
+
+SHARDS = 16  # rows per metric and day: concurrent requests rarely pick the same one
 
 # The optional fields whose completeness is tracked, per kind (dotted paths into the canonical JSON).
 TRACKED: dict[str, tuple[str, ...]] = {
@@ -79,18 +89,22 @@ def add(session: Session, tenant_id: UUID, tally: Tally, *, day: date | None = N
     if not tally.counts:
         return
     day = day or datetime.now(UTC).date()
+    shard = random.randrange(SHARDS)  # noqa: S311 - spreads row locks, nothing secret
     rows = [
-        {"tenant_id": tenant_id, "day": day, "kind": tally.kind, "metric": metric, "count": count}
-        for metric, count in sorted(tally.counts.items())  # sorted: concurrent upserts lock in one order
+        {"tenant_id": tenant_id, "day": day, "kind": tally.kind, "metric": metric, "shard": shard, "count": n}
+        for metric, n in sorted(tally.counts.items())  # sorted: concurrent upserts lock in one order
     ]
-    dialect = session.get_bind().dialect.name
+    session.execute(_upsert(session.get_bind().dialect.name), rows)
+
+
+@functools.cache
+def _upsert(dialect: str) -> Insert:
+    """One row's upsert, built once and executed for many rows (compiled once, not at every request)."""
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(QualityCounter).values(rows)
-    session.execute(
-        statement.on_conflict_do_update(
-            index_elements=["tenant_id", "day", "kind", "metric"],
-            set_={"count": col(QualityCounter.count) + statement.excluded["count"]},
-        )
+    statement = insert(_COUNTERS)
+    return statement.on_conflict_do_update(
+        index_elements=["tenant_id", "day", "kind", "metric", "shard"],
+        set_={"count": _COUNTERS.c["count"] + statement.excluded["count"]},
     )
 
 

@@ -16,7 +16,7 @@ from uuid import UUID, uuid4
 
 from sqlmodel import Session, col, select
 
-from shared.auth import ALL_SCOPES, Scope, new_api_key
+from shared.auth import ALL_SCOPES, Scope, forget_on_commit, new_api_key
 from shared.db import after_row, utcnow
 from shared.errors import Conflict, Forbidden, Invalid, NotFound
 from shared.events import ApiKeyChanged, ApiKeyIssuedV2, ApiKeyRevoked, TenantCreated
@@ -129,6 +129,7 @@ def rotate_key(
             tenant_id=tenant_id,
             key=str(tenant_id),
         )
+        forget_on_commit(session, old.id)
     session.commit()
     session.refresh(old)
     session.refresh(new)
@@ -148,6 +149,7 @@ def revoke_key(key_id: UUID, *, tenant_id: UUID, session: Session) -> ApiKey:
     key.revoked_at = now
     session.add(key)
     add_event(session, ApiKeyRevoked(key_id=key.id, revoked_at=now), tenant_id=tenant_id, key=str(tenant_id))
+    forget_on_commit(session, key.id)
     session.commit()
     session.refresh(key)
     return key

@@ -39,12 +39,6 @@ class ProfileSettings(ServiceSettings):
         description="Reads are audited through an in-memory queue written this often (a SIGKILL loses at "
         "most this much of the audit trail); 0: each read's audit event is committed before it is answered.",
     )
-    api_key_cache_seconds: float = Field(
-        5,
-        ge=0,
-        description="Verified API keys are kept this long in memory: a revocation reaches an API process "
-        "that does not consume the tenants topic itself within this time (0: read at every request).",
-    )
 
 
 @lru_cache

@@ -304,3 +304,23 @@ def test_a_replayed_tenant_creation_keeps_its_key_sealed_at_rest(stack: Stack, i
         stored = session.exec(select(IdempotencyRecord).where(IdempotencyRecord.key == "tenant-once")).one()
     assert stored.response_body is not None
     assert first.json()["api_key"].encode() not in stored.response_body
+
+
+def test_quality_counts_spread_over_shards_add_up(stack: Stack, ingest_db: sa.Engine) -> None:
+    """Concurrent requests of one tenant count into different rows of the same metric (no queue on one
+    row's lock); the report sums them."""
+    key = stack.create_tenant()
+
+    def post(n: int) -> int:
+        body = order_body(f"S-{n}", f"s{n}@example.com", "10.00")
+        return stack.ingest.post("/v1/orders", json=body, headers=auth(key)).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        assert set(pool.map(post, range(40))) == {202}
+    with ingest_db.connect() as conn:
+        shards = conn.execute(
+            sa.text("SELECT count(DISTINCT shard) FROM quality_counter WHERE metric = 'accepted'")
+        ).scalar_one()
+    assert shards > 1  # 40 requests over 16 shards: all in one has a chance of 16 ** -39
+    orders = stack.ingest.get("/v1/quality", headers=auth(key)).json()["kinds"]["order"]
+    assert (orders["received"], orders["accepted"]) == (40, 40)
