@@ -42,8 +42,9 @@ T = TypeVar("T")
 
 
 # The two lookups below are the API's hot path: they are `async` and run their blocking part in the thread
-# pool in one go (`in_thread`), ending the session's transaction there. A plain `def` route costs two
-# more trips to the pool (FastAPI validates its answer there) and one to close the session.
+# pool in one go (`in_thread`), closing the session there. A plain `def` route costs two more trips to the
+# pool (FastAPI validates its answer there) and one to close the session. They read the profile with
+# SQLAlchemy Core (`profiles.read_profile`, `profiles.find_profiles`), not the ORM.
 
 
 async def in_thread(session: Session, work: Callable[[], T]) -> T:
@@ -66,7 +67,7 @@ async def get_profile(
     """One profile by id (the read is recorded in the audit trail)."""
 
     def read() -> ProfileRead:
-        found = ProfileRead.of(profiles.get_profile(profile_id, tenant_id=tenant_id, session=session))
+        found = ProfileRead.of(profiles.read_profile(profile_id, tenant_id=tenant_id, session=session))
         record_read(request, session, tenant_id, "profile.read", [found.id])
         return found
 
@@ -106,7 +107,7 @@ async def list_profiles(
         lookup["customer_id"] = f"{source.strip().lower()}:{external_id}"
 
     def read() -> ProfilePage:
-        found = profiles.list_profiles(
+        found = profiles.find_profiles(
             tenant_id=tenant_id, session=session, lookup=lookup, filters=filters, after=cursor, limit=limit
         )
         next_cursor = str(found[-1].id) if len(found) == limit else None

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
 from services.profile.models import MergeRecord, MergeSuggestion, Profile, TraitsRefresh
+from services.profile.profiles import ProfileRow
 from shared.crypto import keyring
 from shared.records import Consent, average_order_value, from_minor
 
@@ -75,7 +76,7 @@ class ProfileRead(BaseModel):
     updated_at: datetime
 
     @classmethod
-    def of(cls, profile: Profile, *, masked: bool = False) -> ProfileRead:
+    def of(cls, profile: Profile | ProfileRow, *, masked: bool = False) -> ProfileRead:
         total = from_minor(profile.total_spent_minor)
         keys = keyring()
         email = keys.open(profile.tenant_id, profile.email) if profile.email else None
