@@ -404,6 +404,15 @@ def _claim(
         session.add(row)
 
 
+def _move(session: Session, key: sa.Column[UUID], merged: UUID, survivor: UUID) -> list[str]:
+    """Repoint the rows of `key`'s table from the merged profile to the survivor; the keys moved."""
+    table = key.table
+    moved = session.execute(
+        sa.update(table).where(table.c.profile_id == merged).values(profile_id=survivor).returning(key)
+    )
+    return [str(value) for value in moved.scalars()]
+
+
 def merge(
     session: Session,
     survivor: Profile,
@@ -421,29 +430,13 @@ def merge(
     # would scan every object of the session to keep them current. The batch's own orders are kept current
     # below; a record object of the session may keep the merged id until the commit, where it only names
     # the profile a newer version of it leaves (to recompute: a merged profile is not).
-    moved_orders = [
-        str(order_id)
-        for order_id in session.execute(
-            sa.update(_ORDERS)
-            .where(_ORDERS.c.profile_id == merged.id)
-            .values(profile_id=survivor.id)
-            .returning(_ORDERS.c.order_id)
-        ).scalars()
-    ]
+    moved_orders = _move(session, _ORDERS.c.order_id, merged.id, survivor.id)
     known_orders = session.info.get("known_orders")
     if isinstance(known_orders, dict):
         for stored in known_orders.values():
             if stored is not None and stored.profile_id == merged.id:
                 set_committed_value(stored, "profile_id", survivor.id)
-    moved_records = [
-        str(record_id)
-        for record_id in session.execute(
-            sa.update(_RECORDS)
-            .where(_RECORDS.c.profile_id == merged.id)
-            .values(profile_id=survivor.id)
-            .returning(_RECORDS.c.id)
-        ).scalars()
-    ]
+    moved_records = _move(session, _RECORDS.c.id, merged.id, survivor.id)
     # A block against the merged profile now holds against the survivor that took it in.
     for block in session.exec(
         select(MergeBlock).where(
