@@ -23,7 +23,7 @@ import pytest
 
 from tests.e2e.conftest import ServiceProcess, free_ports
 from tests.e2e.test_e2e_webhooks import WEBHOOK_ENV, SellerReceiver, receiver
-from tests.support import ADMIN_TOKEN, auth, eventually, order_body
+from tests.support import ADMIN_TOKEN, auth, eventually, get_within_limits, order_body
 
 if TYPE_CHECKING:
     from tests.e2e.conftest import ServiceStack
@@ -182,7 +182,10 @@ def test_profile_consumer_killed_three_times_while_orders_stream_in(
             )
             ids: dict[str, str] = {}
             for customer, (count, spent) in expected.items():
-                found = profiles.get("/v1/profiles", params={"email": customer}, headers=auth(key))
+                found = get_within_limits(
+                    profiles, "/v1/profiles", params={"email": customer}, headers=auth(key)
+                )
+                assert found.status_code == 200, found.text
                 [profile] = found.json()["items"]
                 assert (profile["orders_count"], Decimal(profile["total_spent"])) == (count, spent), customer
                 ids[customer] = profile["id"]
