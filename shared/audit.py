@@ -36,7 +36,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from shared.auth import TenantDep
-from shared.db import SessionDep, UTCDateTime, after_row, new_registry, utcnow
+from shared.db import SessionDep, UTCDateTime, after_row, new_registry, table_of, utcnow
 from shared.errors import DomainError, problem_responses
 from shared.logs import request_id_var
 
@@ -177,7 +177,7 @@ class AuditWriter:
                 return 0
             try:
                 with self.engine.begin() as conn:
-                    conn.execute(sa.insert(AuditEvent.__table__), rows)  # type: ignore[attr-defined]
+                    conn.execute(sa.insert(table_of(AuditEvent)), rows)
             except BaseException:
                 with self._lock:
                     self._pending[:0] = rows

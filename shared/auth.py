@@ -3,9 +3,9 @@
 API keys are shown once and stored as SHA-256. Every service authenticates against its own copy of the
 `api_key` table; ingest owns the keys and the others replicate them from the tenants topic (see
 `apply_tenant_event`), so a revocation reaches every service within seconds. A service may keep the keys it
-verified in memory for a few seconds (`KeyCache`, the profile service's `PROFILE_API_KEY_CACHE_SECONDS`):
-there a revocation applies when the tenants topic brings it, if that is consumed in the same process, else
-within the cache's time.
+verified in memory for a few seconds (`KeyCache`, `<SERVICE>_API_KEY_CACHE_SECONDS`): there a revocation
+applies at once in the process that made it (ingest) or consumed it from the tenants topic, else within the
+cache's time.
 
 What a route needs is decided here, in one place (`ROUTE_SCOPES`), from the HTTP method and the route
 template; a route no entry maps is refused to every key, so a new route cannot escape the check.

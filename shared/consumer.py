@@ -11,9 +11,8 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
-import sqlalchemy as sa
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import (
     CommitFailedError,
@@ -28,7 +27,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
-from shared.db import utcnow
+from shared.db import bulk_insert, utcnow
 from shared.errors import safe_loc
 from shared.events import Envelope, Event, decode
 from shared.infra import ProcessedEvent
@@ -43,7 +42,6 @@ log = logging.getLogger("clientela.consumer")
 
 Handler = Callable[[Session, Envelope, Any], None]
 LAG_EVERY_S = 5.0  # how often a consumer refreshes its lag gauges
-_PROCESSED = cast(sa.Table, sa.inspect(ProcessedEvent).local_table)
 
 
 class BatchHooks(Protocol):
@@ -105,7 +103,6 @@ class ConsumerWorker:
         `topics`: each message's topic, for the metrics (counted once the transaction committed)."""
         envelopes = [Envelope.from_bytes(v) for v in values]
         outcomes: list[str] = []
-        applied = 0
         with Session(self.engine) as session:
             ids = {e.event_id for e in envelopes}
             done = set(
@@ -140,12 +137,12 @@ class ConsumerWorker:
                         tenant_id_var.reset(tenant_token)
                         correlation_id_var.reset(correlation_token)
                 processed.append({"consumer": self.name, "event_id": envelope.event_id, "processed_at": now})
-                applied += 1
             if self.hooks is not None:
                 self.hooks.finish(session)
-            if processed:  # one statement for the batch, in its transaction (no ORM object per event)
-                session.execute(sa.insert(_PROCESSED), processed)
+            # One statement for the batch, in its transaction (no ORM object per event).
+            bulk_insert(session, ProcessedEvent, processed)
             session.commit()
+        applied = len(processed)
         self.applied_total += applied
         service = self.settings.service_name
         for topic, outcome in zip(topics or ["unknown"] * len(outcomes), outcomes, strict=True):

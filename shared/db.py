@@ -177,12 +177,17 @@ def new_registry() -> registry:
     return registry(metadata=sa.MetaData(naming_convention=NAMING_CONVENTION))
 
 
+def table_of(model: type[Any]) -> sa.Table:
+    """A mapped model's table, for Core statements (no ORM object per row, nothing tracked)."""
+    return cast(sa.Table, sa.inspect(model).local_table)
+
+
 def bulk_insert(session: Session, model: type[Any], rows: list[dict[str, Any]]) -> None:
     """Insert many rows in the caller's transaction: PostgreSQL `COPY` (one stream, no per-row statement),
     an executemany elsewhere. All rows must have the same keys."""
     if not rows:
         return
-    table = cast(sa.Table, sa.inspect(model).local_table)
+    table = table_of(model)
     connection = session.connection()
     if connection.dialect.name != "postgresql":
         connection.execute(sa.insert(table), rows)

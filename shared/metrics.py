@@ -48,6 +48,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from shared.db import table_of
 from shared.infra import OutboxMessage
 
 log = logging.getLogger("clientela.metrics")
@@ -105,7 +106,7 @@ class OutboxCollector(Collector):
         self.engine, self.service = engine, service
 
     def collect(self) -> Iterator[Metric]:
-        table = OutboxMessage.__table__  # type: ignore[attr-defined]
+        table = table_of(OutboxMessage)
         query = sa.select(sa.func.count(), sa.func.min(table.c.created_at)).where(
             table.c.published_at.is_(None)
         )

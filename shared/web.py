@@ -250,12 +250,11 @@ def create_service_app(
     body_limits: dict[str, int] | None = None,
     max_in_flight: int = 0,
     audit_flush_seconds: float = 0,
-    api_key_cache_seconds: float = 0,
 ) -> FastAPI:
     """A service's app. `max_in_flight`: requests handled at once past which others get a 503 at once (0:
     no bound; see `RequestContext`); `audit_flush_seconds`: reads audited through an `AuditWriter` flushed
-    this often (0: each written with its request); `api_key_cache_seconds`: verified API keys kept this
-    long (0: read at every request; see `KeyCache`)."""
+    this often (0: each written with its request). Verified API keys are kept
+    `settings.api_key_cache_seconds` (0: read at every request; see `KeyCache`)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -283,7 +282,8 @@ def create_service_app(
     app.state.audit_writer = (
         AuditWriter(app.state.engine, flush_seconds=audit_flush_seconds) if audit_flush_seconds > 0 else None
     )
-    app.state.api_key_cache = KeyCache(api_key_cache_seconds) if api_key_cache_seconds > 0 else None
+    cache_s = settings.api_key_cache_seconds
+    app.state.api_key_cache = KeyCache(cache_s) if cache_s > 0 else None
     install_problem_handlers(app)
 
     app.add_middleware(

@@ -28,5 +28,4 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
         workers=workers,
         schemas=[Order, OrderBatch, CustomerRecord, CustomerBatch, BehaviourEvent, BehaviourBatch],
         body_limits={"/v1/imports": settings.import_max_bytes},
-        api_key_cache_seconds=settings.api_key_cache_seconds,
     )

@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 from uuid import UUID
 
 import sqlalchemy as sa
@@ -25,8 +25,9 @@ from sqlalchemy.sql.dml import Insert
 from sqlmodel import Session, col
 
 from services.ingest.models import QualityCounter
+from shared.db import table_of
 
-_COUNTERS = cast(sa.Table, sa.inspect(QualityCounter).local_table)
+_COUNTERS = table_of(QualityCounter)
 
 SHARDS = 16  # rows per metric and day: concurrent requests rarely pick the same one
 

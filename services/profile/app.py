@@ -27,5 +27,4 @@ def create_app(settings: ProfileSettings | None = None) -> FastAPI:
         workers=workers,
         max_in_flight=settings.max_in_flight,
         audit_flush_seconds=settings.audit_flush_seconds,
-        api_key_cache_seconds=settings.api_key_cache_seconds,
     )

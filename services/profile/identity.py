@@ -24,7 +24,6 @@ indexes too.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import cast
 from uuid import UUID
 
 import sqlalchemy as sa
@@ -42,7 +41,7 @@ from services.profile.models import (
 )
 from shared import identifiers as shared_identifiers
 from shared.crypto import keyring
-from shared.db import utcnow
+from shared.db import table_of, utcnow
 from shared.records import Customer, CustomerRef
 
 Identifier = tuple[str, str]  # (kind, normalised value)
@@ -64,8 +63,8 @@ BLOCKED: frozenset[Identifier] = frozenset(
         ("phone", "+5511111111111"),
     }
 )
-_ORDERS = cast(sa.Table, sa.inspect(ProfileOrder).local_table)
-_RECORDS = cast(sa.Table, sa.inspect(ProfileRecord).local_table)
+_ORDERS = table_of(ProfileOrder)
+_RECORDS = table_of(ProfileRecord)
 _BLOCKED_LOCAL_PARTS = frozenset({"noreply", "no-reply", "naoresponda", "nao-responda"})
 
 

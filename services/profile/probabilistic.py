@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import asdict
-from typing import cast
 from uuid import UUID
 
 import sqlalchemy as sa
@@ -30,12 +29,12 @@ from services.profile.models import (
     ProfileIdentifier,
 )
 from shared.crypto import keyring
-from shared.db import utcnow
+from shared.db import table_of, utcnow
 from shared.errors import Conflict, NotFound
 
 # A key shared by more profiles than this says little (a common name in a big city): it finds no candidates.
 MAX_PROFILES_PER_KEY = 100
-_BLOCK_KEYS = cast(sa.Table, sa.inspect(ProfileBlockKey).local_table)
+_BLOCK_KEYS = table_of(ProfileBlockKey)
 
 
 def hashed(tenant_id: UUID, key: str) -> str:

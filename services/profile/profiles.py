@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from datetime import date, datetime
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 from uuid import UUID, uuid4
 
 import sqlalchemy as sa
@@ -27,7 +27,7 @@ from services.profile.models import (
 )
 from services.profile.suppression import suppressed
 from shared.crypto import keyring, open_date, open_text
-from shared.db import utcnow
+from shared.db import table_of, utcnow
 from shared.errors import Invalid, NotFound
 from shared.events import (
     BehaviourRecorded,
@@ -615,23 +615,34 @@ class ProfileRow:
         return open_text(self.tenant_id, self.zip_sealed)
 
 
-_PROFILE = cast(sa.Table, sa.inspect(Profile).local_table)
-_IDENTIFIERS = cast(sa.Table, sa.inspect(ProfileIdentifier).local_table)
+_PROFILE = table_of(Profile)
+_IDENTIFIERS = table_of(ProfileIdentifier)
 _ROW = sa.select(*(_PROFILE.c[f.name] for f in fields(ProfileRow)))
 _BY_ID = _ROW.where(_PROFILE.c.id == sa.bindparam("id"), _PROFILE.c.tenant_id == sa.bindparam("tenant_id"))
+
+
+def _owned(tenant_id: Any, kind: Any, value: Any) -> sa.ColumnElement[bool]:
+    """The profile owns this identifier (a blind index): values, or bound parameters."""
+    owners = sa.select(_IDENTIFIERS.c.profile_id).where(
+        _IDENTIFIERS.c.tenant_id == tenant_id, _IDENTIFIERS.c.kind == kind, _IDENTIFIERS.c.value == value
+    )
+    return _PROFILE.c.id.in_(owners)
+
+
+def _blinded(tenant_id: UUID, kind: str, raw: str) -> str:
+    """The blind index a lookup looks for (Invalid for a value that cannot be normalised)."""
+    ((_, value),) = identity.blind(tenant_id, [(kind, _normalise(kind, raw))])
+    return value
+
+
 # `find_profiles` by one identifier, no filter, first page: built once (building a statement, and its cache
 # key, per request cost about as much CPU as running it).
+_TENANT: sa.BindParameter[UUID] = sa.bindparam("tenant_id")
 _BY_IDENTIFIER = (
     _ROW.where(
-        _PROFILE.c.tenant_id == sa.bindparam("tenant_id"),
+        _PROFILE.c.tenant_id == _TENANT,
         _PROFILE.c.status == "active",
-        _PROFILE.c.id.in_(
-            sa.select(_IDENTIFIERS.c.profile_id).where(
-                _IDENTIFIERS.c.tenant_id == sa.bindparam("tenant_id"),
-                _IDENTIFIERS.c.kind == sa.bindparam("kind"),
-                _IDENTIFIERS.c.value == sa.bindparam("value"),
-            )
-        ),
+        _owned(_TENANT, sa.bindparam("kind"), sa.bindparam("value")),
     )
     .order_by(_PROFILE.c.id)
     .limit(sa.bindparam("limit"))
@@ -725,8 +736,12 @@ def find_profiles(
     connection = session.connection()
     if len(lookup) == 1 and filters == ListFilters() and after is None:  # the usual search: one statement
         ((kind, raw),) = lookup.items()
-        ((_, value),) = identity.blind(tenant_id, [(kind, _normalise(kind, raw))])
-        params = {"tenant_id": tenant_id, "kind": kind, "value": value, "limit": limit}
+        params = {
+            "tenant_id": tenant_id,
+            "kind": kind,
+            "value": _blinded(tenant_id, kind, raw),
+            "limit": limit,
+        }
         return [ProfileRow(*row) for row in connection.execute(_BY_IDENTIFIER, params)]
     query = _ROW.where(*_listed(tenant_id, lookup, filters, after)).order_by(_PROFILE.c.id).limit(limit)
     return [ProfileRow(*row) for row in connection.execute(query)]
@@ -748,11 +763,7 @@ def _listed(
     if filters.updated_since is not None:
         where.append(profile.updated_at >= filters.updated_since)
     for kind, raw in lookup.items():
-        ((_, value),) = identity.blind(tenant_id, [(kind, _normalise(kind, raw))])
-        owner = sa.select(_IDENTIFIERS.c.profile_id).where(
-            _IDENTIFIERS.c.tenant_id == tenant_id, _IDENTIFIERS.c.kind == kind, _IDENTIFIERS.c.value == value
-        )
-        where.append(profile.id.in_(owner))
+        where.append(_owned(tenant_id, kind, _blinded(tenant_id, kind, raw)))
     if after is not None:
         where.append(profile.id > after)
     return where

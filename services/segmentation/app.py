@@ -17,14 +17,12 @@ SERVICE_DIR = Path(__file__).parent
 
 
 def create_app(settings: SegmentationSettings | None = None) -> FastAPI:
-    settings = settings or get_settings()
     return create_service_app(
-        settings=settings,
+        settings=settings or get_settings(),
         service_dir=SERVICE_DIR,
         title="Clientela segmentation",
         description="Segments of unified profiles, evaluated live as profiles change, and signed webhooks "
         "(Standard Webhooks) to the seller's systems when profiles enter or leave them.",
         routers=[router, webhook_router, audit_router],
         workers=workers,
-        api_key_cache_seconds=settings.api_key_cache_seconds,
     )

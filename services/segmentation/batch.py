@@ -15,7 +15,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 from uuid import UUID
 
 import sqlalchemy as sa
@@ -23,6 +23,7 @@ from sqlmodel import Session, col, select
 
 from services.segmentation.models import ErasedProfile, ProfileProjection, ProfileTag, Segment, SegmentMember
 from services.segmentation.rules import InvalidRule, Rule, depends_on, load_rule
+from shared.db import table_of
 from shared.events import Envelope, Event, ProfileUpdated, ProfileUpdatedV2
 
 log = logging.getLogger("clientela.segments")
@@ -30,8 +31,8 @@ log = logging.getLogger("clientela.segments")
 KEY = "clientela.segmentation_batch"
 CHUNK = 1000
 
-tag_table = cast(sa.Table, sa.inspect(ProfileTag).local_table)
-member_table = cast(sa.Table, sa.inspect(SegmentMember).local_table)
+tag_table = table_of(ProfileTag)
+member_table = table_of(SegmentMember)
 
 Tags = dict[str, dict[str, datetime | None]]
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import calendar
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
@@ -39,10 +39,11 @@ from services.segmentation.rules import (
     Rule,
     utc_today,
 )
+from shared.db import table_of
 from shared.records import to_minor
 
-projection = cast(sa.Table, sa.inspect(ProfileProjection).local_table)
-tag = cast(sa.Table, sa.inspect(ProfileTag).local_table)
+projection = table_of(ProfileProjection)
+tag = table_of(ProfileTag)
 
 # The month of birth as a single number (year * 12 + month - 1), so that dates compare month by month.
 _birth_months = projection.c.birth_year * 12 + projection.c.birth_month - 1

@@ -28,7 +28,7 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, Literal, TypeVar
 from uuid import UUID, uuid5
 
 import psycopg
@@ -54,7 +54,7 @@ from services.segmentation.models import (
     TagKind,
 )
 from services.segmentation.rules import NOW, Rule, depends_on, dump_rule
-from shared.db import after_row, bulk_insert, utcnow
+from shared.db import after_row, bulk_insert, table_of, utcnow
 from shared.errors import NotFound
 from shared.events import (
     Envelope,
@@ -70,7 +70,7 @@ from shared.outbox import add_event, outbox_row
 
 log = logging.getLogger("clientela.segments")
 
-member_table = cast(sa.Table, sa.inspect(SegmentMember).local_table)
+member_table = table_of(SegmentMember)
 CHUNK = 1000
 T = TypeVar("T")
 
