@@ -13,6 +13,7 @@ template; a route no entry maps is refused to every key, so a new route cannot e
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import hmac
@@ -21,7 +22,7 @@ import secrets
 import threading
 import time
 import weakref
-from collections.abc import Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal, get_args
@@ -232,7 +233,9 @@ class KeyCache:
     row once per key every few seconds instead of at every request. Expiry is still checked at every
     request; a revocation or a change of scopes takes effect at once where the tenants topic is consumed in
     this process (`apply_tenant_event` forgets the key), else within `ttl`. Unknown keys are not kept (a
-    key issued a moment ago works as soon as it is replicated). Thread-safe."""
+    key issued a moment ago works as soon as it is replicated). Concurrent misses of one key share one
+    read (`load`): when a busy API's entry expires, the requests waiting in its event loop would otherwise
+    each read the same row. Thread-safe."""
 
     MAX_KEYS = 10_000
 
@@ -242,6 +245,8 @@ class KeyCache:
         self.ttl, self.clock = ttl, clock
         self._keys: dict[str, tuple[float, KnownKey]] = {}
         self._lock = threading.Lock()
+        self._generation = 0  # bumped by `forget`: a read started before a forget is not kept
+        self._loading: dict[tuple[int, str], asyncio.Future[KnownKey | None]] = {}
         _caches.add(self)
 
     def get(self, key_hash: str) -> KnownKey | None:
@@ -258,7 +263,30 @@ class KeyCache:
 
     def forget(self, key_id: UUID) -> None:
         with self._lock:
+            self._generation += 1
             self._keys = {h: v for h, v in self._keys.items() if v[1].key_id != key_id}
+
+    async def load(self, key_hash: str, read: Callable[[], Awaitable[KnownKey | None]]) -> KnownKey | None:
+        """Read a key missing from the cache with `read` and keep it; a miss while the same key is being
+        read in this event loop waits for that read instead of starting another."""
+        slot = (id(asyncio.get_running_loop()), key_hash)
+        pending = self._loading.get(slot)
+        if pending is None:
+            pending = asyncio.ensure_future(self._read(slot, read))
+            self._loading[slot] = pending
+        return await asyncio.shield(pending)
+
+    async def _read(
+        self, slot: tuple[int, str], read: Callable[[], Awaitable[KnownKey | None]]
+    ) -> KnownKey | None:
+        generation = self._generation
+        try:
+            key = await read()
+        finally:
+            self._loading.pop(slot, None)
+        if key is not None and generation == self._generation:
+            self.put(slot[1], key)
+        return key
 
 
 _caches: weakref.WeakSet[KeyCache] = weakref.WeakSet()
@@ -287,11 +315,12 @@ async def known_key(request: Request, key_hash: str) -> KnownKey | None:
     """The key's row: from the app's `KeyCache` (`app.state.api_key_cache`, when it has one), else read in
     the thread pool."""
     cache: KeyCache | None = getattr(request.app.state, "api_key_cache", None)
-    key = cache.get(key_hash) if cache is not None else None
+    engine = request.app.state.engine
+    if cache is None:
+        return await run_in_threadpool(_load_key, engine, key_hash)
+    key = cache.get(key_hash)
     if key is None:
-        key = await run_in_threadpool(_load_key, request.app.state.engine, key_hash)
-        if key is not None and cache is not None:
-            cache.put(key_hash, key)
+        key = await cache.load(key_hash, lambda: run_in_threadpool(_load_key, engine, key_hash))
     return key
 
 

@@ -73,7 +73,7 @@ async def _idempotent(
     raw: bytes,
     handler: Callable[[], Response],
 ) -> Response:
-    fingerprint = idempotency.request_hash(request.method, request.url.path, raw)
+    fingerprint = idempotency.request_hash(request.method, request.scope["path"], raw)
     return await run_in_threadpool(
         idempotency.run_idempotent, session, scope=scope, key=key, fingerprint=fingerprint, handler=handler
     )

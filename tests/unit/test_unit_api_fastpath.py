@@ -88,6 +88,39 @@ def test_forgetting_a_key_drops_it_from_every_cache() -> None:
     assert second.get("kept") == kept
 
 
+def test_concurrent_misses_of_one_key_share_one_read() -> None:
+    cache = KeyCache(60)
+    key = known()
+    reads = 0
+
+    async def read() -> KnownKey | None:
+        nonlocal reads
+        reads += 1
+        await asyncio.sleep(0.01)
+        return key
+
+    async def fifty_requests() -> list[KnownKey | None]:
+        return await asyncio.gather(*(cache.load("h", read) for _ in range(50)))
+
+    assert asyncio.run(fifty_requests()) == [key] * 50
+    assert reads == 1
+    assert cache.get("h") == key
+    asyncio.run(cache.load("other", read))  # another key is read on its own
+    assert reads == 2
+
+
+def test_a_key_read_while_it_is_being_forgotten_is_not_kept() -> None:
+    cache = KeyCache(60)
+    key = known()
+
+    async def read() -> KnownKey | None:
+        forget_key(key.key_id)  # the revocation is applied while the row is being read
+        return key
+
+    assert asyncio.run(cache.load("h", read)) == key
+    assert cache.get("h") is None
+
+
 def test_a_cache_needs_a_positive_ttl() -> None:
     with pytest.raises(ValueError, match="ttl"):
         KeyCache(0)
