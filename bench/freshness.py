@@ -273,6 +273,8 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as receivers behind any web server answer
+
             def do_POST(self) -> None:
                 at = time.time()
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
@@ -283,6 +285,7 @@ class Receiver:
                     with receiver.lock:
                         receiver.invalid += 1
                     self.send_response(400)
+                    self.send_header("content-length", "0")
                     self.end_headers()
                     return
                 with receiver.lock:

@@ -5,10 +5,13 @@ see `webhooks`). `WebhookDispatcher` runs in the service's worker threads:
 
 - **Claiming**: an endpoint with due deliveries is leased to one dispatcher at a time (a lease with an
   owner token and an expiry in `webhook_endpoint`, claimed with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL and
-  a conditional update everywhere), so each endpoint gets one request at a time across every process, in
-  the order its deliveries were created. Up to `concurrency` endpoints are served at once, each in its own
-  thread: a slow or dead endpoint only ever holds its own slot, never the others'. A crashed dispatcher's
-  leases expire and the deliveries it was sending are sent again (at-least-once).
+  a conditional update everywhere), so one process serves an endpoint at a time. Up to `concurrency`
+  endpoints are served at once, each in its own thread: a slow or dead endpoint only ever holds its own
+  slot, never the others'. A crashed dispatcher's leases expire and the deliveries it was sending are sent
+  again (at-least-once).
+- **Lanes**: an endpoint gets up to `parallelism` requests at a time. Deliveries with the same ordering key
+  (the profile they are about) share a lane and go one after another, in the order they were made, so news
+  about one person arrives in order; `parallelism=1` sends everything to the endpoint in order.
 - **Sending**: POST of the stored body with `webhook-id` (the message id, the same for every attempt),
   `webhook-timestamp` (the attempt's time) and `webhook-signature` (``v1,<base64 HMAC-SHA256>`` by the
   `standardwebhooks` package, with every current secret: both during a rotation), through the SSRF-guarded
@@ -34,8 +37,10 @@ import random
 import secrets as secrets_module
 import threading
 import time
-from collections.abc import Callable, Sequence
+import zlib
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
@@ -51,7 +56,7 @@ from services.segmentation import webhooks
 from services.segmentation.models import DeliveryStatus, WebhookDelivery, WebhookEndpoint
 from services.segmentation.settings import DEFAULT_RETRY_SCHEDULE_S, SegmentationSettings
 from services.segmentation.ssrf import BlockedAddress, Guard, delivery_client
-from shared.db import utcnow
+from shared.db import table_of, utcnow
 from shared.metrics import WEBHOOK_DELIVERIES, WEBHOOK_LATENCY
 from shared.settings import ServiceSettings
 
@@ -126,6 +131,24 @@ def signed_headers(secrets: Sequence[str], message_id: str, payload: bytes, at: 
     }
 
 
+_deliveries = table_of(WebhookDelivery)
+# A successful attempt (an executemany: one statement for a run of consecutive successes).
+_DELIVERED = (
+    sa.update(_deliveries)
+    .where(_deliveries.c.id == sa.bindparam("b_id"), _deliveries.c.status == DeliveryStatus.pending)
+    .values(
+        attempts=_deliveries.c.attempts + 1,
+        last_attempt_at=sa.bindparam("b_now", type_=_deliveries.c.last_attempt_at.type),
+        response_status=sa.bindparam("b_code"),
+        latency_ms=sa.bindparam("b_ms"),
+        error=None,
+        status=DeliveryStatus.delivered,
+        delivered_at=sa.bindparam("b_now", type_=_deliveries.c.delivered_at.type),
+        next_attempt_at=None,
+    )
+)
+
+
 # -- the dispatcher ----------------------------------------------------------------------------------------
 
 
@@ -138,6 +161,17 @@ class Job:
     payload: bytes
     secrets: list[str] = field(repr=False)
     correlation_id: str | None = None
+    ordering_key: str | None = None
+
+
+def lanes(jobs: Sequence[Job], parallelism: int) -> list[list[Job]]:
+    """`jobs` (oldest first) split into at most `parallelism` lanes: the jobs with one ordering key in one
+    lane, in their order; a job without a key is a key of its own."""
+    queues: dict[int, list[Job]] = {}
+    for job in jobs:
+        key = job.ordering_key if job.ordering_key is not None else str(job.delivery_id)
+        queues.setdefault(zlib.crc32(key.encode()) % parallelism, []).append(job)
+    return list(queues.values())
 
 
 @dataclass(frozen=True)
@@ -176,7 +210,8 @@ class WebhookDispatcher:
         clock: Clock = utcnow,
         rng: random.Random | None = None,
         concurrency: int = 16,
-        batch: int = 50,
+        parallelism: int = 8,
+        batch: int = 100,
         poll_interval_s: float = 0.2,
         retention: timedelta = timedelta(days=30),
     ) -> None:
@@ -188,7 +223,9 @@ class WebhookDispatcher:
         self.clock = clock
         self.rng = rng or secrets_module.SystemRandom()
         self.concurrency = concurrency
+        self.parallelism = parallelism
         self.batch = batch
+        self._lane_pool: ThreadPoolExecutor | None = None  # while `run` or `dispatch_due` runs
         self.poll_interval_s = poll_interval_s
         self.retention = retention
         # Longer than one request can take (connect, write, read: each up to the timeout).
@@ -210,6 +247,7 @@ class WebhookDispatcher:
             ),
             guard=Guard(allow_private=s.webhook_allow_private),
             concurrency=s.webhook_concurrency,
+            parallelism=s.webhook_endpoint_parallelism,
             poll_interval_s=s.webhook_poll_interval_s,
             retention=timedelta(days=s.webhook_retention_days),
         )
@@ -217,7 +255,10 @@ class WebhookDispatcher:
     # -- the loop ----------------------------------------------------------------------------------------
     def run(self, stop: threading.Event) -> None:
         in_flight: dict[Future[int], UUID] = {}
-        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="webhook") as pool:
+        with (
+            ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="webhook") as pool,
+            self._lanes(),
+        ):
             while not stop.is_set():
                 claimed: list[tuple[UUID, UUID]] = []
                 try:
@@ -254,8 +295,22 @@ class WebhookDispatcher:
         if not claimed:
             return 0
         never = threading.Event()
-        with ThreadPoolExecutor(max_workers=min(len(claimed), self.concurrency)) as pool:
+        with ThreadPoolExecutor(max_workers=min(len(claimed), self.concurrency)) as pool, self._lanes():
             return sum(pool.map(lambda c: self.serve(c[0], c[1], never), claimed))
+
+    @contextmanager
+    def _lanes(self) -> Iterator[None]:
+        """The threads that send one endpoint's lanes at once (see `serve`), while the dispatcher runs."""
+        if self.parallelism == 1:
+            yield
+            return
+        workers = self.concurrency * self.parallelism
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="webhook-lane") as lanes:
+            self._lane_pool = lanes
+            try:
+                yield
+            finally:
+                self._lane_pool = None
 
     # -- claiming ----------------------------------------------------------------------------------------
     def claim(self, limit: int, *, exclude: set[UUID] | None = None) -> list[tuple[UUID, UUID]]:
@@ -316,13 +371,17 @@ class WebhookDispatcher:
 
     # -- serving one endpoint ----------------------------------------------------------------------------
     def serve(self, endpoint_id: UUID, token: UUID, stop: threading.Event) -> int:
-        """Send the leased endpoint's due deliveries one at a time, oldest first (at most `batch`, so that
-        the lease comes back to the pool); returns how many attempts were made.
+        """Send the leased endpoint's due deliveries, oldest first (at most `batch`, so that the lease comes
+        back to the pool); returns how many attempts were made.
 
-        The due deliveries are read in one transaction and consecutive successes recorded in one: a
-        delivery costs one HTTP request, not three round trips to the database. Anything but a 2xx is
-        recorded at once and the rest are read again (the answer may have disabled the endpoint); a
-        `Retry-After` ends the turn."""
+        The oldest due delivery is sent first, alone; once it succeeded, the others are split into up to
+        `parallelism` lanes by their ordering key (the profile they are about): a lane is sent one request
+        at a time, in order, and the lanes at once, so deliveries
+        about one profile arrive in the order they were made while one endpoint still takes many requests
+        at a time. They are read in one transaction and the successes recorded in one: a delivery costs one
+        HTTP request, not three round trips to the database. Anything but a 2xx is recorded at once, stops
+        every lane after its current request, and the rest are read again (the answer may have disabled
+        the endpoint); a `Retry-After` ends the turn."""
         attempts = 0
         pause: timedelta | None = None
         try:
@@ -330,23 +389,8 @@ class WebhookDispatcher:
                 jobs = self._next_jobs(endpoint_id, token, self.batch - attempts)
                 if not jobs:
                     break
-                delivered: list[tuple[Job, Outcome]] = []
-                wait_asked = False
-                renew_by = time.monotonic() + self.lease.total_seconds() / 2
-                for job in jobs:
-                    if stop.is_set() or time.monotonic() > renew_by:
-                        break  # the rest stay due; fetching them again renews the lease
-                    outcome = self.send(job)
-                    attempts += 1
-                    if outcome.delivered:
-                        delivered.append((job, outcome))
-                        continue
-                    self._record_delivered(delivered)
-                    delivered = []
-                    self.record(job, outcome)
-                    wait_asked = outcome.retry_after is not None
-                    break
-                self._record_delivered(delivered)
+                made, wait_asked = self._send_lanes(jobs, stop)
+                attempts += made
                 if wait_asked:
                     break  # the endpoint asked us to wait
         except Exception:
@@ -355,6 +399,38 @@ class WebhookDispatcher:
         finally:
             self._release(endpoint_id, token, pause)
         return attempts
+
+    def _send_lanes(self, jobs: list[Job], stop: threading.Event) -> tuple[int, bool]:
+        """Send `jobs` (see `serve`): how many attempts were made, and whether the endpoint asked to wait."""
+        renew_by = time.monotonic() + self.lease.total_seconds() / 2
+        halt = threading.Event()  # a failure: the lanes stop after their current request
+
+        def lane(queue: list[Job]) -> tuple[list[tuple[Job, Outcome]], int, bool]:
+            delivered: list[tuple[Job, Outcome]] = []
+            for job in queue:
+                if stop.is_set() or halt.is_set() or time.monotonic() > renew_by:
+                    break  # the rest stay due; fetching them again renews the lease
+                outcome = self.send(job)
+                if outcome.delivered:
+                    delivered.append((job, outcome))
+                    continue
+                halt.set()
+                self.record(job, outcome)
+                return delivered, len(delivered) + 1, outcome.retry_after is not None
+            return delivered, len(delivered), False
+
+        # The oldest goes first, alone: an endpoint that is down, gone or asking to wait gets one request
+        # per turn, not one per lane.
+        results = [lane(jobs[:1])]
+        if results[0][0] and len(jobs) > 1:
+            queues = lanes(jobs[1:], self.parallelism)
+            pool = self._lane_pool
+            if pool is not None and len(queues) > 1:
+                results += pool.map(lane, queues)
+            else:
+                results += [lane(q) for q in queues]
+        self._record_delivered([done for delivered, _, _ in results for done in delivered])
+        return sum(made for _, made, _ in results), any(wait for _, _, wait in results)
 
     def _next_jobs(self, endpoint_id: UUID, token: UUID, limit: int) -> list[Job]:
         """Up to `limit` of the leased endpoint's due deliveries, oldest first (the lease renewed)."""
@@ -389,6 +465,7 @@ class WebhookDispatcher:
                     payload=delivery.payload,
                     secrets=secrets,
                     correlation_id=delivery.correlation_id,
+                    ordering_key=delivery.ordering_key,
                 )
                 for delivery in due
             ]
@@ -400,31 +477,24 @@ class WebhookDispatcher:
         if not done:
             return
         now = self.clock()
-        with Session(self.engine) as session:
-            for job, outcome in done:
-                session.execute(
-                    sa.update(WebhookDelivery)
-                    .where(
-                        col(WebhookDelivery.id) == job.delivery_id,
-                        col(WebhookDelivery.status) == DeliveryStatus.pending,
-                    )
-                    .values(
-                        attempts=WebhookDelivery.attempts + 1,
-                        last_attempt_at=now,
-                        response_status=outcome.status_code,
-                        latency_ms=outcome.latency_ms,
-                        error=None,
-                        status=DeliveryStatus.delivered,
-                        delivered_at=now,
-                        next_attempt_at=None,
-                    )
-                )
-            session.execute(
+        with self.engine.begin() as connection:
+            connection.execute(
+                _DELIVERED,
+                [
+                    {
+                        "b_id": job.delivery_id,
+                        "b_code": outcome.status_code,
+                        "b_ms": outcome.latency_ms,
+                        "b_now": now,
+                    }
+                    for job, outcome in done
+                ],
+            )
+            connection.execute(
                 sa.update(WebhookEndpoint)
                 .where(col(WebhookEndpoint.id) == done[0][0].endpoint_id)
                 .values(failing_since=None)
             )
-            session.commit()
         for job, outcome in done:
             log.info(
                 "webhook attempt",

@@ -324,6 +324,9 @@ class WebhookDelivery(SegmentationTable, table=True):
     segment_id: UUID | None = Field(default=None, sa_column=sa.Column(sa.Uuid(), nullable=True))
     # The correlation id of what caused it (the request id of the order's POST, carried by its events).
     correlation_id: str | None = Field(default=None, max_length=100)
+    # Deliveries to one endpoint with the same key (the profile they are about) are sent one after another,
+    # in order; the others in parallel (`WebhookDispatcher.parallelism`). None: a key of its own.
+    ordering_key: str | None = Field(default=None, max_length=100)
     created_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))
 
 

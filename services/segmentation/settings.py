@@ -40,6 +40,13 @@ class SegmentationSettings(ServiceSettings):
         120.0, gt=0, description="An endpoint whose every attempt has failed for this long is disabled."
     )
     webhook_concurrency: int = Field(16, ge=1, le=256, description="Endpoints served at once.")
+    webhook_endpoint_parallelism: int = Field(
+        8,
+        ge=1,
+        le=64,
+        description="Requests in flight to one endpoint at once. Deliveries about one profile are still sent "
+        "one after another, in the order they were made; 1 sends every delivery to an endpoint in order.",
+    )
     webhook_retention_days: int = Field(30, ge=1, description="Finished deliveries are kept this long.")
     webhook_poll_interval_s: float = Field(0.2, gt=0, description="Dispatcher poll interval when idle.")
 

@@ -188,6 +188,7 @@ def _enqueue(
     payload: bytes,
     now: datetime,
     segment_id: UUID | None = None,
+    ordering_key: str | None = None,
 ) -> list[WebhookDelivery]:
     deliveries = [
         WebhookDelivery(
@@ -200,6 +201,7 @@ def _enqueue(
             created_at=now,
             segment_id=segment_id,
             correlation_id=correlation_id_var.get(),
+            ordering_key=ordering_key,
         )
         for endpoint_id in endpoint_ids
     ]
@@ -256,6 +258,7 @@ def enqueue_membership(
         payload=body(event_type, occurred_at, data),
         now=utcnow(),
         segment_id=segment.id,
+        ordering_key=f"profile:{profile_id}",
     )
 
 
@@ -309,6 +312,8 @@ def enqueue_profile_merged(
         event_type=PROFILE_MERGED,
         payload=body(PROFILE_MERGED, occurred_at, data),
         now=utcnow(),
+        # After the survivor's earlier news, before its later news.
+        ordering_key=f"profile:{event.survivor_id}",
     )
 
 
@@ -576,6 +581,7 @@ def _again(session: Session, original: WebhookDelivery, now: datetime) -> Webhoo
         created_at=now,
         redelivery_of=original.id,
         correlation_id=original.correlation_id,
+        ordering_key=original.ordering_key,
     )
     session.add(delivery)
     return delivery

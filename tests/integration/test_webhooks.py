@@ -72,6 +72,8 @@ class Receiver:
     retry_after: str = "120"
     answers: dict[str, int] = field(default_factory=dict)
     requests: list[Received] = field(default_factory=list)
+    in_flight: int = 0
+    most_in_flight: int = 0  # the most requests it was answering at once
     _server: ThreadingHTTPServer | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -83,9 +85,13 @@ class Receiver:
                 length = int(self.headers.get("content-length", "0"))
                 body = self.rfile.read(length)
                 path = self.path.split("?", 1)[0]
+                with receiver._lock:
+                    receiver.in_flight += 1
+                    receiver.most_in_flight = max(receiver.most_in_flight, receiver.in_flight)
                 if path == "/slow":
                     time.sleep(receiver.slow_s)
                 with receiver._lock:
+                    receiver.in_flight -= 1
                     receiver.requests.append(
                         Received(
                             path, {k.lower(): v for k, v in self.headers.items()}, body, time.monotonic()
@@ -190,7 +196,7 @@ class Hooks:
         return queued
 
 
-def dispatcher(engine: Engine, clock: FakeClock, **policy: Any) -> WebhookDispatcher:
+def dispatcher(engine: Engine, clock: FakeClock, parallelism: int = 8, **policy: Any) -> WebhookDispatcher:
     return WebhookDispatcher(
         engine,
         policy=Policy(**{"timeout_s": 5.0, **policy}),
@@ -198,6 +204,7 @@ def dispatcher(engine: Engine, clock: FakeClock, **policy: Any) -> WebhookDispat
         clock=clock,
         rng=random.Random(1),
         poll_interval_s=0.02,
+        parallelism=parallelism,
     )
 
 
@@ -444,6 +451,52 @@ def test_an_endpoint_failing_for_the_whole_period_is_disabled(hooks: Hooks, rece
     assert response.json()["enabled"] is True
     assert response.json()["failing_since"] is None
     assert response.json()["disabled_reason"] is None
+
+
+def news(receiver: Receiver, person: UUID) -> list[tuple[str, int]]:
+    """What the receiver got about `person`, in the order it arrived: (type, profile version)."""
+    return [
+        (r.payload["type"], r.payload["data"]["profile_version"])
+        for r in sorted(receiver.got(), key=lambda r: r.at)
+        if r.payload["data"]["profile_id"] == str(person)
+    ]
+
+
+def test_an_endpoint_gets_several_requests_at_once_and_each_profiles_news_in_order(
+    hooks: Hooks, receiver: Receiver
+) -> None:
+    receiver.slow_s = 0.1
+    hooks.endpoint(receiver.url("/slow"))
+    hooks.segment(BIG)
+    people = [uuid4() for _ in range(8)]
+    for version, total in ((1, "150.00"), (2, "50.00"), (3, "150.00")):  # in, out, in again
+        hooks.deliver(*(profile(p, version, total) for p in people))
+    while hooks.dispatcher.dispatch_due():
+        pass
+    assert len(receiver.got()) == 24
+    for person in people:
+        assert news(receiver, person) == [
+            ("segment.entered", 1),
+            ("segment.exited", 2),
+            ("segment.entered", 3),
+        ]
+    assert 1 < receiver.most_in_flight <= 8
+
+
+def test_with_parallelism_1_an_endpoint_gets_everything_in_order_one_at_a_time(
+    hooks: Hooks, receiver: Receiver
+) -> None:
+    hooks.endpoint(receiver.url("/ok"))
+    hooks.segment(BIG)
+    people = [uuid4() for _ in range(5)]
+    for version, total in ((1, "150.00"), (2, "50.00")):
+        hooks.deliver(*(profile(p, version, total) for p in people))
+    one_at_a_time = dispatcher(hooks.engine, hooks.clock, parallelism=1)
+    while one_at_a_time.dispatch_due():
+        pass
+    got = [(r.payload["data"]["profile_id"], r.payload["data"]["profile_version"]) for r in receiver.got()]
+    assert got == [(str(p), 1) for p in people] + [(str(p), 2) for p in people]  # as they were made
+    assert receiver.most_in_flight == 1
 
 
 def test_one_slow_endpoint_does_not_delay_another(hooks: Hooks, receiver: Receiver) -> None:

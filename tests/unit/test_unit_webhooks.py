@@ -19,7 +19,9 @@ from standardwebhooks import Webhook, WebhookVerificationError
 from services.segmentation import webhooks
 from services.segmentation.delivery import (
     MAX_RETRY_AFTER,
+    Job,
     Policy,
+    lanes,
     parse_retry_after,
     retry_delay,
     signed_headers,
@@ -134,6 +136,34 @@ def test_payloads_are_standard_webhooks_shaped_and_carry_no_contact_data() -> No
     assert traits["total_spent"] == "259.90"
     for personal in ("email", "phone", "name", "document", "cpf", "zip", "city", "birth_date", "street"):
         assert personal not in traits
+
+
+def job(ordering_key: str | None) -> Job:
+    return Job(uuid4(), uuid4(), "https://example.com/h", "msg_1", b"{}", [], ordering_key=ordering_key)
+
+
+@given(
+    st.lists(st.sampled_from(["profile:a", "profile:b", "profile:c", None]), max_size=40), st.integers(1, 8)
+)
+def test_lanes_keep_each_keys_jobs_together_and_in_order(keys: list[str | None], parallelism: int) -> None:
+    jobs = [job(key) for key in keys]
+    queues = lanes(jobs, parallelism)
+    assert len(queues) <= parallelism
+    assert sorted(j.delivery_id for q in queues for j in q) == sorted(j.delivery_id for j in jobs)
+    for key in {"profile:a", "profile:b", "profile:c"}:
+        holding = [q for q in queues if any(j.ordering_key == key for j in q)]
+        assert len(holding) <= 1  # one lane per key ...
+        if holding:
+            assert [j for j in holding[0] if j.ordering_key == key] == [
+                j for j in jobs if j.ordering_key == key
+            ]
+    for queue in queues:  # ... and every lane in the jobs' own order
+        assert queue == [j for j in jobs if j in queue]
+
+
+def test_one_lane_when_parallelism_is_1() -> None:
+    jobs = [job(key) for key in ("profile:a", None, "profile:b", None)]
+    assert lanes(jobs, 1) == [jobs]
 
 
 def test_segment_filters_apply_to_segment_events_only() -> None:
