@@ -2,7 +2,9 @@
 
 `add_event` only adds a row to the caller's session; the caller commits. `OutboxRelay` publishes the
 unpublished rows in id order and marks them published. A crash between publish and mark re-publishes
-the batch (at-least-once): consumers deduplicate by event id.
+the batch (at-least-once): consumers deduplicate by event id. The commit of a transaction that added rows
+wakes this process's relays at once (`ring_after_commit`); they also look every `outbox_poll_interval_s`
+for rows other processes wrote (another replica, the CLI).
 
 Event bodies carry personal data (an `order.ingested` holds the whole order, customer included), so they
 are stored sealed (AES-GCM, `shared.crypto`, under the key the keyring derives for no tenant in
@@ -18,6 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -43,6 +46,30 @@ log = logging.getLogger("clientela.outbox")
 _RELAY_LOCK_ID = 0x636C_6E74_6F62
 PURGE_EVERY_S = 60.0
 _PURGE_CHUNK = 10_000
+
+
+# -- waking the relays -------------------------------------------------------------------------------------
+
+_relays: weakref.WeakSet[threading.Event] = weakref.WeakSet()  # each running relay's wake-up call
+_RINGS = "clientela.outbox.rings"  # in session.info: this session's next commit wakes the relays
+
+
+def wake_relays() -> None:
+    """Wake every relay of this process (new rows are committed, or it is time to stop)."""
+    for wake in list(_relays):
+        wake.set()
+
+
+def _ring(session: Session) -> None:
+    session.info.pop(_RINGS, None)
+    wake_relays()
+
+
+def ring_after_commit(session: Session) -> None:
+    """Have the commit of the session's transaction wake this process's relays (it added outbox rows)."""
+    if not session.info.get(_RINGS):
+        session.info[_RINGS] = True
+        sa.event.listen(session, "after_commit", _ring, once=True)
 
 
 # The keyring derives a key per tenant; outbox bodies are sealed under the one it derives for this id.
@@ -88,6 +115,7 @@ def add_event(
     event_id, occurred_at, body = type(event).envelope_bytes(
         event.model_dump(mode="json"), tenant_id, correlation_id=correlation_id
     )
+    ring_after_commit(session)
     session.add(
         OutboxMessage(
             event_id=event_id,
@@ -180,16 +208,19 @@ class OutboxRelay:
     def run(self, stop: threading.Event) -> None:
         producer: KafkaProducer | None = None
         backoff = 0.5
+        wake = threading.Event()  # set by commits that added rows (`ring_after_commit`) and at stop
+        _relays.add(wake)
         try:
             while not stop.is_set():
                 try:
                     if producer is None:
                         producer = make_producer(self.settings)
+                    wake.clear()  # rows committed from now on ring again
                     published = self.publish_batch(producer)
                     self._purge_now_and_then()
                     backoff = 0.5
                     if published == 0:
-                        stop.wait(self.settings.outbox_poll_interval_s)
+                        wake.wait(self.settings.outbox_poll_interval_s)
                 except (KafkaError, SQLAlchemyError) as exc:
                     log.warning(
                         "outbox relay cannot publish; retrying", extra={"error_type": type(exc).__name__}
@@ -200,6 +231,7 @@ class OutboxRelay:
                     stop.wait(backoff)
                     backoff = min(backoff * 2, 10.0)
         finally:  # whatever ends the loop, the producer is closed here, not left to the garbage collector
+            _relays.discard(wake)
             if producer is not None:
                 close_quietly(producer, timeout=5)
 

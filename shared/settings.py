@@ -50,7 +50,13 @@ class ServiceSettings(BaseSettings):
     run_migrations: bool = Field(True, validation_alias=_common("run_migrations"))
     log_level: str = Field("INFO", validation_alias=_common("log_level"))
     admin_token: SecretStr | None = Field(None, validation_alias=_common("admin_token"))
-    outbox_poll_interval_s: float = Field(0.05, validation_alias=_common("outbox_poll_interval_s"))
+    outbox_poll_interval_s: float = Field(
+        0.5,
+        gt=0,
+        validation_alias=_common("outbox_poll_interval_s"),
+        description="How often the relay looks for rows written by other processes; rows committed in its "
+        "own process wake it at once.",
+    )
     outbox_retention_minutes: int = Field(
         60,
         ge=0,

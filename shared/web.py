@@ -20,6 +20,7 @@ from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.telemetry import TelemetryConfig
 from pydantic import AwareDatetime, BaseModel, BeforeValidator
 from sqlalchemy.engine import Engine
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -39,8 +40,10 @@ from shared.logs import configure_logging, correlation_id_var, request_id_var
 from shared.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from shared.metrics import HTTP_LATENCY, HTTP_SHED, metrics_body, prepare_multiprocess, serve_worker_metrics
 from shared.migrations import upgrade
+from shared.outbox import wake_relays
 from shared.settings import ServiceSettings
 
+NO_OPENTELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
 log = logging.getLogger("clientela.web")
 
 MAX_BODY_BYTES = 1_048_576
@@ -75,6 +78,7 @@ class WorkerThreads:
 
     def stop(self, timeout: float = 10.0) -> None:
         self.stop_event.set()
+        wake_relays()  # an outbox relay waiting for rows
         for thread in self.threads:
             thread.join(timeout)
 
@@ -276,7 +280,15 @@ def create_service_app(
             await run_in_threadpool(threads.stop)
             app.state.engine.dispose()
 
-    app = FastAPI(title=title, description=description, version="0.1.0", lifespan=lifespan)
+    app = FastAPI(
+        title=title,
+        description=description,
+        version="0.1.0",
+        lifespan=lifespan,
+        # Metrics are Prometheus' (`/metrics`, shared.metrics); FastAPI's own OpenTelemetry hooks would
+        # look up the global providers (and the environment) on every request for nothing.
+        telemetry=NO_OPENTELEMETRY,
+    )
     app.state.settings = settings
     app.state.engine = make_engine(settings.database_url)
     app.state.audit_writer = (

@@ -38,7 +38,7 @@ from shared.db import bulk_insert, utcnow
 from shared.errors import field_errors
 from shared.events import BehaviourRecorded, CustomerRecorded, Event, OrderIngested
 from shared.infra import OutboxMessage
-from shared.outbox import outbox_row
+from shared.outbox import outbox_row, ring_after_commit
 from shared.records import BehaviourEvent, Customer, CustomerRecord, Order
 
 M = TypeVar("M", bound=BaseModel)
@@ -373,3 +373,4 @@ def _write(
             updates,
         )
     bulk_insert(session, OutboxMessage, outbox)
+    ring_after_commit(session)

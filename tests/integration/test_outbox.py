@@ -20,6 +20,7 @@ from shared.infra import OutboxMessage
 from shared.outbox import OutboxRelay, add_event, purge_published
 from shared.settings import ServiceSettings
 from shared.topics import TENANTS
+from shared.web import WorkerThreads
 from tests.support import KAFKA, SettingsFactory, eventually
 
 pytestmark = pytest.mark.integration
@@ -175,3 +176,26 @@ def test_the_relay_purges_rows_published_longer_ago_than_the_retention_at_most_o
 
 def _assert_equal(found: object, expected: object) -> None:
     assert found == expected
+
+
+def test_a_commit_wakes_the_relay_of_its_process_and_so_does_stopping(
+    engine: Engine, make_settings: SettingsFactory
+) -> None:
+    # The relay looks for other processes' rows once a minute here: only the commit's wake-up call can
+    # get the row published within the test's time, and only the stop's can end the relay's wait.
+    settings = make_settings("ingest", outbox_poll_interval_s=60)
+    relay = OutboxRelay(engine, settings)
+    workers = WorkerThreads([("relay", relay)])
+    workers.start()
+    try:
+        time.sleep(0.5)  # the relay found nothing and waits
+        tenant_id = uuid4()
+        with Session(engine) as session:
+            committed = add_event(session, tenant_created(), tenant_id=tenant_id, key=str(tenant_id))
+            session.commit()
+        eventually(lambda: _assert_equal(relay.published_total, 1), timeout=20)
+        [published] = read_topic(TENANTS.full(settings.topic_prefix), expect=1)
+        assert published.event_id == committed.event_id
+    finally:
+        workers.stop(timeout=20)
+    assert not any(thread.is_alive() for thread in workers.threads)
