@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import weakref
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -34,6 +33,7 @@ from sqlmodel import Session, col, select
 
 from shared.crypto import keyring
 from shared.db import utcnow
+from shared.doorbell import Doorbell
 from shared.events import Envelope, Event
 from shared.infra import OutboxMessage
 from shared.kafka import make_producer
@@ -48,28 +48,13 @@ PURGE_EVERY_S = 60.0
 _PURGE_CHUNK = 10_000
 
 
-# -- waking the relays -------------------------------------------------------------------------------------
-
-_relays: weakref.WeakSet[threading.Event] = weakref.WeakSet()  # each running relay's wake-up call
-_RINGS = "clientela.outbox.rings"  # in session.info: this session's next commit wakes the relays
-
-
-def wake_relays() -> None:
-    """Wake every relay of this process (new rows are committed, or it is time to stop)."""
-    for wake in list(_relays):
-        wake.set()
-
-
-def _ring(session: Session) -> None:
-    session.info.pop(_RINGS, None)
-    wake_relays()
+# A commit that added rows wakes this process's relays.
+OUTBOX_WRITTEN = Doorbell("outbox")
 
 
 def ring_after_commit(session: Session) -> None:
     """Have the commit of the session's transaction wake this process's relays (it added outbox rows)."""
-    if not session.info.get(_RINGS):
-        session.info[_RINGS] = True
-        sa.event.listen(session, "after_commit", _ring, once=True)
+    OUTBOX_WRITTEN.ring_after_commit(session)
 
 
 # The keyring derives a key per tenant; outbox bodies are sealed under the one it derives for this id.
@@ -206,10 +191,12 @@ class OutboxRelay:
             self.purge_expired()
 
     def run(self, stop: threading.Event) -> None:
+        with OUTBOX_WRITTEN.listening() as wake:
+            self._run(stop, wake)
+
+    def _run(self, stop: threading.Event, wake: threading.Event) -> None:
         producer: KafkaProducer | None = None
         backoff = 0.5
-        wake = threading.Event()  # set by commits that added rows (`ring_after_commit`) and at stop
-        _relays.add(wake)
         try:
             while not stop.is_set():
                 try:
@@ -231,7 +218,6 @@ class OutboxRelay:
                     stop.wait(backoff)
                     backoff = min(backoff * 2, 10.0)
         finally:  # whatever ends the loop, the producer is closed here, not left to the garbage collector
-            _relays.discard(wake)
             if producer is not None:
                 close_quietly(producer, timeout=5)
 

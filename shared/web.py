@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shared.audit import AuditWriter
 from shared.auth import KeyCache
 from shared.db import make_engine
+from shared.doorbell import ring_every_bell
 from shared.errors import (
     ContentTooLarge,
     MalformedRequest,
@@ -40,7 +41,6 @@ from shared.logs import configure_logging, correlation_id_var, request_id_var
 from shared.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from shared.metrics import HTTP_LATENCY, HTTP_SHED, metrics_body, prepare_multiprocess, serve_worker_metrics
 from shared.migrations import upgrade
-from shared.outbox import wake_relays
 from shared.settings import ServiceSettings
 
 NO_OPENTELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
@@ -78,7 +78,7 @@ class WorkerThreads:
 
     def stop(self, timeout: float = 10.0) -> None:
         self.stop_event.set()
-        wake_relays()  # an outbox relay waiting for rows
+        ring_every_bell()  # workers waiting for work (the outbox relay, the webhook dispatcher)
         for thread in self.threads:
             thread.join(timeout)
 

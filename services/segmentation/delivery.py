@@ -65,6 +65,7 @@ log = logging.getLogger("clientela.webhooks")
 Clock = Callable[[], datetime]
 MAX_RETRY_AFTER = timedelta(hours=24)
 ERROR_PAUSE = timedelta(minutes=1)
+BUSY_POLL_S = 0.05  # while endpoints are being served, how often others' new deliveries are looked for
 JITTER = 0.1
 USER_AGENT = "Clientela-Webhooks/1.0"
 RESPONSE_BYTES = 64 * 1024  # read at most this much of an answer (the connection is kept if it fits)
@@ -258,9 +259,11 @@ class WebhookDispatcher:
         with (
             ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="webhook") as pool,
             self._lanes(),
+            webhooks.DELIVERIES_QUEUED.listening() as queued,
         ):
             while not stop.is_set():
                 claimed: list[tuple[UUID, UUID]] = []
+                queued.clear()  # deliveries committed from now on ring again
                 try:
                     self._purge_now_and_then()
                     free = self.concurrency - len(in_flight)
@@ -273,8 +276,8 @@ class WebhookDispatcher:
                     stop.wait(1.0)
                 for endpoint_id, token in claimed:
                     in_flight[pool.submit(self.serve, endpoint_id, token, stop)] = endpoint_id
-                if in_flight:
-                    done, _ = wait(list(in_flight), timeout=self.poll_interval_s, return_when=FIRST_COMPLETED)
+                if in_flight:  # a served endpoint reads its new deliveries itself; others', within 50 ms
+                    done, _ = wait(list(in_flight), timeout=BUSY_POLL_S, return_when=FIRST_COMPLETED)
                     for future in done:
                         endpoint_id = in_flight.pop(future)
                         if future.exception() is not None:
@@ -286,7 +289,7 @@ class WebhookDispatcher:
                                 },
                             )
                 elif not claimed:
-                    stop.wait(self.poll_interval_s)
+                    queued.wait(self.poll_interval_s)  # new deliveries ring; retries fall due with time
 
     def dispatch_due(self) -> int:
         """Serve every endpoint with due deliveries once, concurrently, and wait: how many attempts were

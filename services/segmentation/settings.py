@@ -48,7 +48,12 @@ class SegmentationSettings(ServiceSettings):
         "one after another, in the order they were made; 1 sends every delivery to an endpoint in order.",
     )
     webhook_retention_days: int = Field(30, ge=1, description="Finished deliveries are kept this long.")
-    webhook_poll_interval_s: float = Field(0.2, gt=0, description="Dispatcher poll interval when idle.")
+    webhook_poll_interval_s: float = Field(
+        1.0,
+        gt=0,
+        description="How often an idle dispatcher looks for due deliveries (retries falling due, deliveries "
+        "queued by other processes); deliveries queued in its own process wake it at once.",
+    )
 
     # Full evaluations (see services/segmentation/evaluations.py).
     evaluate_inline_max_profiles: int = Field(

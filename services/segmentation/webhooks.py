@@ -44,10 +44,14 @@ from services.segmentation.models import (
 from services.segmentation.ssrf import Guard, UnsafeURL, check_url
 from shared.crypto import keyring
 from shared.db import after_row, utcnow
+from shared.doorbell import Doorbell
 from shared.errors import Conflict, Invalid, NotFound
 from shared.events import ProfilesMerged
 from shared.logs import correlation_id_var
 from shared.records import from_minor
+
+# A commit that queued deliveries wakes this process's dispatcher (`delivery.WebhookDispatcher.run`).
+DELIVERIES_QUEUED = Doorbell("webhook-deliveries")
 
 SEGMENT_ENTERED = "segment.entered"
 SEGMENT_EXITED = "segment.exited"
@@ -206,6 +210,7 @@ def _enqueue(
         for endpoint_id in endpoint_ids
     ]
     session.add_all(deliveries)
+    DELIVERIES_QUEUED.ring_after_commit(session)
     return deliveries
 
 
@@ -584,6 +589,7 @@ def _again(session: Session, original: WebhookDelivery, now: datetime) -> Webhoo
         ordering_key=original.ordering_key,
     )
     session.add(delivery)
+    DELIVERIES_QUEUED.ring_after_commit(session)
     return delivery
 
 

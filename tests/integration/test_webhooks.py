@@ -38,6 +38,7 @@ from shared.consumer import ConsumerWorker
 from shared.db import make_engine, utcnow
 from shared.events import Event, ProfilesMerged, ProfileUpdatedV2
 from shared.migrations import upgrade
+from shared.web import WorkerThreads
 from tests.support import ADMIN_TOKEN, FakeClock, add_tenant, auth, eventually, profile_updated
 
 pytestmark = pytest.mark.integration
@@ -526,6 +527,24 @@ def test_one_slow_endpoint_does_not_delay_another(hooks: Hooks, receiver: Receiv
     slow_times = [r.at for r in receiver.got("/slow")]
     assert all(b - a >= 4.5 for a, b in itertools.pairwise(slow_times))  # one at a time
     assert {d["status"] for d in hooks.deliveries(slow)} == {"delivered"}
+
+
+def test_a_queued_delivery_wakes_the_dispatcher_and_so_does_stopping(
+    hooks: Hooks, receiver: Receiver
+) -> None:
+    endpoint = hooks.endpoint(receiver.url("/ok"))
+    # It looks for due deliveries once a minute here: only the commit's wake-up call can get the delivery
+    # sent within the test's time, and only the stop's can end its wait.
+    live = WebhookDispatcher(hooks.engine, guard=Guard(allow_private=True), poll_interval_s=60)
+    workers = WorkerThreads([("dispatcher", live)])
+    workers.start()
+    try:
+        time.sleep(0.5)  # it found nothing and waits
+        hooks.test_delivery(endpoint)
+        eventually(lambda: _count(receiver, "/ok", 1), timeout=20)
+    finally:
+        workers.stop(timeout=20)
+    assert not any(thread.is_alive() for thread in workers.threads)
 
 
 def _count(receiver: Receiver, path: str, expected: int) -> None:
