@@ -85,6 +85,11 @@ CONSUMER_LAG = Gauge(
 EVENTS_PUBLISHED = Counter(
     "clientela_events_published_total", "Events published by the outbox relay.", ["service", "topic"]
 )
+INGEST_GROUP_SIZE = Histogram(
+    "clientela_ingest_group_commit_records",
+    "Single records stored together in one transaction (services/ingest/group_commit.py).",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
+)
 WEBHOOK_DELIVERIES = Counter(
     "clientela_webhook_deliveries_total",
     "Webhook attempts (delivered, failed) and deliveries given up (exhausted).",

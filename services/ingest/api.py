@@ -16,7 +16,8 @@ from sqlmodel import Session, col, select
 
 from services.ingest import idempotency, imports, intake, quality, tenants
 from services.ingest.adapters import ADAPTERS, AdapterError
-from services.ingest.intake import Kind, Outcome
+from services.ingest.group_commit import GroupCommit
+from services.ingest.intake import ItemResult, Kind, Outcome
 from services.ingest.models import ImportJob
 from services.ingest.schemas import (
     MAX_BATCH,
@@ -83,19 +84,24 @@ async def _single(
     request: Request, tenant_id: UUID, session: Session, key: str | None, kind: Kind[Any]
 ) -> Response:
     raw, data = await read_json(request)
+    group: GroupCommit | None = request.app.state.group_commit
+    if key is None and group is not None:  # stored with the other records arriving meanwhile
+        return _answer(await group.accept(kind, tenant_id, data, request_id_var.get()))
 
     def handle() -> Response:
         [result] = intake.accept(
             kind, [data], tenant_id=tenant_id, session=session, correlation_id=request_id_var.get()
         )
-        if result.outcome == Outcome.rejected:
-            return problem(
-                422, "Invalid record", "The record does not pass validation.", errors=result.errors
-            )
-        code = 202 if result.outcome in (Outcome.accepted, Outcome.updated) else 200
-        return JSONResponse(body_of(Accepted.of(result), exclude_none=True), status_code=code)
+        return _answer(result)
 
     return await _idempotent(request, session, str(tenant_id), key, raw, handle)
+
+
+def _answer(result: ItemResult) -> Response:
+    if result.outcome == Outcome.rejected:
+        return problem(422, "Invalid record", "The record does not pass validation.", errors=result.errors)
+    code = 202 if result.outcome in (Outcome.accepted, Outcome.updated) else 200
+    return JSONResponse(body_of(Accepted.of(result), exclude_none=True), status_code=code)
 
 
 async def _batch(

@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from services.ingest import keys
 from services.ingest.api import router
 from services.ingest.consumer import workers
+from services.ingest.group_commit import GroupCommit
 from services.ingest.schemas import BehaviourBatch, CustomerBatch, OrderBatch
 from services.ingest.settings import IngestSettings, get_settings
 from shared.records import BehaviourEvent, CustomerRecord, Order
@@ -19,7 +20,7 @@ SERVICE_DIR = Path(__file__).parent
 
 def create_app(settings: IngestSettings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    return create_service_app(
+    app = create_service_app(
         settings=settings,
         service_dir=SERVICE_DIR,
         title="Clientela ingest",
@@ -29,3 +30,5 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
         schemas=[Order, OrderBatch, CustomerRecord, CustomerBatch, BehaviourEvent, BehaviourBatch],
         body_limits={"/v1/imports": settings.import_max_bytes},
     )
+    app.state.group_commit = GroupCommit(app.state.engine) if settings.group_commit else None
+    return app

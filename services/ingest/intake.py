@@ -189,11 +189,18 @@ def accept(
     *,
     tenant_id: UUID,
     session: Session,
-    correlation_id: str | None = None,
+    correlation_id: str | Sequence[str | None] | None = None,
     _attempt: int = 1,
 ) -> list[ItemResult]:
     """Validate, store and announce `items` (raw JSON values, or records already validated); a result per
-    item, in order."""
+    item, in order. `correlation_id`: the request's, or one per item (records of several requests
+    committed together, see `group_commit`)."""
+
+    def cid(index: int) -> str | None:
+        if correlation_id is None or isinstance(correlation_id, str):
+            return correlation_id
+        return correlation_id[index]
+
     results: list[ItemResult | None] = [None] * len(items)
     tally = quality.Tally(kind.name)
     valid: list[tuple[int, M, dict[str, Any], bytes, str, tuple[str, str]]] = []
@@ -250,7 +257,7 @@ def accept(
                     kind.payload(state.id, state.version, body),
                     tenant_id=tenant_id,
                     key=kind.kafka_key(tenant_id, record),
-                    correlation_id=correlation_id,
+                    correlation_id=cid(index),
                 )
             )
     try:

@@ -21,6 +21,11 @@ class IngestSettings(ServiceSettings):
     port: int = 8001
     import_dir: Path = Field(Path(".data/imports"), description="Where uploaded import files are kept.")
     import_max_bytes: int = Field(2 * 1024**3, description="Largest upload accepted by POST /v1/imports.")
+    group_commit: bool = Field(
+        True,
+        description="Single records posted at the same time (without an Idempotency-Key) are stored in one "
+        "transaction (services/ingest/group_commit.py); false: a transaction per request.",
+    )
 
 
 @lru_cache

@@ -13,9 +13,12 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import Session, func, select
 
+from services.ingest.group_commit import GroupCommit
 from services.ingest.models import IdempotencyRecord, InboundRecord
 from shared.db import make_engine
+from shared.events import Envelope
 from shared.infra import OutboxMessage
+from shared.outbox import open_body
 from tests.support import ADMIN_TOKEN, Stack, auth, eventually, order_body
 
 pytestmark = pytest.mark.integration
@@ -324,3 +327,83 @@ def test_quality_counts_spread_over_shards_add_up(stack: Stack, ingest_db: sa.En
     assert shards > 1  # 40 requests over 16 shards: all in one has a chance of 16 ** -39
     orders = stack.ingest.get("/v1/quality", headers=auth(key)).json()["kinds"]["order"]
     assert (orders["received"], orders["accepted"]) == (40, 40)
+
+
+def hold_first_group(
+    group: GroupCommit, total: int, monkeypatch: pytest.MonkeyPatch, *, break_groups: bool = False
+) -> list[int]:
+    """Make the first transaction of `group` wait until the rest of `total` records wait behind it (so that
+    they are stored together, whatever the threads' timing); returns the sizes of the transactions tried.
+    `break_groups`: every transaction of more than one record fails."""
+    sizes: list[int] = []
+    store = group._accept
+
+    def held(kind: Any, tenant_id: Any, items: list[Any], correlation_ids: list[str | None]) -> Any:
+        sizes.append(len(items))
+        if len(sizes) == 1:
+
+            def the_rest_waits() -> None:
+                assert len(items) + sum(len(q) for q in group._waiting.values()) == total
+
+            eventually(the_rest_waits, timeout=30)
+        if break_groups and len(items) > 1:
+            raise RuntimeError("something in this group breaks the transaction")
+        return store(kind, tenant_id, items, correlation_ids)
+
+    monkeypatch.setattr(group, "_accept", held)
+    return sizes
+
+
+def post_together(stack: Stack, key: str, bodies: list[dict[str, Any]]) -> list[Any]:
+    def post(numbered: tuple[int, dict[str, Any]]) -> Any:
+        n, body = numbered
+        return stack.ingest.post("/v1/orders", json=body, headers={**auth(key), "X-Request-ID": f"req-{n}"})
+
+    with ThreadPoolExecutor(max_workers=len(bodies)) as pool:
+        return list(pool.map(post, enumerate(bodies)))
+
+
+def test_single_posts_arriving_together_share_a_transaction_and_each_gets_its_own_answer(
+    stack: Stack, ingest_db: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = stack.create_tenant()
+    sizes = hold_first_group(stack.ingest.app.state.group_commit, 20, monkeypatch)  # type: ignore[attr-defined]
+    bad = order_body("G-bad", "bad@example.com", "5.00")
+    bad["customer"]["document"] = "111.444.777-00"
+    bodies = [order_body(f"G-{n}", f"g{n}@example.com", f"{10 + n}.00") for n in range(18)]
+    bodies += [bad, order_body("G-0", "g0@example.com", "10.00")]  # G-0 twice
+    responses = post_together(stack, key, bodies)
+
+    assert len(sizes) == 2  # those that came first, then all the others together
+    assert sum(sizes) == 20
+    codes = [r.status_code for r in responses]
+    assert codes[1:18] == [202] * 17
+    assert sorted([codes[0], codes[19]]) == [200, 202]  # whichever came first is new, the other a resend
+    assert {responses[0].json()["id"], responses[19].json()["id"]} == {responses[0].json()["id"]}
+    assert {responses[0].json()["status"], responses[19].json()["status"]} == {"accepted", "duplicate"}
+    assert codes[18] == 422
+    assert responses[18].json()["errors"][0]["loc"] == ["customer", "document"]
+    assert count(ingest_db, InboundRecord) == 18
+    # Each event carries the correlation id of the request that brought its record.
+    with Session(ingest_db) as session:
+        bodies_stored = session.exec(
+            select(OutboxMessage.body).where(OutboxMessage.event_type == "order.ingested")
+        ).all()
+    cids = {Envelope.from_bytes(open_body(b)).correlation_id for b in bodies_stored}
+    assert cids >= {f"req-{n}" for n in range(1, 18)}
+    assert len(cids & {"req-0", "req-19"}) == 1
+    assert len(bodies_stored) == 18
+
+
+def test_a_group_that_fails_is_stored_one_record_at_a_time(
+    stack: Stack, ingest_db: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = stack.create_tenant()
+    group: GroupCommit = stack.ingest.app.state.group_commit  # type: ignore[attr-defined]
+    sizes = hold_first_group(group, 10, monkeypatch, break_groups=True)
+    bodies = [order_body(f"F-{n}", f"f{n}@example.com", "10.00") for n in range(10)]
+    responses = post_together(stack, key, bodies)
+    assert [r.status_code for r in responses] == [202] * 10
+    assert any(size > 1 for size in sizes)  # a group failed ...
+    assert sizes.count(1) == 10  # ... and each of its records was then stored on its own
+    assert count(ingest_db, InboundRecord) == 10
