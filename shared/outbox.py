@@ -1,6 +1,7 @@
 """Transactional outbox: events are written with the state change and published afterwards by a relay.
 
-`add_event` only adds a row to the caller's session; the caller commits. `OutboxRelay` publishes the
+`add_event` stages a row in the caller's session; the caller commits, and the rows the transaction staged
+are written then, in one bulk insert (`insert_rows`, also for callers that build rows themselves). `OutboxRelay` publishes the
 unpublished rows in id order and marks them published. A crash between publish and mark re-publishes
 the batch (at-least-once): consumers deduplicate by event id. The commit of a transaction that added rows
 wakes this process's relays at once (`ring_after_commit`); they also look every `outbox_poll_interval_s`
@@ -32,7 +33,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
 from shared.crypto import keyring
-from shared.db import utcnow
+from shared.db import bulk_insert, utcnow
 from shared.doorbell import Doorbell
 from shared.events import Envelope, Event
 from shared.infra import OutboxMessage
@@ -82,7 +83,14 @@ def outbox_row(
     correlation_id: str | None = None,
 ) -> dict[str, Any]:
     """The outbox row for an event whose payload is already JSON-ready, for bulk inserts."""
-    event_id, occurred_at, body = event_type.envelope_bytes(payload, tenant_id, correlation_id=correlation_id)
+    return _row(
+        event_type, key, *event_type.envelope_bytes(payload, tenant_id, correlation_id=correlation_id)
+    )
+
+
+def _row(
+    event_type: type[Event], key: str, event_id: UUID, occurred_at: datetime, body: bytes
+) -> dict[str, Any]:
     return {
         "event_id": event_id,
         "topic": event_type.TOPIC.name,
@@ -96,22 +104,44 @@ def outbox_row(
 def add_event(
     session: Session, event: Event, *, tenant_id: UUID, key: str, correlation_id: str | None = None
 ) -> Envelope:
-    """Stage `event` for publication in the caller's transaction."""
+    """Stage `event` for publication in the caller's transaction: the row is written, with the others the
+    transaction staged, in one bulk insert when it commits (nothing if it rolls back)."""
     event_id, occurred_at, body = type(event).envelope_bytes(
         event.model_dump(mode="json"), tenant_id, correlation_id=correlation_id
     )
-    ring_after_commit(session)
-    session.add(
-        OutboxMessage(
-            event_id=event_id,
-            topic=event.TOPIC.name,
-            key=key,
-            event_type=event.TYPE,
-            body=seal_body(body),
-            created_at=occurred_at,
-        )
-    )
+    _staged(session).append(_row(type(event), key, event_id, occurred_at, body))
     return Envelope.from_bytes(body)
+
+
+_STAGED = "clientela.outbox.staged"
+
+
+def _staged(session: Session) -> list[dict[str, Any]]:
+    staged: list[dict[str, Any]] | None = session.info.get(_STAGED)
+    if staged is None:
+        staged = session.info[_STAGED] = []
+        sa.event.listen(session, "before_commit", _write_staged)
+        sa.event.listen(session, "after_soft_rollback", _drop_staged)
+    return staged
+
+
+def _write_staged(session: Session) -> None:
+    staged: list[dict[str, Any]] = session.info[_STAGED]
+    if staged:
+        rows = list(staged)
+        staged.clear()
+        insert_rows(session, rows)
+
+
+def _drop_staged(session: Session, _previous_transaction: Any) -> None:
+    session.info[_STAGED].clear()
+
+
+def insert_rows(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Write outbox rows (`outbox_row`) in the caller's transaction, in one bulk insert; its commit wakes
+    this process's relays."""
+    bulk_insert(session, OutboxMessage, rows)
+    ring_after_commit(session)
 
 
 def purge_published(session: Session, *, published_before: datetime | None = None) -> int:

@@ -37,8 +37,7 @@ from shared.crypto import keyring
 from shared.db import bulk_insert, utcnow
 from shared.errors import field_errors
 from shared.events import BehaviourRecorded, CustomerRecorded, Event, OrderIngested
-from shared.infra import OutboxMessage
-from shared.outbox import outbox_row, ring_after_commit
+from shared.outbox import insert_rows, outbox_row
 from shared.records import BehaviourEvent, Customer, CustomerRecord, Order
 
 M = TypeVar("M", bound=BaseModel)
@@ -379,5 +378,4 @@ def _write(
             ),
             updates,
         )
-    bulk_insert(session, OutboxMessage, outbox)
-    ring_after_commit(session)
+    insert_rows(session, outbox)

@@ -54,7 +54,7 @@ from services.segmentation.models import (
     TagKind,
 )
 from services.segmentation.rules import NOW, Rule, depends_on, dump_rule
-from shared.db import after_row, bulk_insert, table_of, utcnow
+from shared.db import after_row, table_of, utcnow
 from shared.errors import NotFound
 from shared.events import (
     Envelope,
@@ -65,8 +65,7 @@ from shared.events import (
     SegmentMembershipChangedV2,
     TenantMismatch,
 )
-from shared.infra import OutboxMessage
-from shared.outbox import add_event, outbox_row
+from shared.outbox import add_event, insert_rows, outbox_row
 
 log = logging.getLogger("clientela.segments")
 
@@ -750,9 +749,8 @@ def _announce_deletion(session: Session, segment: Segment) -> int:
         rows = session.exec(query).all()
         if not rows:
             return members
-        bulk_insert(
+        insert_rows(
             session,
-            OutboxMessage,
             [
                 outbox_row(
                     SegmentMembershipChangedV2,
