@@ -18,7 +18,8 @@ from pydantic._internal import _fields as _pydantic_fields
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Dialect, Engine
-from sqlalchemy.orm import registry
+from sqlalchemy.orm import ORMExecuteState, registry
+from sqlalchemy.orm import Session as OrmSession
 from sqlmodel import Session
 
 
@@ -182,7 +183,7 @@ def table_of(model: type[Any]) -> sa.Table:
     return cast(sa.Table, sa.inspect(model).local_table)
 
 
-def bulk_insert(session: Session, model: type[Any], rows: list[dict[str, Any]]) -> None:
+def bulk_insert(session: OrmSession, model: type[Any], rows: list[dict[str, Any]]) -> None:
     """Insert many rows in the caller's transaction: PostgreSQL `COPY` (one stream, no per-row statement),
     an executemany elsewhere. All rows must have the same keys."""
     if not rows:
@@ -206,6 +207,50 @@ def bulk_insert(session: Session, model: type[Any], rows: list[dict[str, Any]]) 
     except psycopg.Error as exc:
         # Raised as SQLAlchemy's own exceptions (IntegrityError, OperationalError, ...), like any statement.
         raise sa_exc.DBAPIError.instance(copy_sql, None, exc, psycopg.Error) from exc
+
+
+_STAGED = "clientela.staged_rows"
+
+
+def stage_insert(session: OrmSession, model: type[Any], row: dict[str, Any]) -> None:
+    """Insert `row` into `model`'s table later in the caller's transaction, in one bulk insert with the
+    other rows staged for that table (`bulk_insert`): before the session's next statement, or at commit
+    after the ORM's own changes are flushed, whichever comes first (so reads in the transaction see them);
+    dropped if the transaction rolls back. For rows written often and not changed afterwards (events,
+    history, queues): cheaper than ORM objects. The rows of a table need the same keys, every column
+    without a server default included."""
+    staged: dict[type[Any], list[dict[str, Any]]] | None = session.info.get(_STAGED)
+    if staged is None:
+        staged = session.info[_STAGED] = {}
+        sa.event.listen(session, "do_orm_execute", _write_staged_before_statement)
+        sa.event.listen(session, "before_commit", _write_staged_at_commit)
+        sa.event.listen(session, "after_soft_rollback", _drop_staged)
+    staged.setdefault(model, []).append(row)
+
+
+def write_staged(session: OrmSession) -> None:
+    """Insert the rows `stage_insert` staged in the session, now."""
+    staged: dict[type[Any], list[dict[str, Any]]] | None = session.info.get(_STAGED)
+    if not staged:
+        return
+    batches = list(staged.items())
+    staged.clear()
+    for model, rows in batches:
+        bulk_insert(session, model, rows)
+
+
+def _write_staged_before_statement(state: ORMExecuteState) -> None:
+    write_staged(state.session)
+
+
+def _write_staged_at_commit(session: OrmSession) -> None:
+    if session.info.get(_STAGED):
+        session.flush()  # rows may refer to objects added in the same transaction
+        write_staged(session)
+
+
+def _drop_staged(session: OrmSession, _previous_transaction: Any) -> None:
+    session.info[_STAGED].clear()
 
 
 def after_row(

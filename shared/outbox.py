@@ -1,7 +1,8 @@
 """Transactional outbox: events are written with the state change and published afterwards by a relay.
 
-`add_event` stages a row in the caller's session; the caller commits, and the rows the transaction staged
-are written then, in one bulk insert (`insert_rows`, also for callers that build rows themselves). `OutboxRelay` publishes the
+`add_event` stages a row in the caller's session (written with the transaction's other events in one bulk
+insert, `shared.db.stage_insert`; `insert_rows` for callers that build rows themselves); the caller
+commits. `OutboxRelay` publishes the
 unpublished rows in id order and marks them published. A crash between publish and mark re-publishes
 the batch (at-least-once): consumers deduplicate by event id. The commit of a transaction that added rows
 wakes this process's relays at once (`ring_after_commit`); they also look every `outbox_poll_interval_s`
@@ -33,7 +34,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
 from shared.crypto import keyring
-from shared.db import bulk_insert, utcnow
+from shared.db import bulk_insert, stage_insert, utcnow
 from shared.doorbell import Doorbell
 from shared.events import Envelope, Event
 from shared.infra import OutboxMessage
@@ -104,37 +105,14 @@ def _row(
 def add_event(
     session: Session, event: Event, *, tenant_id: UUID, key: str, correlation_id: str | None = None
 ) -> Envelope:
-    """Stage `event` for publication in the caller's transaction: the row is written, with the others the
-    transaction staged, in one bulk insert when it commits (nothing if it rolls back)."""
+    """Stage `event` for publication in the caller's transaction (`shared.db.stage_insert`: written with
+    the transaction's other events in one bulk insert; nothing if it rolls back)."""
     event_id, occurred_at, body = type(event).envelope_bytes(
         event.model_dump(mode="json"), tenant_id, correlation_id=correlation_id
     )
-    _staged(session).append(_row(type(event), key, event_id, occurred_at, body))
+    stage_insert(session, OutboxMessage, _row(type(event), key, event_id, occurred_at, body))
+    ring_after_commit(session)
     return Envelope.from_bytes(body)
-
-
-_STAGED = "clientela.outbox.staged"
-
-
-def _staged(session: Session) -> list[dict[str, Any]]:
-    staged: list[dict[str, Any]] | None = session.info.get(_STAGED)
-    if staged is None:
-        staged = session.info[_STAGED] = []
-        sa.event.listen(session, "before_commit", _write_staged)
-        sa.event.listen(session, "after_soft_rollback", _drop_staged)
-    return staged
-
-
-def _write_staged(session: Session) -> None:
-    staged: list[dict[str, Any]] = session.info[_STAGED]
-    if staged:
-        rows = list(staged)
-        staged.clear()
-        insert_rows(session, rows)
-
-
-def _drop_staged(session: Session, _previous_transaction: Any) -> None:
-    session.info[_STAGED].clear()
 
 
 def insert_rows(session: Session, rows: list[dict[str, Any]]) -> None:

@@ -54,7 +54,7 @@ from services.segmentation.models import (
     TagKind,
 )
 from services.segmentation.rules import NOW, Rule, depends_on, dump_rule
-from shared.db import after_row, table_of, utcnow
+from shared.db import after_row, stage_insert, table_of, utcnow
 from shared.errors import NotFound
 from shared.events import (
     Envelope,
@@ -150,16 +150,18 @@ def announce(
         occurred_at=envelope.occurred_at,
         granted=None if traits is None else granted(traits, segment.purpose),
     )
-    session.add(
-        SegmentMembershipEvent(
-            tenant_id=segment.tenant_id,
-            segment_id=segment.id,
-            profile_id=profile_id,
-            change=change.value,
-            reason=reason,
-            profile_version=profile_version,
-            at=at,
-        )
+    stage_insert(
+        session,
+        SegmentMembershipEvent,
+        {
+            "tenant_id": segment.tenant_id,
+            "segment_id": segment.id,
+            "profile_id": profile_id,
+            "change": change.value,
+            "reason": reason,
+            "profile_version": profile_version,
+            "at": at,
+        },
     )
 
 

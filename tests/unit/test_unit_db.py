@@ -1,17 +1,22 @@
-"""shared.db: UTCDateTime keeps instants in UTC and refuses naive datetimes; make_engine on SQLite."""
+"""shared.db: UTCDateTime keeps instants in UTC and refuses naive datetimes; make_engine on SQLite;
+stage_insert writes staged rows in bulk, in the transaction, after what they refer to."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
+from uuid import UUID, uuid4
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import StatementError
+from sqlmodel import Session, select
 
-from shared.db import UTCDateTime, make_engine, utcnow
+from services.segmentation.models import Segment, SegmentMembershipEvent, segmentation_registry
+from shared.db import UTCDateTime, make_engine, stage_insert, utcnow
 
 metadata = sa.MetaData()
 stamp = sa.Table(
@@ -81,3 +86,71 @@ def test_utcnow_is_aware_utc() -> None:
     now = utcnow()
     assert now.tzinfo is UTC
     assert abs(datetime.now(UTC) - now) < timedelta(seconds=5)
+
+
+# -- stage_insert ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def segments_db(tmp_path: Path) -> Iterator[Engine]:
+    engine = make_engine(f"sqlite:///{tmp_path / 'segments.db'}")  # foreign keys on
+    segmentation_registry.metadata.create_all(engine)
+    yield engine
+    engine.dispose()
+
+
+def entry(segment_id: UUID) -> dict[str, Any]:
+    return {
+        "tenant_id": uuid4(),
+        "segment_id": segment_id,
+        "profile_id": uuid4(),
+        "change": "entered",
+        "reason": "rule",
+        "profile_version": 1,
+        "at": utcnow(),
+    }
+
+
+def history(engine: Engine) -> int:
+    with Session(engine) as session:
+        return len(session.exec(select(SegmentMembershipEvent)).all())
+
+
+def test_staged_rows_are_written_at_commit_after_the_objects_they_refer_to(segments_db: Engine) -> None:
+    with Session(segments_db) as session:
+        segment = Segment(
+            tenant_id=uuid4(), name="VIP", rule={"field": "orders_count", "op": "gte", "value": 1}
+        )
+        session.add(segment)  # not flushed yet: the staged rows refer to it
+        for _ in range(3):
+            stage_insert(session, SegmentMembershipEvent, entry(segment.id))
+        assert history(segments_db) == 0  # nothing written before the commit
+        session.commit()
+    assert history(segments_db) == 3
+
+
+def test_staged_rows_go_with_a_rollback(segments_db: Engine) -> None:
+    with Session(segments_db) as session:
+        segment = Segment(
+            tenant_id=uuid4(), name="VIP", rule={"field": "orders_count", "op": "gte", "value": 1}
+        )
+        session.add(segment)
+        session.commit()
+        stage_insert(session, SegmentMembershipEvent, entry(segment.id))
+        session.rollback()
+        session.commit()  # a later transaction of the same session does not bring them back
+    assert history(segments_db) == 0
+
+
+def test_a_statement_in_the_transaction_sees_the_staged_rows(segments_db: Engine) -> None:
+    with Session(segments_db) as session:
+        segment = Segment(
+            tenant_id=uuid4(), name="VIP", rule={"field": "orders_count", "op": "gte", "value": 1}
+        )
+        session.add(segment)
+        session.commit()
+        stage_insert(session, SegmentMembershipEvent, entry(segment.id))
+        stage_insert(session, SegmentMembershipEvent, entry(segment.id))
+        assert len(session.exec(select(SegmentMembershipEvent)).all()) == 2
+        session.rollback()  # written, but not committed
+    assert history(segments_db) == 0
