@@ -371,6 +371,10 @@ def serve(factory: str, settings: ServiceSettings) -> None:
         access_log=False,
         workers=settings.web_workers,
         timeout_graceful_shutdown=10,
+        # Longer than clients' and load balancers' idle timeouts (60 s is common), so the server is never the
+        # one closing an idle connection while a request is on its way in (a reset for a sent POST; at
+        # uvicorn's default of 5 s, vegeta saw four at 200 orders/s).
+        timeout_keep_alive=75,
     )
 
 
