@@ -39,7 +39,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -65,7 +65,6 @@ log = logging.getLogger("clientela.webhooks")
 Clock = Callable[[], datetime]
 MAX_RETRY_AFTER = timedelta(hours=24)
 ERROR_PAUSE = timedelta(minutes=1)
-BUSY_POLL_S = 0.05  # while endpoints are being served, how often others' new deliveries are looked for
 JITTER = 0.1
 USER_AGENT = "Clientela-Webhooks/1.0"
 RESPONSE_BYTES = 64 * 1024  # read at most this much of an answer (the connection is kept if it fits)
@@ -263,7 +262,17 @@ class WebhookDispatcher:
         ):
             while not stop.is_set():
                 claimed: list[tuple[UUID, UUID]] = []
-                queued.clear()  # deliveries committed from now on ring again
+                queued.clear()  # from now on, queued deliveries and endpoints served to the end ring again
+                for future in [f for f in in_flight if f.done()]:
+                    endpoint_id = in_flight.pop(future)
+                    if future.exception() is not None:
+                        log.error(
+                            "webhook endpoint serving failed",
+                            extra={
+                                "endpoint_id": str(endpoint_id),
+                                "error_type": type(future.exception()).__name__,
+                            },
+                        )
                 try:
                     self._purge_now_and_then()
                     free = self.concurrency - len(in_flight)
@@ -275,21 +284,11 @@ class WebhookDispatcher:
                     )
                     stop.wait(1.0)
                 for endpoint_id, token in claimed:
-                    in_flight[pool.submit(self.serve, endpoint_id, token, stop)] = endpoint_id
-                if in_flight:  # a served endpoint reads its new deliveries itself; others', within 50 ms
-                    done, _ = wait(list(in_flight), timeout=BUSY_POLL_S, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        endpoint_id = in_flight.pop(future)
-                        if future.exception() is not None:
-                            log.error(
-                                "webhook endpoint serving failed",
-                                extra={
-                                    "endpoint_id": str(endpoint_id),
-                                    "error_type": type(future.exception()).__name__,
-                                },
-                            )
-                elif not claimed:
-                    queued.wait(self.poll_interval_s)  # new deliveries ring; retries fall due with time
+                    future = pool.submit(self.serve, endpoint_id, token, stop)
+                    future.add_done_callback(lambda _: queued.set())
+                    in_flight[future] = endpoint_id
+                if not claimed:  # a served endpoint reads its own new deliveries; retries fall due with time
+                    queued.wait(self.poll_interval_s)
 
     def dispatch_due(self) -> int:
         """Serve every endpoint with due deliveries once, concurrently, and wait: how many attempts were
