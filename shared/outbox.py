@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -34,7 +35,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
 from shared.crypto import keyring
-from shared.db import bulk_insert, stage_insert, utcnow
+from shared.db import bulk_insert, stage_insert, table_of, utcnow
 from shared.doorbell import Doorbell
 from shared.events import Envelope, Event
 from shared.infra import OutboxMessage
@@ -132,6 +133,21 @@ def purge_published(session: Session, *, published_before: datetime | None = Non
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
+_outbox = table_of(OutboxMessage)
+_TRY_LOCK = sa.select(sa.func.pg_try_advisory_xact_lock(_RELAY_LOCK_ID))
+_UNPUBLISHED = (
+    sa.select(_outbox.c.id, _outbox.c.topic, _outbox.c.key, _outbox.c.body)
+    .where(_outbox.c.published_at.is_(None))
+    .order_by(_outbox.c.id)
+    .limit(sa.bindparam("n"))
+)
+_MARK = (
+    sa.update(_outbox)
+    .where(_outbox.c.id.in_(sa.bindparam("ids", expanding=True)))
+    .values(published_at=sa.bindparam("at", type_=_outbox.c.published_at.type))
+)
+
+
 class OutboxRelay:
     def __init__(self, engine: Engine, settings: ServiceSettings, *, batch_size: int = 1000) -> None:
         self.engine = engine
@@ -142,17 +158,10 @@ class OutboxRelay:
 
     def publish_batch(self, producer: KafkaProducer) -> int:
         """Publish up to `batch_size` rows in order; return how many were published."""
-        with Session(self.engine) as session:
-            if self.engine.dialect.name == "postgresql":
-                got = session.execute(sa.select(sa.func.pg_try_advisory_xact_lock(_RELAY_LOCK_ID))).scalar()
-                if not got:
-                    return 0
-            rows = session.exec(
-                select(OutboxMessage.id, OutboxMessage.topic, OutboxMessage.key, OutboxMessage.body)
-                .where(col(OutboxMessage.published_at).is_(None))
-                .order_by(col(OutboxMessage.id))
-                .limit(self.batch_size)
-            ).all()
+        with self.engine.begin() as connection:
+            if self.engine.dialect.name == "postgresql" and not connection.execute(_TRY_LOCK).scalar():
+                return 0
+            rows = connection.execute(_UNPUBLISHED, {"n": self.batch_size}).all()
             if not rows:
                 return 0
             prefix = self.settings.topic_prefix
@@ -163,15 +172,11 @@ class OutboxRelay:
             producer.flush(timeout=10)
             for future in futures:
                 future.get(timeout=0)  # raises the send error, if any: nothing is marked then
-            ids = [row[0] for row in rows]
-            session.execute(
-                sa.update(OutboxMessage).where(col(OutboxMessage.id).in_(ids)).values(published_at=utcnow())
-            )
-            session.commit()
-            self.published_total += len(ids)
-            for _id, topic, _key, _body in rows:
-                EVENTS_PUBLISHED.labels(self.settings.service_name, prefix + topic).inc()
-            return len(ids)
+            connection.execute(_MARK, {"ids": [row[0] for row in rows], "at": utcnow()})
+        self.published_total += len(rows)
+        for topic, count in Counter(row[1] for row in rows).items():
+            EVENTS_PUBLISHED.labels(self.settings.service_name, prefix + topic).inc(count)
+        return len(rows)
 
     def purge_expired(self) -> int:
         """Delete the rows published more than `outbox_retention_minutes` ago, in chunks (short
