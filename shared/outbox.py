@@ -219,8 +219,10 @@ class OutboxRelay:
                     published = self.publish_batch(producer)
                     self._purge_now_and_then()
                     backoff = 0.5
-                    if published == 0:
-                        wake.wait(self.settings.outbox_poll_interval_s)
+                    if published == 0 and wake.wait(self.settings.outbox_poll_interval_s):
+                        # Woken by a commit: the ones right behind it go in the same publish (fewer, fuller
+                        # produce requests under load, for a few ms of latency).
+                        stop.wait(self.settings.outbox_linger_s)
                 except (KafkaError, SQLAlchemyError) as exc:
                     log.warning(
                         "outbox relay cannot publish; retrying", extra={"error_type": type(exc).__name__}

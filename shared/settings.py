@@ -57,6 +57,12 @@ class ServiceSettings(BaseSettings):
         description="How often the relay looks for rows written by other processes; rows committed in its "
         "own process wake it at once.",
     )
+    outbox_linger_s: float = Field(
+        0.01,
+        ge=0,
+        validation_alias=_common("outbox_linger_s"),
+        description="How long a relay woken by a commit waits for the next ones before publishing.",
+    )
     outbox_retention_minutes: int = Field(
         60,
         ge=0,
