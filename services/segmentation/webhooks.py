@@ -193,62 +193,37 @@ def _enqueue(
     now: datetime,
     segment_id: UUID | None = None,
     ordering_key: str | None = None,
+    staged: bool = False,
 ) -> list[WebhookDelivery]:
-    deliveries = [
-        WebhookDelivery(
-            tenant_id=tenant_id,
-            endpoint_id=endpoint_id,
-            message_id=message,
-            event_type=event_type,
-            payload=payload,
-            next_attempt_at=now,
-            created_at=now,
-            segment_id=segment_id,
-            correlation_id=correlation_id_var.get(),
-            ordering_key=ordering_key,
-        )
+    """Queue a delivery of the message to each endpoint, in the caller's transaction; `staged` (the
+    consumers' hot path): the rows are written in bulk (`shared.db.stage_insert`) and none is returned."""
+    correlation_id = correlation_id_var.get()
+    rows: list[dict[str, Any]] = [
+        {
+            "id": uuid4(),
+            "tenant_id": tenant_id,
+            "endpoint_id": endpoint_id,
+            "message_id": message,
+            "event_type": event_type,
+            "payload": payload,
+            "status": DeliveryStatus.pending.value,
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+            "segment_id": segment_id,
+            "correlation_id": correlation_id,
+            "ordering_key": ordering_key,
+        }
         for endpoint_id in endpoint_ids
     ]
+    DELIVERIES_QUEUED.ring_after_commit(session)
+    if staged:
+        for row in rows:
+            stage_insert(session, WebhookDelivery, row)
+        return []
+    deliveries = [WebhookDelivery(**row) for row in rows]
     session.add_all(deliveries)
-    DELIVERIES_QUEUED.ring_after_commit(session)
     return deliveries
-
-
-def _stage(
-    session: Session,
-    *,
-    tenant_id: UUID,
-    endpoint_ids: Iterable[UUID],
-    message: str,
-    event_type: str,
-    payload: bytes,
-    segment_id: UUID | None = None,
-    ordering_key: str | None = None,
-) -> None:
-    """`_enqueue` for the consumers' hot path: the rows are written in bulk (`shared.db.stage_insert`)."""
-    now = utcnow()
-    correlation_id = correlation_id_var.get()
-    for endpoint_id in endpoint_ids:
-        stage_insert(
-            session,
-            WebhookDelivery,
-            {
-                "id": uuid4(),
-                "tenant_id": tenant_id,
-                "endpoint_id": endpoint_id,
-                "message_id": message,
-                "event_type": event_type,
-                "payload": payload,
-                "status": DeliveryStatus.pending.value,
-                "attempts": 0,
-                "next_attempt_at": now,
-                "created_at": now,
-                "segment_id": segment_id,
-                "correlation_id": correlation_id,
-                "ordering_key": ordering_key,
-            },
-        )
-    DELIVERIES_QUEUED.ring_after_commit(session)
 
 
 def enqueue_membership(
@@ -291,15 +266,17 @@ def enqueue_membership(
     }
     if reason is not None:
         data["reason"] = reason
-    _stage(
+    _enqueue(
         session,
         tenant_id=segment.tenant_id,
         endpoint_ids=targets,
         message=message_id(event_id),
         event_type=event_type,
         payload=body(event_type, occurred_at, data),
+        now=utcnow(),
         segment_id=segment.id,
         ordering_key=f"profile:{profile_id}",
+        staged=True,
     )
 
 

@@ -111,6 +111,17 @@ def entry(segment_id: UUID) -> dict[str, Any]:
     }
 
 
+def vip() -> Segment:
+    return Segment(tenant_id=uuid4(), name="VIP", rule={"field": "orders_count", "op": "gte", "value": 1})
+
+
+def saved_segment(session: Session) -> Segment:
+    segment = vip()
+    session.add(segment)
+    session.commit()
+    return segment
+
+
 def history(engine: Engine) -> int:
     with Session(engine) as session:
         return len(session.exec(select(SegmentMembershipEvent)).all())
@@ -118,9 +129,7 @@ def history(engine: Engine) -> int:
 
 def test_staged_rows_are_written_at_commit_after_the_objects_they_refer_to(segments_db: Engine) -> None:
     with Session(segments_db) as session:
-        segment = Segment(
-            tenant_id=uuid4(), name="VIP", rule={"field": "orders_count", "op": "gte", "value": 1}
-        )
+        segment = vip()
         session.add(segment)  # not flushed yet: the staged rows refer to it
         for _ in range(3):
             stage_insert(session, SegmentMembershipEvent, entry(segment.id))
@@ -131,11 +140,7 @@ def test_staged_rows_are_written_at_commit_after_the_objects_they_refer_to(segme
 
 def test_staged_rows_go_with_a_rollback(segments_db: Engine) -> None:
     with Session(segments_db) as session:
-        segment = Segment(
-            tenant_id=uuid4(), name="VIP", rule={"field": "orders_count", "op": "gte", "value": 1}
-        )
-        session.add(segment)
-        session.commit()
+        segment = saved_segment(session)
         stage_insert(session, SegmentMembershipEvent, entry(segment.id))
         session.rollback()
         session.commit()  # a later transaction of the same session does not bring them back
@@ -144,11 +149,7 @@ def test_staged_rows_go_with_a_rollback(segments_db: Engine) -> None:
 
 def test_a_statement_in_the_transaction_sees_the_staged_rows(segments_db: Engine) -> None:
     with Session(segments_db) as session:
-        segment = Segment(
-            tenant_id=uuid4(), name="VIP", rule={"field": "orders_count", "op": "gte", "value": 1}
-        )
-        session.add(segment)
-        session.commit()
+        segment = saved_segment(session)
         stage_insert(session, SegmentMembershipEvent, entry(segment.id))
         stage_insert(session, SegmentMembershipEvent, entry(segment.id))
         assert len(session.exec(select(SegmentMembershipEvent)).all()) == 2
