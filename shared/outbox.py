@@ -2,11 +2,10 @@
 
 `add_event` stages a row in the caller's session (written with the transaction's other events in one bulk
 insert, `shared.db.stage_insert`; `insert_rows` for callers that build rows themselves); the caller
-commits. `OutboxRelay` publishes the
-unpublished rows in id order and marks them published. A crash between publish and mark re-publishes
-the batch (at-least-once): consumers deduplicate by event id. The commit of a transaction that added rows
-wakes this process's relays at once (`ring_after_commit`); they also look every `outbox_poll_interval_s`
-for rows other processes wrote (another replica, the CLI).
+commits. `OutboxRelay` publishes the unpublished rows in id order and marks them published. A crash
+between publish and mark re-publishes the batch (at-least-once): consumers deduplicate by event id. The
+commit of a transaction that added rows wakes this process's relays at once (`OUTBOX_WRITTEN`); they also
+look every `outbox_poll_interval_s` for rows other processes wrote (another replica, the CLI).
 
 Event bodies carry personal data (an `order.ingested` holds the whole order, customer included), so they
 are stored sealed (AES-GCM, `shared.crypto`, under the key the keyring derives for no tenant in
@@ -53,11 +52,6 @@ _PURGE_CHUNK = 10_000
 
 # A commit that added rows wakes this process's relays.
 OUTBOX_WRITTEN = Doorbell("outbox")
-
-
-def ring_after_commit(session: Session) -> None:
-    """Have the commit of the session's transaction wake this process's relays (it added outbox rows)."""
-    OUTBOX_WRITTEN.ring_after_commit(session)
 
 
 # The keyring derives a key per tenant; outbox bodies are sealed under the one it derives for this id.
@@ -112,7 +106,7 @@ def add_event(
         event.model_dump(mode="json"), tenant_id, correlation_id=correlation_id
     )
     stage_insert(session, OutboxMessage, _row(type(event), key, event_id, occurred_at, body))
-    ring_after_commit(session)
+    OUTBOX_WRITTEN.ring_after_commit(session)
     return Envelope.from_bytes(body)
 
 
@@ -120,7 +114,7 @@ def insert_rows(session: Session, rows: list[dict[str, Any]]) -> None:
     """Write outbox rows (`outbox_row`) in the caller's transaction, in one bulk insert; its commit wakes
     this process's relays."""
     bulk_insert(session, OutboxMessage, rows)
-    ring_after_commit(session)
+    OUTBOX_WRITTEN.ring_after_commit(session)
 
 
 def purge_published(session: Session, *, published_before: datetime | None = None) -> int:

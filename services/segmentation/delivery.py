@@ -307,8 +307,8 @@ class WebhookDispatcher:
             yield
             return
         workers = self.concurrency * self.parallelism
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="webhook-lane") as lanes:
-            self._lane_pool = lanes
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="webhook-lane") as pool:
+            self._lane_pool = pool
             try:
                 yield
             finally:
@@ -378,12 +378,12 @@ class WebhookDispatcher:
 
         The oldest due delivery is sent first, alone; once it succeeded, the others are split into up to
         `parallelism` lanes by their ordering key (the profile they are about): a lane is sent one request
-        at a time, in order, and the lanes at once, so deliveries
-        about one profile arrive in the order they were made while one endpoint still takes many requests
-        at a time. They are read in one transaction and the successes recorded in one: a delivery costs one
-        HTTP request, not three round trips to the database. Anything but a 2xx is recorded at once, stops
-        every lane after its current request, and the rest are read again (the answer may have disabled
-        the endpoint); a `Retry-After` ends the turn."""
+        at a time, in order, and the lanes at once, so deliveries about one profile arrive in the order they
+        were made while one endpoint still takes many requests at a time. They are read in one transaction
+        and the successes recorded in one: a delivery costs one HTTP request, not three round trips to the
+        database. Anything but a 2xx is recorded at once, stops every lane after its current request, and
+        the rest are read again (the answer may have disabled the endpoint); a `Retry-After` ends the
+        turn."""
         attempts = 0
         pause: timedelta | None = None
         try:
