@@ -2,9 +2,11 @@
 
 A tenant is loaded through the pipeline first (bench.pipeline: the three services as processes, on databases
 `clientela_<service>_apilatency`): every order line of `clientela generate --orders 30000 --seed 1` (about
-10,000 people), until final. The profile service runs as `make run` starts it (one process, its consumers and
-relay inside; `--web-workers N`: N uvicorn worker processes, each with its own consumers), with its per-key
-rate limit off (`PROFILE_RATE_LIMIT_PER_SECOND=0`: the setting is per service,
+10,000 people), until final. Then the profile service runs as deploy/README.md deploys it at scale: its API
+alone (`CLIENTELA_RUN_WORKERS=false`) in `--web-workers` uvicorn processes (2, as two replicas would be), its
+consumers and relay in a process of their own (`python -m services.profile.consumer`); `--consumers-inside`:
+as `make run` starts it instead (the consumers inside each API process, none apart). The API runs with its
+per-key rate limit off (`PROFILE_RATE_LIMIT_PER_SECOND=0`: the setting is per service,
 `CLIENTELA_RATE_LIMIT_PER_SECOND` does not exist) and its other settings as shipped: at most
 `PROFILE_MAX_IN_FLIGHT` (32) requests handled at once, past which a request gets a 503 at once (counted as an
 error, and apart as *shed*), reads audited in batches every 0.2 s, verified keys kept 5 s. Then vegeta (an
@@ -12,16 +14,17 @@ open-model load tool: requests leave at the asked rate whatever the answers do, 
 sends, for `--seconds` at each rate, `GET /v1/profiles/{id}` over every active profile's id and `GET
 /v1/profiles?email=` over the buyers' own e-mails (relay addresses left out), in a shuffled order, with a 10 s
 timeout per request; the lowest rate first, both lookups at each rate, after a warm-up (5 s at 100/s). Before
-each attack the profile process must be at rest (below 30 % CPU for 4 s with no request, about 10 % normally,
-and answering 5 reads in a row within 200 ms each); one that does not get there within 2 minutes (an
-overloaded process keeps working through, or stays stuck in, what it queued) is replaced by a new one, warmed
-up, and a new one that keeps a core busy with no request is replaced again (up to 4). Reported per (lookup,
-rate): requests sent per second, OK answers per second, errors (timeouts included), p50/p95/p99/max computed
-from every request's latency (timed-out ones at 10 s; vegeta's own report is kept in the JSON), the profile
-process's CPU during the attack (and per request sent) and at rest before it, new processes started, the
-machine's busy CPU, and the CPU of other people's processes (neither the benchmark's, PostgreSQL nor Kafka).
-vegeta is installed into the project's tools folder with `go install` when missing. Writes
-bench/results/api.json and the table in bench/README.md.
+each attack the profile service (its API's and its consumers' processes) must be at rest (below 30 % CPU for 4
+s with no request, about 10 % normally, and answering 5 reads in a row within 200 ms each); one that does not
+get there within 2 minutes (an overloaded process keeps working through, or stays stuck in, what it queued; a
+consumers' process sometimes keeps a core busy with nothing to consume) has its processes replaced by new
+ones, warmed up, and new ones that keep a core busy with no request are replaced again (up to 4). Reported per
+(lookup, rate): requests sent per second, OK answers per second, errors (timeouts included), p50/p95/p99/max
+computed from every request's latency (timed-out ones at 10 s; vegeta's own report is kept in the JSON), the
+profile API's CPU during the attack (and per request sent), its consumers' process's, the service's at rest
+before it, new processes started, the machine's busy CPU, and the CPU of other people's processes (neither the
+benchmark's, PostgreSQL nor Kafka). vegeta is installed into the project's tools folder with `go install` when
+missing. Writes bench/results/api.json and the table in bench/README.md.
 """
 
 from __future__ import annotations
@@ -172,9 +175,18 @@ def attack(binary: Path, targets: Path, rate: int, seconds: int, work: Path) -> 
 # -- the benchmark -----------------------------------------------------------------------------------------
 
 
+def profile_pids(pipeline: Pipeline) -> list[int]:
+    """The profile service's processes: its API's (uvicorn's workers included) and its consumers' one."""
+    started = [
+        pipeline.services["profile"],
+        *([pipeline.workers["profile"]] if "profile" in pipeline.workers else []),
+    ]
+    return [pid for service in started for pid in proc_tree(service.process.pid)]
+
+
 def idle_cpu_percent(pipeline: Pipeline, seconds: float = 5) -> int:
-    """The profile process's CPU while nobody asks it anything (its consumers and relay still run)."""
-    pids = proc_tree(pipeline.services["profile"].process.pid)
+    """The profile service's CPU while nobody asks it anything (its consumers and relay still run)."""
+    pids = profile_pids(pipeline)
     before = cpu_seconds(pids)
     time.sleep(seconds)
     return round(100 * (cpu_seconds(pids) - before) / seconds)
@@ -309,15 +321,19 @@ def measure(
                 targets.write_bytes(vegeta_targets(pipeline.url("profile"), api_key, paths[lookup]))
                 events = consumed(pipeline)  # before: an overloaded process no longer answers /metrics
                 pids = proc_tree(pipeline.services["profile"].process.pid)
+                consumers = profile_pids(pipeline)[len(pids) :]
                 cpu, machine = cpu_seconds(pids), machine_busy_seconds(Path("/proc/stat").read_text())
+                consumers_cpu = cpu_seconds(consumers)
                 others = process_times()
                 log.info("GET by %s at %d/s for %d s", lookup, rate, seconds)
                 result = attack(binary, targets, rate, seconds, work)
                 cpu = cpu_seconds(pids) - cpu
+                consumers_cpu = cpu_seconds(consumers) - consumers_cpu
                 machine = machine_busy_seconds(Path("/proc/stat").read_text()) - machine
                 mine = {
                     os.getpid(),
                     *(p for s in pipeline.services.values() for p in proc_tree(s.process.pid)),
+                    *(p for s in pipeline.workers.values() for p in proc_tree(s.process.pid)),
                 }
                 others_s = other_cpu_seconds(others, process_times(), mine)
                 own = result["vegeta"]
@@ -332,6 +348,9 @@ def measure(
                         **summarise(result["results"], sent_s, total_s),
                         "profile_cpu_percent": round(100 * cpu / total_s),
                         "profile_cpu_ms_per_request": round(1000 * cpu / max(len(result["results"]), 1), 2),
+                        "profile_consumers_cpu_percent": round(100 * consumers_cpu / total_s)
+                        if consumers
+                        else None,
                         "web_workers": web_workers,
                         "profile_idle_cpu_percent": idle,
                         "quiet_after_s": quiet_s,
@@ -358,7 +377,14 @@ def main() -> None:
     parser.add_argument("--orders", type=int, default=30_000, help="clientela generate --orders (all lines)")
     parser.add_argument("--rates", type=int, nargs="+", default=[100, 500, 1000])
     parser.add_argument("--seconds", type=int, default=30)
-    parser.add_argument("--web-workers", type=int, default=1, help="PROFILE_WEB_WORKERS (uvicorn processes)")
+    parser.add_argument(
+        "--web-workers", type=int, default=2, help="PROFILE_WEB_WORKERS: the API's uvicorn processes"
+    )
+    parser.add_argument(
+        "--consumers-inside",
+        action="store_true",
+        help="as `make run` starts it: the consumers inside the API process (each of them), no process apart",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     for noisy in ("kafka", "httpx"):
@@ -366,23 +392,35 @@ def main() -> None:
     CACHE.mkdir(parents=True, exist_ok=True)
     with exclusive():
         lines = orders_file(args.orders, 1).read_bytes().splitlines()
-        env = {"PROFILE_RATE_LIMIT_PER_SECOND": "0", "PROFILE_WEB_WORKERS": str(args.web_workers)}
+        env = {"PROFILE_RATE_LIMIT_PER_SECOND": "0"}
+        if args.consumers_inside:
+            env["PROFILE_WEB_WORKERS"] = str(args.web_workers)
         with Pipeline("apilatency", env=env) as pipeline:
             log.info("loading %d orders through the pipeline", len(lines))
             loaded = pipeline.load(lines)
             if not loaded["final"]:
                 raise RuntimeError(f"the tenant did not load: {loaded['stages_seconds']}")
+            if not args.consumers_inside:
+                log.info("the profile API alone in %d processes, its consumers apart", args.web_workers)
+                pipeline.split("profile", args.web_workers)
             cases = measure(pipeline, lines, args.rates, args.seconds, args.web_workers)
     for case in cases:
         case["profiles"] = loaded["profiles"]
         case["load_wall_seconds"] = loaded["wall_seconds"]
-    default = (args.orders, args.rates, args.seconds, args.web_workers) == (30_000, [100, 500, 1000], 30, 1)
+    default = (args.orders, args.rates, args.seconds, args.web_workers, args.consumers_inside) == (
+        30_000,
+        [100, 500, 1000],
+        30,
+        2,
+        False,
+    )
     rates = " ".join(map(str, args.rates))
     command = (
         f"uv run python -m bench.api_latency --orders {args.orders} --rates {rates} --seconds {args.seconds}"
-        f" --web-workers {args.web_workers}"
+        f" --web-workers {args.web_workers}{' --consumers-inside' if args.consumers_inside else ''}"
     )
     processes = "one process" if args.web_workers == 1 else f"{args.web_workers} uvicorn worker processes"
+    processes += ", consumers inside" if args.consumers_inside else ", its consumers in a process apart"
     results = report.publish(
         "api",
         cases,
@@ -403,13 +441,14 @@ def main() -> None:
             ("max (ms)", lambda c: c["max_ms"]),
             ("profile CPU %", lambda c: c["profile_cpu_percent"]),
             ("CPU ms/req", lambda c: c["profile_cpu_ms_per_request"]),
+            ("consumers CPU %", lambda c: c.get("profile_consumers_cpu_percent")),
             ("idle CPU %", lambda c: c["profile_idle_cpu_percent"]),
             ("machine CPU %", lambda c: c["machine_busy_percent"]),
             ("others' CPU s", lambda c: c["other_processes_cpu_seconds"]),
             ("new processes", lambda c: c["new_profile_processes"]),
         ],
         note=f"vegeta {VEGETA_VERSION} at a constant rate, {args.seconds} s per rate, against the profile "
-        f"service ({processes}, consumers inside, `PROFILE_MAX_IN_FLIGHT` 32) holding "
+        f"service's API ({processes}, `PROFILE_MAX_IN_FLIGHT` 32 each) holding "
         f"{loaded['profiles']:,} profiles; the three services, Kafka, PostgreSQL and vegeta share the 2 "
         "cores. Target: p99 ≤ 20 ms at 500 req/s.",
         command=None if default else command,
@@ -418,10 +457,11 @@ def main() -> None:
         "30000 --seed 1`), then `GET /v1/profiles/{id}` over every profile and `GET /v1/profiles?email=` "
         "over the buyers' own e-mails, sent by vegeta at a constant rate (open model) with a 10 s "
         "timeout; percentiles over every request, timed-out ones at 10 s. The lowest rate first; before "
-        "each attack the profile process must be at rest (*idle CPU %*: below 30 % with no request, about "
-        "10 % normally, and answering 5 reads in a row within 200 ms each): one not at rest after 2 "
-        "minutes (an overload leaves it working through, or stuck in, what it queued) is replaced by a new "
-        "process (*new processes*).",
+        "each attack the profile service (API and consumers) must be at rest (*idle CPU %*: below 30 % "
+        "with no request, and answering 5 reads in a row within 200 ms each): one not at rest after 2 "
+        "minutes (an overload leaves it working through, or stuck in, what it queued) has its processes "
+        "replaced (*new processes*). *profile CPU %*: the API's processes; *consumers CPU %*: the "
+        "consumers' process, apart.",
     )
     print(json.dumps(results, indent=2))  # noqa: T201 - a benchmark's report goes to stdout
 

@@ -122,16 +122,25 @@ class Service:
 
 
 def start_service(
-    name: str, database_url: str, prefix: str, log: Path, *, ready_s: float = 90, **env: str
+    name: str,
+    database_url: str,
+    prefix: str,
+    log: Path,
+    *,
+    ready_s: float = 90,
+    workers_only: bool = False,
+    **env: str,
 ) -> Service:
     """`python -m services.<name>` on a free port with its own database and the benchmark's topic prefix
-    (plus `env`), once it answers /readyz."""
+    (plus `env`), once it answers /readyz. `workers_only`: its Kafka consumers and relay without the API
+    (`python -m services.<name>.consumer`), once its metrics answer on the port (`url` is theirs)."""
     port = free_port()
     upper = name.upper()
     environment = {
         **{k: v for k, v in os.environ.items() if not k.startswith((f"{upper}_", "CLIENTELA_"))},
         f"{upper}_DATABASE_URL": database_url,
         f"{upper}_PORT": str(port),
+        **({"CLIENTELA_METRICS_PORT": str(port)} if workers_only else {}),
         "CLIENTELA_TOPIC_PREFIX": prefix,
         "CLIENTELA_KAFKA_BOOTSTRAP_SERVERS": KAFKA,
         "CLIENTELA_ADMIN_TOKEN": ADMIN,
@@ -139,7 +148,7 @@ def start_service(
         **env,
     }
     process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-        [sys.executable, "-m", f"services.{name}"],
+        [sys.executable, "-m", f"services.{name}.consumer" if workers_only else f"services.{name}"],
         cwd=ROOT,
         env=environment,
         stdout=log.open("wb"),
@@ -149,7 +158,7 @@ def start_service(
     deadline = time.monotonic() + ready_s
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+            if httpx.get(f"{url}/{'metrics' if workers_only else 'readyz'}", timeout=1).status_code == 200:
                 return Service(name, process, url)
         except httpx.HTTPError:
             pass

@@ -276,6 +276,8 @@ class Pipeline:
     tenant_id: str = ""
     headers: dict[str, str] = field(default_factory=dict)
     segment_ids: dict[str, str] = field(default_factory=dict)
+    overrides: dict[str, dict[str, str]] = field(default_factory=dict)  # a service's env on top of `env`
+    workers: dict[str, Service] = field(default_factory=dict)  # consumers run apart from their API (`split`)
 
     def database(self, service: str) -> str:
         return f"{PG}/clientela_{service}_{self.tag}"
@@ -285,7 +287,7 @@ class Pipeline:
         try:
             for name in SERVICES:
                 reset_database(self.database(name))
-                self._start(name, CACHE / f"{self.tag}-{name}.log")
+                self.services[name] = self._start(name, CACHE / f"{self.tag}-{name}.log")
             self._tenant()
         except BaseException:
             self.__exit__(None, None, None)
@@ -296,26 +298,46 @@ class Pipeline:
     def __exit__(self, *exc: object) -> None:
         if hasattr(self, "profile_db"):
             self.profile_db.dispose()
-        for service in self.services.values():
+        for service in [*self.services.values(), *self.workers.values()]:
             service.stop()
         drop_topics(f"{self.prefix}.")
 
-    def _start(self, name: str, log_file: Path) -> None:
-        self.services[name] = start_service(
+    def _start(self, name: str, log_file: Path, *, workers_only: bool = False) -> Service:
+        return start_service(
             name,
             self.database(name),
             f"{self.prefix}.",
             log_file,
+            workers_only=workers_only,
             CLIENTELA_SECRET_KEY=SECRET,
             CLIENTELA_CONSUMER_GROUP_PREFIX=self.prefix,
-            **cast(dict[str, Any], self.env),  # only strings: `ready_s` is not among them
+            # only strings: `ready_s` and `workers_only` are not among them
+            **cast(dict[str, Any], self.env | self.overrides.get(name, {})),
         )
 
-    def restart(self, name: str) -> None:
-        """Stop the service's process and start a new one on the same database (another port; its log
-        in a new file)."""
+    def split(self, name: str, web_workers: int) -> None:
+        """Run the service as deployed at scale (deploy/README.md): its API alone in `web_workers` uvicorn
+        processes (`CLIENTELA_RUN_WORKERS=false`, as that many replicas would be) and its consumers and
+        relay in a process of their own (`python -m services.<name>.consumer`), on the same database."""
         self.services.pop(name).stop()
-        self._start(name, CACHE / f"{self.tag}-{name}-{time.strftime('%H%M%S')}.log")
+        self.workers[name] = self._start(name, CACHE / f"{self.tag}-{name}-workers.log", workers_only=True)
+        self.overrides[name] = {
+            "CLIENTELA_RUN_WORKERS": "false",
+            f"{name.upper()}_WEB_WORKERS": str(web_workers),
+        }
+        self.services[name] = self._start(name, CACHE / f"{self.tag}-{name}-api.log")
+
+    def restart(self, name: str) -> None:
+        """Stop the service's process (and its consumers' one, once `split`) and start a new one on the same
+        database (another port; its log in a new file)."""
+        stamp = time.strftime("%H%M%S")
+        self.services.pop(name).stop()
+        if name in self.workers:  # split: its consumers' process too
+            self.workers.pop(name).stop()
+            self.workers[name] = self._start(
+                name, CACHE / f"{self.tag}-{name}-workers-{stamp}.log", workers_only=True
+            )
+        self.services[name] = self._start(name, CACHE / f"{self.tag}-{name}-{stamp}.log")
 
     def url(self, service: str) -> str:
         return self.services[service].url
@@ -356,7 +378,9 @@ class Pipeline:
 
     # -- what the services say -------------------------------------------------------------------------
     def metrics(self, service: str) -> str:
-        return httpx.get(f"{self.url(service)}/metrics", timeout=30).text
+        """The service's metrics: its consumers' process's once `split`, else its API's."""
+        where = self.workers[service].url if service in self.workers else self.url(service)
+        return httpx.get(f"{where}/metrics", timeout=30).text
 
     def backlog(self, service: str) -> float:
         return sum(metric_samples(self.metrics(service), "clientela_outbox_backlog"))
