@@ -41,7 +41,7 @@ from services.profile.models import (
 )
 from shared import identifiers as shared_identifiers
 from shared.crypto import keyring
-from shared.db import table_of, utcnow
+from shared.db import new_row, table_of, utcnow
 from shared.records import Customer, CustomerRef
 
 Identifier = tuple[str, str]  # (kind, normalised value)
@@ -236,7 +236,9 @@ def resolve(
     if not owned or only_phones or _brings_another_document(session, identifiers, owned, rules):
         # A new person: every identifier nobody holds is theirs.
         # id and times are set here: no flush needed
-        target = Profile(tenant_id=tenant_id, email=contact_email, phone=seal(tenant_id, contact_phone))
+        target = new_row(
+            Profile, tenant_id=tenant_id, email=contact_email, phone=seal(tenant_id, contact_phone)
+        )
         session.add(target)
         if known is not None:
             known.of_profile[target.id] = []
@@ -321,7 +323,8 @@ def _attach(
                 continue
             _detach(session, tenant_id, profile, latest)
             have.remove(latest)
-        row = ProfileIdentifier(
+        row = new_row(
+            ProfileIdentifier,
             tenant_id=tenant_id,
             kind=kind,
             value=value,

@@ -27,7 +27,7 @@ from services.profile.models import (
 )
 from services.profile.suppression import suppressed
 from shared.crypto import keyring, open_date, open_text
-from shared.db import table_of, utcnow
+from shared.db import new_row, table_of, utcnow
 from shared.errors import Invalid, NotFound
 from shared.events import (
     BehaviourRecorded,
@@ -74,7 +74,8 @@ def apply_order(session: Session, envelope: Envelope, event: OrderIngested) -> N
         return  # an older version arriving late never overwrites a newer one
     previous_profile_id = stored.profile_id if stored is not None else None
     if stored is None:
-        stored = ProfileOrder(
+        stored = new_row(
+            ProfileOrder,
             order_id=event.order_id,
             tenant_id=envelope.tenant_id,
             profile_id=profile.id,

@@ -23,7 +23,7 @@ from sqlmodel import Session, col, select
 
 from services.segmentation.models import ErasedProfile, ProfileProjection, ProfileTag, Segment, SegmentMember
 from services.segmentation.rules import InvalidRule, Rule, depends_on, load_rule
-from shared.db import table_of
+from shared.db import bulk_insert, table_of
 from shared.events import Envelope, Event, ProfileUpdated, ProfileUpdatedV2
 
 log = logging.getLogger("clientela.segments")
@@ -191,8 +191,7 @@ class Batch:
             session.execute(tag_table.delete().where(tag_key), deletes)
         if updates:
             session.execute(tag_table.update().where(tag_key).values(at=sa.bindparam("a")), updates)
-        if inserts:
-            session.execute(sa.insert(tag_table), inserts)
+        bulk_insert(session, ProfileTag, inserts)  # COPY on PostgreSQL: new profiles bring several tags each
         self._sync_members(session)
 
     def _sync_members(self, session: Session) -> None:
@@ -223,8 +222,7 @@ class Batch:
                 ),
                 gone,
             )
-        if new:
-            session.execute(sa.insert(member_table), new)
+        bulk_insert(session, SegmentMember, new)
 
 
 def current(session: Session) -> Batch | None:

@@ -19,7 +19,7 @@ from services.segmentation import batch as batches
 from services.segmentation.evaluate import Traits
 from services.segmentation.models import ErasedProfile, ProfileProjection, ProfileTag, TagKind
 from services.segmentation.rules import CONSENT_TAGS
-from shared.db import utcnow
+from shared.db import new_row, utcnow
 from shared.events import ProfileUpdated, ProfileUpdatedV2, TenantMismatch
 from shared.records import average_order_value, to_minor
 
@@ -69,7 +69,8 @@ def _refreshed(
 ) -> tuple[ProfileProjection, dict[str, Elements]]:
     """The projection (created if new) with the event's scalars, and the event's tags."""
     if projection is None:
-        projection = ProfileProjection(
+        projection = new_row(
+            ProfileProjection,
             profile_id=event.profile_id,
             tenant_id=tenant_id,
             profile_version=event.profile_version,
