@@ -76,7 +76,7 @@ bench-profiles: setup db-up ## 100,000 generated orders and the Olist extract th
 bench-identity: setup db-up ## Identity resolution vs the generator's truth and Splink (pairwise precision/recall/F1)
 	$(UV) sync --frozen --group bench --quiet && $(UV) run --no-sync python -m bench.identity
 
-bench-segments: setup db-up ## Ten typical segments evaluated in SQL over 100,000 and 1,000,000 generated profiles
+bench-segments: setup db-up bench-freshness ## Ten segments evaluated in SQL over 100,000 and 1,000,000 profiles, and (bench-freshness) order -> webhook latency
 	$(UV) run --no-sync python -m bench.segments
 
 bench-freshness: setup kafka-up db-up ## Order posted -> webhook received latency (p50/p95/p99) at 50 and 200 orders/s (vegeta)
