@@ -175,13 +175,20 @@ def attack(binary: Path, targets: Path, rate: int, seconds: int, work: Path) -> 
 # -- the benchmark -----------------------------------------------------------------------------------------
 
 
+def api_pids(pipeline: Pipeline) -> list[int]:
+    """The profile API's processes (uvicorn's workers included)."""
+    return proc_tree(pipeline.services["profile"].process.pid)
+
+
+def consumers_pids(pipeline: Pipeline) -> list[int]:
+    """The profile consumers' process, once `split` (none while they run inside the API)."""
+    workers = pipeline.workers.get("profile")
+    return proc_tree(workers.process.pid) if workers is not None else []
+
+
 def profile_pids(pipeline: Pipeline) -> list[int]:
-    """The profile service's processes: its API's (uvicorn's workers included) and its consumers' one."""
-    started = [
-        pipeline.services["profile"],
-        *([pipeline.workers["profile"]] if "profile" in pipeline.workers else []),
-    ]
-    return [pid for service in started for pid in proc_tree(service.process.pid)]
+    """The profile service's processes: its API's and its consumers' one."""
+    return api_pids(pipeline) + consumers_pids(pipeline)
 
 
 def idle_cpu_percent(pipeline: Pipeline, seconds: float = 5) -> int:
@@ -320,8 +327,7 @@ def measure(
                 idle, quiet_s, given_up = ready(pipeline, paths[lookup][0], warm_up)
                 targets.write_bytes(vegeta_targets(pipeline.url("profile"), api_key, paths[lookup]))
                 events = consumed(pipeline)  # before: an overloaded process no longer answers /metrics
-                pids = proc_tree(pipeline.services["profile"].process.pid)
-                consumers = profile_pids(pipeline)[len(pids) :]
+                pids, consumers = api_pids(pipeline), consumers_pids(pipeline)
                 cpu, machine = cpu_seconds(pids), machine_busy_seconds(Path("/proc/stat").read_text())
                 consumers_cpu = cpu_seconds(consumers)
                 others = process_times()
