@@ -21,7 +21,7 @@ from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.orm import ORMExecuteState, registry
 from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm import instrumentation as sa_instrumentation
-from sqlalchemy.orm.attributes import set_attribute
+from sqlalchemy.orm.attributes import set_attribute, set_committed_value
 from sqlmodel import Session, SQLModel
 
 
@@ -223,6 +223,27 @@ def new_registry() -> registry:
 def table_of(model: type[Any]) -> sa.Table:
     """A mapped model's table, for Core statements (no ORM object per row, nothing tracked)."""
     return cast(sa.Table, sa.inspect(model).local_table)
+
+
+def write_columns(session: OrmSession, objects: list[Any], columns: tuple[str, ...]) -> None:
+    """Write these `columns` of these loaded ORM objects (one model, single-column primary key `id`)
+    now, in one executemany `UPDATE … WHERE id = …` whatever each changed, and mark them unchanged. The
+    ORM's flush groups UPDATEs by the set of columns that changed, so objects changed in different ways
+    cost a statement each; the other columns' changes are left to the flush."""
+    if not objects:
+        return
+    table = table_of(type(objects[0]))
+    statement = (
+        table.update()
+        .where(table.c.id == sa.bindparam("_id"))
+        .values({name: sa.bindparam(name) for name in columns})
+    )
+    rows = [{"_id": row.id, **{name: getattr(row, name) for name in columns}} for row in objects]
+    with session.no_autoflush:
+        session.execute(statement, rows)
+    for row in objects:
+        for name in columns:
+            set_committed_value(row, name, getattr(row, name))
 
 
 def bulk_insert(session: OrmSession, model: type[Any], rows: list[dict[str, Any]]) -> None:

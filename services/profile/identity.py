@@ -424,10 +424,14 @@ def merge(
     event_id: UUID | None,
     method: str = "deterministic",
     score: float | None = None,
+    merged_identifiers: list[Identifier] | None = None,
 ) -> MergeRecord:
-    """Fold `merged` into `survivor`: identifiers, orders and records move; `merged` keeps a pointer."""
+    """Fold `merged` into `survivor`: identifiers, orders and records move; `merged` keeps a pointer.
+    `merged_identifiers`: the merged profile's identifiers as stored, when the caller has them."""
     session.flush()
-    moved_identifiers = _identifiers(session, merged.id)
+    moved_identifiers = (
+        list(merged_identifiers) if merged_identifiers is not None else _identifiers(session, merged.id)
+    )
     # Orders and records move in one statement each that names what it moved. Core statements: the ORM
     # would scan every object of the session to keep them current. The batch's own orders are kept current
     # below; a record object of the session may keep the merged id until the commit, where it only names
@@ -456,12 +460,14 @@ def merge(
     )
     # Profiles merged into `merged` earlier now point straight at the survivor (no chains). Merged
     # profiles are not read again in this transaction: the session's copies are left as they are.
-    session.execute(
-        sa.update(Profile)
-        .where(col(Profile.merged_into) == merged.id)
-        .values(merged_into=survivor.id)
-        .execution_options(synchronize_session=False)
-    )
+    # `merges` counts the profiles pointing at it (an unmerge recounts it): none, nothing to repoint.
+    if merged.merges:
+        session.execute(
+            sa.update(Profile)
+            .where(col(Profile.merged_into) == merged.id)
+            .values(merged_into=survivor.id)
+            .execution_options(synchronize_session=False)
+        )
     merged.status = "merged"
     merged.merged_into = survivor.id
     merged.version += 1

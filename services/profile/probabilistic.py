@@ -167,10 +167,12 @@ def second_stage(
     wanted = sorted({k for ks in keys.values() for k in ks})
     holders: dict[str, set[UUID]] = {}
     for start in range(0, len(wanted), 1000):
-        for row in session.exec(
-            select(ProfileBlockKey).where(col(ProfileBlockKey.key).in_(wanted[start : start + 1000]))
+        for key, holder in session.execute(
+            sa.select(_BLOCK_KEYS.c.key, _BLOCK_KEYS.c.profile_id).where(
+                _BLOCK_KEYS.c.key.in_(wanted[start : start + 1000])
+            )
         ):
-            holders.setdefault(row.key, set()).add(row.profile_id)
+            holders.setdefault(key, set()).add(holder)
     pairs: set[tuple[UUID, UUID]] = set()
     for profile in profiles:
         for key in keys[profile.id]:
@@ -190,7 +192,7 @@ def second_stage(
         if pid in known:
             fields[pid] = match_fields(known[pid], readable.get(pid, []))
     seen = _decided_pairs(session, pairs)
-    blocked = _blocked_pairs(session, pairs)
+    blocked = _blocks_among(session, {pid for pair in pairs for pid in pair})
 
     merges: list[MergeRecord] = []
     for a_id, b_id in sorted(pairs):
@@ -198,8 +200,6 @@ def second_stage(
         if a is None or b is None or a.status != "active" or b.status != "active" or (a_id, b_id) in seen:
             continue
         if a.tenant_id != b.tenant_id or (a_id, b_id) in blocked:
-            continue
-        if merges and identity.is_blocked(session, a_id, b_id):  # a merge of this stage moved blocks
             continue
         rules = identity_rules.rules_for(session, a.tenant_id)
         if not identity.can_merge(identifiers[a_id], identifiers[b_id], a.merges + b.merges, rules):
@@ -217,12 +217,13 @@ def second_stage(
                     event_id=None,
                     method="probabilistic",
                     score=round(match.probability, 4),
+                    merged_identifiers=identifiers[merged.id],
                 )
             )
             identifiers[survivor.id] = identifiers[survivor.id] + identifiers[merged.id]
             readable[survivor.id] = readable.get(survivor.id, []) + readable.get(merged.id, [])
             fields[survivor.id] = match_fields(survivor, readable[survivor.id])
-            session.execute(sa.delete(ProfileBlockKey).where(col(ProfileBlockKey.profile_id) == merged.id))
+            _move_blocks(blocked, merged.id, survivor.id)
         elif decision == "suggest":
             session.add(
                 MergeSuggestion(
@@ -233,19 +234,40 @@ def second_stage(
                     contributions=[asdict(c) for c in match.contributions],
                 )
             )
+    if merges:  # a merged profile is no candidate any more
+        session.execute(
+            sa.delete(_BLOCK_KEYS).where(_BLOCK_KEYS.c.profile_id.in_([m.merged_id for m in merges]))
+        )
     session.flush()
     return merges
 
 
-def _blocked_pairs(session: Session, pairs: set[tuple[UUID, UUID]]) -> set[tuple[UUID, UUID]]:
-    """The pairs split by an unmerge (`MergeBlock`, lower id first), in one query per thousand ids."""
-    ids = sorted({pid for pair in pairs for pid in pair})
+def _blocks_among(session: Session, profile_ids: set[UUID]) -> set[tuple[UUID, UUID]]:
+    """The pairs of these profiles split by an unmerge (`MergeBlock`, lower id first), in one query per
+    thousand ids."""
+    ids = sorted(profile_ids)
     found: set[tuple[UUID, UUID]] = set()
     for start in range(0, len(ids), 1000):
         chunk = ids[start : start + 1000]
-        for row in session.exec(select(MergeBlock).where(col(MergeBlock.profile_a).in_(chunk))):
-            found.add((row.profile_a, row.profile_b))
-    return found & pairs
+        for low, high in session.execute(
+            sa.select(col(MergeBlock.profile_a), col(MergeBlock.profile_b)).where(
+                col(MergeBlock.profile_a).in_(chunk)
+            )
+        ):
+            if high in profile_ids:
+                found.add((low, high))
+    return found
+
+
+def _move_blocks(blocked: set[tuple[UUID, UUID]], merged: UUID, survivor: UUID) -> None:
+    """What `identity.merge` does to the stored blocks, on `_blocks_among`'s set: a block against the merged
+    profile now holds against the survivor. (The blocks of a pair of the set that matter are all in it: a
+    block moves between profiles of the set only.)"""
+    for pair in [pair for pair in blocked if merged in pair]:
+        blocked.discard(pair)
+        other = pair[1] if pair[0] == merged else pair[0]
+        if other != survivor:
+            blocked.add((min(other, survivor), max(other, survivor)))
 
 
 def _decided_pairs(session: Session, pairs: set[tuple[UUID, UUID]]) -> set[tuple[UUID, UUID]]:

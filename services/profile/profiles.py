@@ -27,7 +27,7 @@ from services.profile.models import (
 )
 from services.profile.suppression import suppressed
 from shared.crypto import keyring, open_date, open_text
-from shared.db import new_row, table_of, utcnow
+from shared.db import new_row, table_of, utcnow, write_columns
 from shared.errors import Invalid, NotFound
 from shared.events import (
     BehaviourRecorded,
@@ -334,10 +334,14 @@ class ProfileBatch:
             profiles.update(
                 (p.id, p) for p in session.exec(select(Profile).where(col(Profile.id).in_(chunk)))
             )
+        recomputed = []
         for profile_id in ids:
             profile = profiles.get(profile_id)
             if profile is not None and profile.status == "active":
                 recompute_full(session, profile, *history[profile_id], correlation_id=dirty[profile_id])
+                recomputed.append(profile)
+        # One statement for all of them: the flush would write each set of changed traits apart.
+        write_columns(session, recomputed, RECOMPUTED)
         return profiles
 
 
@@ -430,6 +434,30 @@ def history_rows(
         for row in session.execute(sa.select(*_RECORD_FACTS).where(col(ProfileRecord.profile_id).in_(chunk))):
             found[row.profile_id][1].append(row)
     return found
+
+
+# The columns `recompute_full` (and `announce`) set.
+RECOMPUTED = (
+    "name_sealed",
+    "birth_date_sealed",
+    "gender",
+    "city",
+    "state",
+    "zip_sealed",
+    "country",
+    "consents",
+    "attributes_at",
+    "behaviour",
+    "last_seen_at",
+    "orders_count",
+    "total_spent_minor",
+    "first_order_at",
+    "last_order_at",
+    "purchases",
+    "version",
+    "updated_at",
+    "announced",
+)
 
 
 def recompute_full(

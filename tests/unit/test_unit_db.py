@@ -1,6 +1,7 @@
 """shared.db: UTCDateTime keeps instants in UTC and refuses naive datetimes; make_engine on SQLite;
 stage_insert writes staged rows in bulk, in the transaction, after what they refer to; new_row builds the
-row the model's constructor builds."""
+row the model's constructor builds; write_columns writes objects changed in different ways in one
+statement."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from sqlalchemy.exc import StatementError
 from sqlmodel import Session, select
 
 from services.segmentation.models import Segment, SegmentMembershipEvent, segmentation_registry
-from shared.db import UTCDateTime, make_engine, new_row, stage_insert, utcnow
+from shared.db import UTCDateTime, make_engine, new_row, stage_insert, utcnow, write_columns
 
 metadata = sa.MetaData()
 stamp = sa.Table(
@@ -207,3 +208,52 @@ def test_a_new_row_is_inserted_changed_and_read_back_like_any_other(segments_db:
             "op": "gte",
             "value": 1,
         }
+
+
+# -- write_columns: one UPDATE for objects whose changed columns differ --------------------------------------
+
+
+def test_write_columns_writes_every_object_in_one_statement_and_leaves_them_clean(
+    segments_db: Engine,
+) -> None:
+    with Session(segments_db) as session:
+        segments = [saved_segment(session) for _ in range(3)]
+        for segment in segments:
+            session.refresh(segment)  # loaded, as the consumer's rows are
+        segments[0].name = "Champions"  # each changed in its own way: the flush would need three statements
+        segments[1].purpose = "marketing"
+        segments[2].name, segments[2].rule = "Lapsed", {"field": "orders_count", "op": "eq", "value": 0}
+        statements: list[str] = []
+        sa.event.listen(segments_db, "before_cursor_execute", lambda *a: statements.append(a[2]))
+        write_columns(session, segments, ("name", "purpose", "rule"))
+        assert len(statements) == 1
+        assert statements[0].startswith("UPDATE segment")
+        assert not any(session.is_modified(s) for s in segments)  # nothing left for the flush
+        session.flush()
+        assert len(statements) == 1
+        session.commit()
+        ids = [s.id for s in segments]
+    with Session(segments_db) as session:
+        stored = [session.get(Segment, i) for i in ids]
+        assert [(s.name, s.purpose) for s in stored if s is not None] == [
+            ("Champions", None),
+            ("VIP", "marketing"),
+            ("Lapsed", None),
+        ]
+        assert stored[2] is not None
+        assert stored[2].rule["op"] == "eq"
+
+
+def test_write_columns_leaves_other_changes_to_the_flush(segments_db: Engine) -> None:
+    with Session(segments_db) as session:
+        segment = saved_segment(session)
+        session.refresh(segment)
+        segment.name, segment.purpose = "Champions", "marketing"
+        write_columns(session, [segment], ("name",))
+        assert session.is_modified(segment)  # purpose is still to be written
+        session.commit()
+        segment_id = segment.id
+    with Session(segments_db) as session:
+        stored = session.get(Segment, segment_id)
+        assert stored is not None
+        assert (stored.name, stored.purpose) == ("Champions", "marketing")
