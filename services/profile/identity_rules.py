@@ -94,10 +94,14 @@ class IdentityRules(BaseModel):
         return self.priority.index(kind)
 
     def limit(self, kind: str) -> int:
-        return {**DEFAULT_LIMITS, **self.limits}.get(kind, 100)
+        found = self.limits.get(kind)
+        return found if found is not None else DEFAULT_LIMITS.get(kind, 100)
 
     def blocks(self, kind: str, value: str) -> bool:
-        return any(b.kind == kind and b.value == value for b in self.blocked_values)
+        # Called for every identifier of every record: most tenants block nothing.
+        return bool(self.blocked_values) and any(
+            b.kind == kind and b.value == value for b in self.blocked_values
+        )
 
 
 class BlockedValue(BaseModel):
