@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar, cast
@@ -17,6 +17,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic._internal import _fields as _pydantic_fields
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.orm import ORMExecuteState, registry
 from sqlalchemy.orm import Session as OrmSession
@@ -223,6 +224,17 @@ def new_registry() -> registry:
 def table_of(model: type[Any]) -> sa.Table:
     """A mapped model's table, for Core statements (no ORM object per row, nothing tracked)."""
     return cast(sa.Table, sa.inspect(model).local_table)
+
+
+def any_of(session: OrmSession, column: Any, values: Collection[Any]) -> sa.ColumnElement[bool]:
+    """`column IN (values)` for a batch's lookups. On PostgreSQL `column = ANY(:array)`: one parameter, so
+    one statement text whatever the count (an IN list of a thousand placeholders is rendered by SQLAlchemy
+    and parsed again by psycopg on each execution)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return cast(
+            sa.ColumnElement[bool], column == sa.any_(sa.literal(list(values), postgresql.ARRAY(column.type)))
+        )
+    return cast(sa.ColumnElement[bool], column.in_(values))
 
 
 def write_columns(session: OrmSession, objects: list[Any], columns: tuple[str, ...]) -> None:

@@ -41,7 +41,7 @@ from services.profile.models import (
 )
 from shared import identifiers as shared_identifiers
 from shared.crypto import keyring
-from shared.db import new_row, table_of, utcnow
+from shared.db import any_of, new_row, table_of, utcnow
 from shared.records import Customer, CustomerRef
 
 Identifier = tuple[str, str]  # (kind, normalised value)
@@ -116,7 +116,7 @@ class Graph:
             owners.update(found.values())
         if owners:
             for row in session.exec(
-                select(ProfileIdentifier).where(col(ProfileIdentifier.profile_id).in_(owners))
+                select(ProfileIdentifier).where(any_of(session, col(ProfileIdentifier.profile_id), owners))
             ):
                 self.of_profile.setdefault(row.profile_id, []).append((row.kind, row.value))
                 self.owner[(row.tenant_id, row.kind, row.value)] = row.profile_id
@@ -132,13 +132,18 @@ def _chunked_owners(
     found: dict[Identifier, UUID] = {}
     for start in range(0, len(identifiers), 500):
         chunk = identifiers[start : start + 500]
-        rows = session.exec(
-            select(ProfileIdentifier).where(
-                ProfileIdentifier.tenant_id == tenant_id,
-                sa.tuple_(col(ProfileIdentifier.kind), col(ProfileIdentifier.value)).in_(chunk),
+        # Kinds and values apart (the index's columns), the pairs checked here.
+        wanted = set(chunk)
+        rows = session.execute(
+            sa.select(
+                col(ProfileIdentifier.kind), col(ProfileIdentifier.value), col(ProfileIdentifier.profile_id)
+            ).where(
+                col(ProfileIdentifier.tenant_id) == tenant_id,
+                any_of(session, col(ProfileIdentifier.kind), {kind for kind, _ in chunk}),
+                any_of(session, col(ProfileIdentifier.value), {value for _, value in chunk}),
             )
-        ).all()
-        found.update({(row.kind, row.value): row.profile_id for row in rows})
+        )
+        found.update({(kind, value): owner for kind, value, owner in rows if (kind, value) in wanted})
     return found
 
 
@@ -169,7 +174,7 @@ def lock_profiles(session: Session, profile_ids: list[UUID]) -> list[Profile]:
     known = graph(session)
     if known is not None and all(pid in known.profiles for pid in profile_ids):
         return [known.profiles[pid] for pid in sorted(profile_ids)]
-    query = select(Profile).where(col(Profile.id).in_(profile_ids)).order_by(col(Profile.id))
+    query = select(Profile).where(any_of(session, col(Profile.id), profile_ids)).order_by(col(Profile.id))
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update()
     return list(session.exec(query).all())

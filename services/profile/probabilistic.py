@@ -29,7 +29,7 @@ from services.profile.models import (
     ProfileIdentifier,
 )
 from shared.crypto import keyring
-from shared.db import table_of, utcnow
+from shared.db import any_of, table_of, utcnow
 from shared.errors import Conflict, NotFound
 
 # A key shared by more profiles than this says little (a common name in a big city): it finds no candidates.
@@ -93,7 +93,7 @@ def _sealed_identifiers(
                 col(ProfileIdentifier.kind),
                 col(ProfileIdentifier.value),
                 col(ProfileIdentifier.sealed),
-            ).where(col(ProfileIdentifier.profile_id).in_(chunk))
+            ).where(any_of(session, col(ProfileIdentifier.profile_id), chunk))
         )
         for profile_id, tenant_id, kind, value, token in rows:
             found[profile_id].append((kind, value))
@@ -159,7 +159,7 @@ def second_stage(
     fields = {p.id: match_fields(p, readable.get(p.id, [])) for p in profiles}
     keys = {p.id: {hashed(p.tenant_id, k) for k in matching.blocking_keys(fields[p.id])} for p in profiles}
     # Core statements, not ORM rows: thousands of keys per batch.
-    session.execute(sa.delete(ProfileBlockKey).where(col(ProfileBlockKey.profile_id).in_(ids)))
+    session.execute(sa.delete(_BLOCK_KEYS).where(any_of(session, _BLOCK_KEYS.c.profile_id, ids)))
     rows = [{"tenant_id": p.tenant_id, "key": k, "profile_id": p.id} for p in profiles for k in keys[p.id]]
     if rows:
         session.execute(sa.insert(_BLOCK_KEYS), rows)
@@ -169,7 +169,7 @@ def second_stage(
     for start in range(0, len(wanted), 1000):
         for key, holder in session.execute(
             sa.select(_BLOCK_KEYS.c.key, _BLOCK_KEYS.c.profile_id).where(
-                _BLOCK_KEYS.c.key.in_(wanted[start : start + 1000])
+                any_of(session, _BLOCK_KEYS.c.key, wanted[start : start + 1000])
             )
         ):
             holders.setdefault(key, set()).add(holder)
@@ -185,7 +185,9 @@ def second_stage(
     others = sorted({pid for pair in pairs for pid in pair} - set(ids))
     known = {p.id: p for p in profiles}
     for start in range(0, len(others), 1000):
-        for other in session.exec(select(Profile).where(col(Profile.id).in_(others[start : start + 1000]))):
+        for other in session.exec(
+            select(Profile).where(any_of(session, col(Profile.id), others[start : start + 1000]))
+        ):
             known[other.id] = other
     identifiers.update(_identifiers(session, others, readable))
     for pid in others:
@@ -251,7 +253,7 @@ def _blocks_among(session: Session, profile_ids: set[UUID]) -> set[tuple[UUID, U
         chunk = ids[start : start + 1000]
         for low, high in session.execute(
             sa.select(col(MergeBlock.profile_a), col(MergeBlock.profile_b)).where(
-                col(MergeBlock.profile_a).in_(chunk)
+                any_of(session, col(MergeBlock.profile_a), chunk)
             )
         ):
             if high in profile_ids:
@@ -276,7 +278,9 @@ def _decided_pairs(session: Session, pairs: set[tuple[UUID, UUID]]) -> set[tuple
     found: set[tuple[UUID, UUID]] = set()
     for start in range(0, len(ids), 1000):
         chunk = ids[start : start + 1000]
-        for row in session.exec(select(MergeSuggestion).where(col(MergeSuggestion.profile_a).in_(chunk))):
+        for row in session.exec(
+            select(MergeSuggestion).where(any_of(session, col(MergeSuggestion.profile_a), chunk))
+        ):
             found.add((row.profile_a, row.profile_b))
     return found
 

@@ -27,7 +27,7 @@ from services.profile.models import (
 )
 from services.profile.suppression import suppressed
 from shared.crypto import keyring, open_date, open_text
-from shared.db import new_row, table_of, utcnow, write_columns
+from shared.db import any_of, new_row, table_of, utcnow, write_columns
 from shared.errors import Invalid, NotFound
 from shared.events import (
     BehaviourRecorded,
@@ -299,7 +299,9 @@ class ProfileBatch:
         graph.preload(session, wanted)
         known: dict[UUID, ProfileOrder | None] = dict.fromkeys(order_ids)
         if order_ids:
-            for stored in session.exec(select(ProfileOrder).where(col(ProfileOrder.order_id).in_(order_ids))):
+            for stored in session.exec(
+                select(ProfileOrder).where(any_of(session, col(ProfileOrder.order_id), order_ids))
+            ):
                 known[stored.order_id] = stored
                 graph.keep.append(stored)
         session.info.update(
@@ -332,7 +334,8 @@ class ProfileBatch:
         for start in range(0, len(ids), 1000):
             chunk = ids[start : start + 1000]
             profiles.update(
-                (p.id, p) for p in session.exec(select(Profile).where(col(Profile.id).in_(chunk)))
+                (p.id, p)
+                for p in session.exec(select(Profile).where(any_of(session, col(Profile.id), chunk)))
             )
         recomputed = []
         for profile_id in ids:
@@ -429,9 +432,13 @@ def history_rows(
     found: dict[UUID, tuple[list[HistoryOrder], list[HistoryRecord]]] = {pid: ([], []) for pid in profile_ids}
     for start in range(0, len(profile_ids), 1000):
         chunk = profile_ids[start : start + 1000]
-        for row in session.execute(sa.select(*_ORDER_FACTS).where(col(ProfileOrder.profile_id).in_(chunk))):
+        for row in session.execute(
+            sa.select(*_ORDER_FACTS).where(any_of(session, col(ProfileOrder.profile_id), chunk))
+        ):
             found[row.profile_id][0].append(row)
-        for row in session.execute(sa.select(*_RECORD_FACTS).where(col(ProfileRecord.profile_id).in_(chunk))):
+        for row in session.execute(
+            sa.select(*_RECORD_FACTS).where(any_of(session, col(ProfileRecord.profile_id), chunk))
+        ):
             found[row.profile_id][1].append(row)
     return found
 

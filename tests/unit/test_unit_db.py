@@ -15,10 +15,10 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import StatementError
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from services.segmentation.models import Segment, SegmentMembershipEvent, segmentation_registry
-from shared.db import UTCDateTime, make_engine, new_row, stage_insert, utcnow, write_columns
+from shared.db import UTCDateTime, any_of, make_engine, new_row, stage_insert, utcnow, write_columns
 
 metadata = sa.MetaData()
 stamp = sa.Table(
@@ -257,3 +257,25 @@ def test_write_columns_leaves_other_changes_to_the_flush(segments_db: Engine) ->
         stored = session.get(Segment, segment_id)
         assert stored is not None
         assert (stored.name, stored.purpose) == ("Champions", "marketing")
+
+
+# -- any_of: IN on SQLite, = ANY(array) on PostgreSQL --------------------------------------------------------
+
+
+def test_any_of_finds_the_rows_on_sqlite(segments_db: Engine) -> None:
+    with Session(segments_db) as session:
+        wanted = [saved_segment(session).id for _ in range(3)]
+        saved_segment(session)
+        found = session.exec(
+            select(col(Segment.id)).where(any_of(session, col(Segment.id), wanted[:2]))
+        ).all()
+        assert sorted(found) == sorted(wanted[:2])
+
+
+def test_any_of_is_one_array_parameter_on_postgresql() -> None:
+    engine = sa.create_engine("postgresql+psycopg://nobody@127.0.0.1:1/none")  # never connects
+    with Session(engine) as session:
+        condition = any_of(session, col(Segment.id), [uuid4() for _ in range(1000)])
+        sql = str(sa.select(col(Segment.id)).where(condition).compile(engine))
+    assert "= ANY (%(param_1)s::UUID[])" in sql
+    assert "param_2" not in sql  # the same text whatever the count
