@@ -24,7 +24,7 @@ from sqlmodel import Session, col, select
 from services.segmentation.models import ErasedProfile, ProfileProjection, ProfileTag, Segment, SegmentMember
 from services.segmentation.rules import InvalidRule, Rule, depends_on, load_rule
 from shared.db import bulk_insert, table_of
-from shared.events import Envelope, Event, ProfileUpdated, ProfileUpdatedV2
+from shared.events import Envelope, Event, ProfilesMerged, ProfileUpdated, ProfileUpdatedV2
 
 log = logging.getLogger("clientela.segments")
 
@@ -150,6 +150,20 @@ class Batch:
             self.members.pop(profile_id, None)
             self.stored_members.pop(profile_id, None)
 
+    def remove(self, session: Session, profile_id: UUID) -> None:
+        """The profile is gone (merged into another): its projection is deleted, and its tags and
+        memberships are dropped from the batch's copy (deleted from the tables when it is synced)."""
+        self.load(session, [profile_id])
+        projection = self.projections[profile_id]
+        if projection is not None:
+            if sa.inspect(projection).persistent:
+                session.delete(projection)
+            else:  # created by this batch: never written
+                session.expunge(projection)
+        self.projections[profile_id] = None
+        self.tags[profile_id] = {}
+        self.members[profile_id] = {}
+
     # -- writing -----------------------------------------------------------------------------------------
     def sync(self, session: Session) -> None:
         """Write the projections (ORM flush), then the tags and memberships that differ from the tables."""
@@ -236,7 +250,12 @@ class ProfilesBatch:
     def prepare(self, session: Session, events: list[tuple[Envelope, Event]]) -> None:
         batch = Batch()
         updated = [(e, ev) for e, ev in events if isinstance(ev, ProfileUpdated | ProfileUpdatedV2)]
-        batch.load(session, [ev.profile_id for _, ev in updated])
+        merged = [ev for _, ev in events if isinstance(ev, ProfilesMerged)]
+        batch.load(
+            session,
+            [ev.profile_id for _, ev in updated]
+            + [i for ev in merged for i in (ev.merged_id, ev.survivor_id)],
+        )
         batch.load_segments(session, [e.tenant_id for e, _ in updated])
         session.info[KEY] = batch
 

@@ -333,14 +333,14 @@ def _stored_rule(segment: Segment) -> Rule | None:
 def apply_profiles_merged(session: Session, envelope: Envelope, event: ProfilesMerged) -> None:
     """Handler for ProfilesMerged: the merged profile is gone (its traits now count in the survivor's next
     ProfileUpdated), so it leaves every segment. Endpoints subscribed to `profile.merged` are told."""
+    batch = batches.current(session)
+    if batch is not None:
+        _merged_batched(session, batch, envelope, event)
+        return
     for profile_id in (event.merged_id, event.survivor_id):
         known = session.get(ProfileProjection, profile_id)
         if known is not None and known.tenant_id != envelope.tenant_id:
             raise TenantMismatch("a merged profile")
-    batch = batches.current(session)
-    if batch is not None:  # what follows reads the tables: bring them up to date first
-        batch.sync(session)
-        batch.forget([event.merged_id])
     webhooks.enqueue_profile_merged(
         session, envelope.tenant_id, event, event_id=envelope.event_id, occurred_at=envelope.occurred_at
     )
@@ -365,6 +365,42 @@ def apply_profiles_merged(session: Session, envelope: Envelope, event: ProfilesM
                 cid=envelope.correlation_id,
             )
     projections.delete(session, projection)
+
+
+def _merged_batched(
+    session: Session, batch: batches.Batch, envelope: Envelope, event: ProfilesMerged
+) -> None:
+    """`apply_profiles_merged` within a consumer batch: on the batch's projections and memberships (written
+    when the batch is synced), so that a merge does not write out the batch before its time."""
+    for profile_id in (event.merged_id, event.survivor_id):
+        known = batch.projection(session, profile_id)
+        if known is not None and known.tenant_id != envelope.tenant_id:
+            raise TenantMismatch("a merged profile")
+    webhooks.enqueue_profile_merged(
+        session, envelope.tenant_id, event, event_id=envelope.event_id, occurred_at=envelope.occurred_at
+    )
+    projection = batch.projection(session, event.merged_id)
+    if projection is None:
+        return
+    now = utcnow()
+    segments = {
+        found.segment.id: found.segment for found in batch.tenant_segments(session, envelope.tenant_id)
+    }
+    for segment_id in batch.members[event.merged_id]:
+        segment = segments.get(segment_id) or session.get(Segment, segment_id)
+        if segment is not None:
+            announce(
+                session,
+                segment,
+                profile_id=projection.profile_id,
+                profile_version=projection.profile_version,
+                change=MembershipChange.exited,
+                reason=Reason.profile_merged,
+                at=now,
+                projection=projection,
+                cid=envelope.correlation_id,
+            )
+    batch.remove(session, event.merged_id)
 
 
 # -- full: SQL over ranges of profiles ------------------------------------------------------------------

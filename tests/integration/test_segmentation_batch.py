@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from uuid import UUID, uuid4
 
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
-from services.segmentation.models import ProfileTag
+from services.segmentation.models import ProfileProjection, ProfileTag
 from shared.events import ProfilesMerged, ProfileUpdatedV2
 from tests.integration.test_segment_membership import Service, seg  # noqa: F401
 
@@ -55,3 +55,33 @@ def test_versions_of_a_profile_in_one_poll(seg: Service) -> None:  # noqa: F811
     assert seg.members(buyers) == {one}
     assert seg.members(b_fans) == set()
     assert _tags(seg, one) == {("source", "site"), ("bought_category", "c")}
+
+
+def test_merges_in_one_poll_with_profiles_new_to_it(seg: Service) -> None:  # noqa: F811
+    buyers = seg.create({"field": "orders_count", "op": "gte", "value": 2}, name="buyers")
+    one, two, three = uuid4(), uuid4(), uuid4()
+    seg.deliver(_event(one, 1, 2, ["b"]), _event(two, 1, 2, ["b"]))  # stored by an earlier poll
+    seg.deliver(
+        _event(three, 1, 3, ["c"]),  # new in this poll, and merged in it: never written
+        ProfilesMerged(survivor_id=one, merged_id=three, merge_id=uuid4(), rule="email"),
+        _event(two, 2, 4, ["b", "c"]),  # changed in this poll, then merged
+        ProfilesMerged(survivor_id=one, merged_id=two, merge_id=uuid4(), rule="phone"),
+        _event(one, 2, 9, ["b", "c"]),  # the survivor's news after the merges
+    )
+    assert seg.members(buyers) == {one}
+    assert [(c, p) for c, p, _ in seg.history(buyers["id"])] == [
+        ("entered", one), ("entered", two), ("entered", three), ("exited", three), ("exited", two),
+    ]  # fmt: skip
+    assert _tags(seg, two) == _tags(seg, three) == set()
+    assert _tags(seg, one) == {("source", "site"), ("bought_category", "b"), ("bought_category", "c")}
+    with Session(seg.engine) as session:
+        left = session.exec(
+            select(ProfileProjection).where(col(ProfileProjection.profile_id).in_([two, three]))
+        )
+        assert left.all() == []
+    # A later poll merging a profile the batch never loaded before.
+    four = uuid4()
+    seg.deliver(_event(four, 1, 2, ["d"]))
+    seg.deliver(ProfilesMerged(survivor_id=one, merged_id=four, merge_id=uuid4(), rule="email"))
+    assert seg.members(buyers) == {one}
+    assert _tags(seg, four) == set()
