@@ -24,6 +24,7 @@ BRAZIL_TZ = ZoneInfo("America/Sao_Paulo")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _SPACES = re.compile(r"\s+")
 _DOCUMENT_MASK = re.compile(r"[.\-/\s]")
+_NOT_DIGITS = re.compile(r"\D")
 
 
 @lru_cache(maxsize=65536)
@@ -115,9 +116,10 @@ def normalize_name(value: str) -> str:
     return name
 
 
+@lru_cache(maxsize=65536)
 def normalize_zip(value: str) -> str:
     """A CEP as 8 digits (`01310-100` → `01310100`); a 5-digit CEP prefix is kept as 5 digits."""
-    digits = re.sub(r"\D", "", value)
+    digits = value if value.isascii() and value.isdigit() else _NOT_DIGITS.sub("", value)
     if len(digits) not in (5, 8):
         raise ValueError("a CEP has 8 digits (or a 5-digit prefix)")
     return digits
