@@ -7,7 +7,9 @@ under a fresh prefix. A tenant is created and two segments are defined before th
 orders_count >= 1; `vip`: total_spent >= 1000.00). The orders (generated ones, `clientela generate
 --orders N --seed 1`, the first N lines as bench.ingest takes them, so later versions of some orders are
 included; and the real Olist extract, joined by the Olist importer) are posted to `POST /v1/orders:batch`
-in batches of 1,000 from 4 concurrent clients.
+in batches of 1,000 from 4 concurrent clients. With `--scaled`, the largest generated case runs a second
+time with the profile service scaled as deploy/README.md scales it: a second process of its consumers
+(`python -m services.profile.consumer`), a member of the same consumer groups.
 
 *Final* is the first moment all of these hold, checked in this order every 0.2 s:
 1. every batch is answered, and ingest's outbox backlog is 0 (`clientela_outbox_backlog`): every order
@@ -23,10 +25,10 @@ in batches of 1,000 from 4 concurrent clients.
 Afterwards (not timed) the `clientela_consumer_lag` gauges of both services must read 0.
 
 Reported per case: wall time and orders/s end to end, the time each stage became final, CPU seconds and
-peak RSS of each service process, the machine's busy CPU seconds, and the floor (COPY + one aggregation,
-in `clientela_floor_pipeline`) with the ratio pipeline / floor. Writes bench/results/pipeline.json and
-the table in bench/README.md. While it measures it holds /tmp/clientela-bench-busy (waiting first until
-no other benchmark holds it).
+peak RSS of each service (summed over its processes), the machine's busy CPU seconds, and the floor
+(COPY + one aggregation, in `clientela_floor_pipeline`) with the ratio pipeline / floor. Writes
+bench/results/pipeline.json and the table in bench/README.md. While it measures it holds
+/tmp/clientela-bench-busy (waiting first until no other benchmark holds it).
 """
 
 from __future__ import annotations
@@ -278,6 +280,7 @@ class Pipeline:
     segment_ids: dict[str, str] = field(default_factory=dict)
     overrides: dict[str, dict[str, str]] = field(default_factory=dict)  # a service's env on top of `env`
     workers: dict[str, Service] = field(default_factory=dict)  # consumers run apart from their API (`split`)
+    extra: dict[str, list[Service]] = field(default_factory=dict)  # more consumer processes (`add_consumers`)
 
     def database(self, service: str) -> str:
         return f"{PG}/clientela_{service}_{self.tag}"
@@ -298,7 +301,8 @@ class Pipeline:
     def __exit__(self, *exc: object) -> None:
         if hasattr(self, "profile_db"):
             self.profile_db.dispose()
-        for service in [*self.services.values(), *self.workers.values()]:
+        extra = [service for started in self.extra.values() for service in started]
+        for service in [*self.services.values(), *self.workers.values(), *extra]:
             service.stop()
         drop_topics(f"{self.prefix}.")
 
@@ -326,6 +330,21 @@ class Pipeline:
             f"{name.upper()}_WEB_WORKERS": str(web_workers),
         }
         self.services[name] = self._start(name, CACHE / f"{self.tag}-{name}-api.log")
+
+    def add_consumers(self, name: str, count: int) -> None:
+        """`count` more processes of the service's consumers and relay (`python -m services.<name>.consumer`):
+        members of the same consumer groups, as scaled replicas are (deploy/README.md). The partitions are
+        shared among them; the relays take turns (one per database publishes at a time)."""
+        for number in range(count):
+            log_file = CACHE / f"{self.tag}-{name}-consumers-{number + 2}.log"
+            self.extra.setdefault(name, []).append(self._start(name, log_file, workers_only=True))
+
+    def processes(self, name: str) -> list[int]:
+        """The pids of the service's processes: its API's (uvicorn's workers included), its consumers'."""
+        started = [self.services[name], *([self.workers[name]] if name in self.workers else [])]
+        return [
+            pid for service in [*started, *self.extra.get(name, [])] for pid in proc_tree(service.process.pid)
+        ]
 
     def restart(self, name: str) -> None:
         """Stop the service's process (and its consumers' one, once `split`) and start a new one on the same
@@ -428,7 +447,7 @@ class Pipeline:
         """Post `lines` and wait until final (see the module's docstring); the measurements."""
         facts = [order_facts(line) for line in lines]
         bodies = batches_of(lines, batch)
-        pids = {name: proc_tree(service.process.pid) for name, service in self.services.items()}
+        pids = {name: self.processes(name) for name in self.services}
         cpu_before = {name: cpu_seconds(p) for name, p in pids.items()}
         machine_before = machine_busy_seconds(Path("/proc/stat").read_text())
         others_before = process_times()
@@ -453,7 +472,7 @@ class Pipeline:
             offsets.close()
         wall = stages.get("segmentation", time.perf_counter() - started)
         cpu = {name: round(cpu_seconds(p) - cpu_before[name], 1) for name, p in pids.items()}
-        rss = {name: peak_rss_mb(p) for name, p in pids.items()}
+        rss = {name: peak_rss_mb(p) for name, p in pids.items()}  # summed over its processes
         machine = machine_busy_seconds(Path("/proc/stat").read_text()) - machine_before
         mine = {os.getpid(), *(pid for p in pids.values() for pid in p)}
         others = other_cpu_seconds(others_before, process_times(), mine)
@@ -638,10 +657,17 @@ def floor(lines: list[bytes]) -> dict[str, Any]:
     }
 
 
-def run_case(name: str, lines: list[bytes], args: argparse.Namespace) -> dict[str, Any]:
+def run_case(
+    name: str, lines: list[bytes], args: argparse.Namespace, *, profile_processes: int = 1
+) -> dict[str, Any]:
     log.info("%s: %d orders through the pipeline", name, len(lines))
     with Pipeline("pipeline") as pipeline:
-        case = {"case": name, **pipeline.load(lines, batch=args.batch, clients=args.clients)}
+        pipeline.add_consumers("profile", profile_processes - 1)
+        case = {
+            "case": name,
+            "profile_processes": profile_processes,
+            **pipeline.load(lines, batch=args.batch, clients=args.clients),
+        }
     stored = {o for o in ("rejected", "suppressed") if (case["outcomes"] or {}).get(o)}
     if stored:
         log.warning("%s: some orders were not stored (%s); the floor loads every line", name, stored)
@@ -665,6 +691,12 @@ def main() -> None:
     parser.add_argument("--olist", action=argparse.BooleanOptionalAction, default=True, help="the extract")
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument(
+        "--scaled",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="the largest generated case again with a second profile consumer process",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     for noisy in ("kafka", "httpx"):
@@ -675,16 +707,22 @@ def main() -> None:
         for count in args.orders:
             lines = orders_file(count, args.seed).read_bytes().splitlines()[:count]
             cases.append(run_case(f"generated {count:,}", lines, args))
+        if args.scaled and args.orders:
+            count = max(args.orders)
+            lines = orders_file(count, args.seed).read_bytes().splitlines()[:count]
+            name = f"generated {count:,}, 2 profile processes"
+            cases.append(run_case(name, lines, args, profile_processes=2))
         if args.olist:
             cases.append(run_case("olist-extract", olist_lines(), args))
-    default = (args.orders, args.seed, args.olist, args.batch, args.clients) == (
+    default = (args.orders, args.seed, args.olist, args.batch, args.clients, args.scaled) == (
         [10_000, 100_000],
         1,
         True,
         1000,
         4,
+        False,
     )
-    olist = "" if args.olist else " --no-olist"
+    olist = ("" if args.olist else " --no-olist") + (" --scaled" if args.scaled else "")
     results = report.publish(
         "pipeline",
         cases,
@@ -704,7 +742,8 @@ def main() -> None:
             ("floor (s)", lambda c: c["floor"]["seconds"]),
             ("pipeline / floor", lambda c: c["ratio"]),
         ],
-        note=f"Batches of {args.batch}, {args.clients} clients, one process per service. Targets: 100,000 "
+        note=f"Batches of {args.batch}, {args.clients} clients, one process per service (in the case that "
+        "says so, the profile service with a second process of its consumers). Targets: 100,000 "
         "orders end to end in ≤ 10 s, pipeline / floor ≤ 3. Stage times, outcomes, events and segment sizes "
         "are in bench/results/pipeline.json.",
         command=None
