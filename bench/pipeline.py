@@ -697,6 +697,11 @@ def main() -> None:
         default=False,
         help="the largest generated case again with a second profile consumer process",
     )
+    parser.add_argument(
+        "--results",
+        default="pipeline",
+        help="bench/results/<name>.json and its own table in bench/README.md (e.g. for a 1,000,000 run)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     for noisy in ("kafka", "httpx"):
@@ -723,8 +728,16 @@ def main() -> None:
         False,
     )
     olist = ("" if args.olist else " --no-olist") + (" --scaled" if args.scaled else "")
+    olist += "" if args.results == "pipeline" else f" --results {args.results}"
+    command = f"uv run python -m bench.pipeline --orders {' '.join(map(str, args.orders))}{olist}"
+    section = (
+        "## Pipeline end to end (`make bench-pipeline`)\n\n" + _SECTION
+        if args.results == "pipeline"
+        else f"## Pipeline at scale (`{command}`)\n\nThe benchmark of *Pipeline end to end* on more orders: "
+        "how time and memory grow with the tenant."
+    )
     results = report.publish(
-        "pipeline",
+        args.results,
         cases,
         columns=[
             ("case", lambda c: c["case"]),
@@ -745,26 +758,28 @@ def main() -> None:
         note=f"Batches of {args.batch}, {args.clients} clients, one process per service (in the case that "
         "says so, the profile service with a second process of its consumers). Targets: 100,000 "
         "orders end to end in ≤ 10 s, pipeline / floor ≤ 3. Stage times, outcomes, events and segment sizes "
-        "are in bench/results/pipeline.json.",
-        command=None
-        if default
-        else f"uv run python -m bench.pipeline --orders {' '.join(map(str, args.orders))}{olist}",
-        section="## Pipeline end to end (`make bench-pipeline`)\n\n"
-        "The three services as processes (one each, as `make run` starts them) on fresh PostgreSQL "
-        "databases and topics, two segments defined first; the orders posted to `POST /v1/orders:batch` "
-        "in batches of 1,000 from 4 clients and timed until *final*: ingest's outbox empty, the profile "
-        "and segmentation consumer groups' committed offsets at the end of their topics, both outboxes "
-        "empty, the profiles' summed orders_count and total_spent equal to what the accepted orders add "
-        "up to, and each segment's size equal to the profiles its rule selects. CPU s and peak RSS per "
-        "service process (ingest / profile / segmentation); machine CPU s: the whole machine's busy time "
-        "during the run (PostgreSQL, Kafka and the client included); others' CPU s: processes neither "
-        "the benchmark's, PostgreSQL nor Kafka (someone else's work, 0 when alone). The floor: the same "
-        "order lines "
-        "COPYed into a jsonb table and one SQL statement computing orders count and total spent per "
-        "customer key (each order's latest version, cancelled and returned left out, no identity "
-        "resolution).",
+        f"are in bench/results/{args.results}.json.",
+        command=None if default and args.results == "pipeline" else command,
+        section=section,
     )
     print(json.dumps(results, indent=2))  # noqa: T201 - a benchmark's report goes to stdout
+
+
+_SECTION = (
+    "The three services as processes (one each, as `make run` starts them) on fresh PostgreSQL "
+    "databases and topics, two segments defined first; the orders posted to `POST /v1/orders:batch` "
+    "in batches of 1,000 from 4 clients and timed until *final*: ingest's outbox empty, the profile "
+    "and segmentation consumer groups' committed offsets at the end of their topics, both outboxes "
+    "empty, the profiles' summed orders_count and total_spent equal to what the accepted orders add "
+    "up to, and each segment's size equal to the profiles its rule selects. CPU s and peak RSS per "
+    "service process (ingest / profile / segmentation); machine CPU s: the whole machine's busy time "
+    "during the run (PostgreSQL, Kafka and the client included); others' CPU s: processes neither "
+    "the benchmark's, PostgreSQL nor Kafka (someone else's work, 0 when alone). The floor: the same "
+    "order lines "
+    "COPYed into a jsonb table and one SQL statement computing orders count and total spent per "
+    "customer key (each order's latest version, cancelled and returned left out, no identity "
+    "resolution)."
+)
 
 
 if __name__ == "__main__":
