@@ -332,26 +332,36 @@ def _stored_rule(segment: Segment) -> Rule | None:
 
 def apply_profiles_merged(session: Session, envelope: Envelope, event: ProfilesMerged) -> None:
     """Handler for ProfilesMerged: the merged profile is gone (its traits now count in the survivor's next
-    ProfileUpdated), so it leaves every segment. Endpoints subscribed to `profile.merged` are told."""
+    ProfileUpdated), so it leaves every segment. Endpoints subscribed to `profile.merged` are told. Within
+    a consumer batch this works on the batch's copy (written when the batch is synced), so that a merge
+    does not write out the batch before its time."""
     batch = batches.current(session)
+
+    def projection_of(profile_id: UUID) -> ProfileProjection | None:
+        if batch is not None:
+            return batch.projection(session, profile_id)
+        return session.get(ProfileProjection, profile_id)
+
+    for profile_id in (event.merged_id, event.survivor_id):
+        known = projection_of(profile_id)
+        if known is not None and known.tenant_id != envelope.tenant_id:
+            raise TenantMismatch("a merged profile")
+    webhooks.enqueue_profile_merged(
+        session, envelope.tenant_id, event, event_id=envelope.event_id, occurred_at=envelope.occurred_at
+    )
+    projection = projection_of(event.merged_id)
+    if projection is None:
+        return
     if batch is not None:
-        _merged_batched(session, batch, envelope, event)
-        return
-    for profile_id in (event.merged_id, event.survivor_id):
-        known = session.get(ProfileProjection, profile_id)
-        if known is not None and known.tenant_id != envelope.tenant_id:
-            raise TenantMismatch("a merged profile")
-    webhooks.enqueue_profile_merged(
-        session, envelope.tenant_id, event, event_id=envelope.event_id, occurred_at=envelope.occurred_at
-    )
-    projection = session.get(ProfileProjection, event.merged_id)
-    if projection is None:
-        return
+        segment_ids = list(batch.members[event.merged_id])
+    else:
+        members = session.exec(select(SegmentMember).where(SegmentMember.profile_id == event.merged_id)).all()
+        segment_ids = [member.segment_id for member in members]
+        for member in members:
+            session.delete(member)
     now = utcnow()
-    members = session.exec(select(SegmentMember).where(SegmentMember.profile_id == event.merged_id)).all()
-    for member in members:
-        segment = session.get(Segment, member.segment_id)
-        session.delete(member)
+    for segment_id in segment_ids:
+        segment = session.get(Segment, segment_id)  # a batch's segments are in the session already
         if segment is not None:
             announce(
                 session,
@@ -364,43 +374,10 @@ def apply_profiles_merged(session: Session, envelope: Envelope, event: ProfilesM
                 projection=projection,
                 cid=envelope.correlation_id,
             )
-    projections.delete(session, projection)
-
-
-def _merged_batched(
-    session: Session, batch: batches.Batch, envelope: Envelope, event: ProfilesMerged
-) -> None:
-    """`apply_profiles_merged` within a consumer batch: on the batch's projections and memberships (written
-    when the batch is synced), so that a merge does not write out the batch before its time."""
-    for profile_id in (event.merged_id, event.survivor_id):
-        known = batch.projection(session, profile_id)
-        if known is not None and known.tenant_id != envelope.tenant_id:
-            raise TenantMismatch("a merged profile")
-    webhooks.enqueue_profile_merged(
-        session, envelope.tenant_id, event, event_id=envelope.event_id, occurred_at=envelope.occurred_at
-    )
-    projection = batch.projection(session, event.merged_id)
-    if projection is None:
-        return
-    now = utcnow()
-    segments = {
-        found.segment.id: found.segment for found in batch.tenant_segments(session, envelope.tenant_id)
-    }
-    for segment_id in batch.members[event.merged_id]:
-        segment = segments.get(segment_id) or session.get(Segment, segment_id)
-        if segment is not None:
-            announce(
-                session,
-                segment,
-                profile_id=projection.profile_id,
-                profile_version=projection.profile_version,
-                change=MembershipChange.exited,
-                reason=Reason.profile_merged,
-                at=now,
-                projection=projection,
-                cid=envelope.correlation_id,
-            )
-    batch.remove(session, event.merged_id)
+    if batch is not None:
+        batch.remove(session, event.merged_id)
+    else:
+        projections.delete(session, projection)
 
 
 # -- full: SQL over ranges of profiles ------------------------------------------------------------------
