@@ -238,7 +238,9 @@ def second_stage(
             )
     if merges:  # a merged profile is no candidate any more
         session.execute(
-            sa.delete(_BLOCK_KEYS).where(_BLOCK_KEYS.c.profile_id.in_([m.merged_id for m in merges]))
+            sa.delete(_BLOCK_KEYS).where(
+                any_of(session, _BLOCK_KEYS.c.profile_id, [m.merged_id for m in merges])
+            )
         )
     session.flush()
     return merges

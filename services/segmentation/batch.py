@@ -250,13 +250,13 @@ class ProfilesBatch:
     def prepare(self, session: Session, events: list[tuple[Envelope, Event]]) -> None:
         batch = Batch()
         updated = [(e, ev) for e, ev in events if isinstance(ev, ProfileUpdated | ProfileUpdatedV2)]
-        merged = [ev for _, ev in events if isinstance(ev, ProfilesMerged)]
+        merged = [(e, ev) for e, ev in events if isinstance(ev, ProfilesMerged)]
         batch.load(
             session,
             [ev.profile_id for _, ev in updated]
-            + [i for ev in merged for i in (ev.merged_id, ev.survivor_id)],
+            + [i for _, ev in merged for i in (ev.merged_id, ev.survivor_id)],
         )
-        batch.load_segments(session, [e.tenant_id for e, _ in updated])
+        batch.load_segments(session, [e.tenant_id for e, _ in updated + merged])
         session.info[KEY] = batch
 
     def finish(self, session: Session) -> None:

@@ -361,7 +361,7 @@ def apply_profiles_merged(session: Session, envelope: Envelope, event: ProfilesM
             session.delete(member)
     now = utcnow()
     for segment_id in segment_ids:
-        segment = session.get(Segment, segment_id)  # a batch's segments are in the session already
+        segment = session.get(Segment, segment_id)  # a batch loaded its tenants' segments: no query
         if segment is not None:
             announce(
                 session,
