@@ -42,6 +42,11 @@ log = logging.getLogger("clientela.consumer")
 
 Handler = Callable[[Session, Envelope, Any], None]
 LAG_EVERY_S = 5.0  # how often a consumer refreshes its lag gauges
+# A rebalance costs one failed commit: the next poll rejoins the group. More failures in a row mean the
+# client believes it is a member while the group no longer knows it (seen with kafka-python 3.0 under CPU
+# starvation: heartbeats stopped, the broker dropped the member and the empty group, and every later commit
+# failed locally while fetching went on). It then leaves and joins again as a new consumer.
+MAX_COMMIT_FAILURES = 3
 
 
 class BatchHooks(Protocol):
@@ -227,6 +232,7 @@ class ConsumerWorker:
             return producer
 
         lag_measured = 0.0
+        commit_failures = 0
         try:
             while not stop.is_set():
                 try:
@@ -241,14 +247,30 @@ class ConsumerWorker:
                         continue
                     self.handle(records, dlq_producer)
                     consumer.commit()
+                    commit_failures = 0
                 except (
                     CommitFailedError,
                     RebalanceInProgressError,
                     IllegalGenerationError,
                     UnknownMemberIdError,
-                ):
+                ) as exc:
                     # The group rebalanced: these records will be redelivered and skipped as processed.
-                    log.warning("offset commit failed after rebalance", extra={"group": self.group_id})
+                    commit_failures += 1
+                    log.warning(
+                        "offset commit failed after rebalance",
+                        extra={
+                            "group": self.group_id,
+                            "error_type": type(exc).__name__,
+                            "failures_in_a_row": commit_failures,
+                        },
+                    )
+                    if commit_failures >= MAX_COMMIT_FAILURES and consumer is not None:
+                        log.warning(
+                            "commits keep failing; joining the group again", extra={"group": self.group_id}
+                        )
+                        consumer.close(autocommit=False)
+                        consumer = None
+                        commit_failures = 0
                 except (KafkaError, SQLAlchemyError) as exc:
                     log.warning(
                         "consumer error; reconnecting",
