@@ -155,14 +155,29 @@ class ConsumerWorker:
         return applied
 
     def handle(self, records: Sequence[Any], dlq_producer: Callable[[], KafkaProducer]) -> None:
-        try:
-            self.apply([r.value for r in records], [r.topic for r in records])
-            return
-        except TRANSIENT_ERRORS:
-            raise
-        except Exception as exc:  # one bad record must not block the others: retry one by one
+        for whole in range(2):
+            try:
+                self.apply([r.value for r in records], [r.topic for r in records])
+                return
+            except TRANSIENT_ERRORS:
+                raise
+            except sa_exc.IntegrityError as exc:
+                # Most often another writer (a second member of the group) stored a row this batch stores
+                # too, e.g. the profile of a new shared identifier: once it has committed, the batch again,
+                # whole, finds that row and uses it. Only a second failure is the records' own.
+                if whole == 0 and len(records) > 1:
+                    log.info(
+                        "batch met a concurrent write; retrying it", extra={"error": describe_error(exc)}
+                    )
+                    continue
+                failure: Exception = exc
+            except Exception as exc:  # one bad record must not block the others: retry one by one
+                failure = exc
             if len(records) > 1:
-                log.warning("batch failed; retrying records one by one", extra={"error": describe_error(exc)})
+                log.warning(
+                    "batch failed; retrying records one by one", extra={"error": describe_error(failure)}
+                )
+            break
         for record in records:
             error: BaseException | None = None
             for attempt in range(self.settings.consumer_max_attempts):

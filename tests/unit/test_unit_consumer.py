@@ -10,6 +10,7 @@ import orjson
 import pytest
 from kafka.errors import CommitFailedError
 from pydantic import ValidationError
+from sqlalchemy import exc as sa_exc
 
 from shared import consumer as consumer_module
 from shared.consumer import MAX_COMMIT_FAILURES, ConsumerWorker, describe_error
@@ -119,3 +120,50 @@ def test_a_consumer_whose_commits_keep_failing_joins_again(monkeypatch: pytest.M
     assert [c.commits for c in made] == [MAX_COMMIT_FAILURES, 1]
     assert [c.closed for c in made] == [True, True]
     assert len(handled) == MAX_COMMIT_FAILURES + 1
+
+
+class Record:
+    def __init__(self, value: bytes) -> None:
+        self.value, self.topic, self.partition, self.offset, self.key = value, "orders", 0, 0, None
+
+
+def integrity_error() -> sa_exc.IntegrityError:
+    return sa_exc.IntegrityError("INSERT ...", {}, Exception("duplicate key"))
+
+
+def records_worker(monkeypatch: pytest.MonkeyPatch, failures: list[BaseException]) -> list[list[bytes]]:
+    """A worker whose `apply` raises `failures` in turn, then succeeds; returns the calls' messages."""
+    worker = ConsumerWorker(
+        name="records",
+        engine=None,  # type: ignore[arg-type]  # apply is replaced
+        settings=ServiceSettings(),
+        topics=[],
+        handlers={},
+        dead_letter=None,
+    )
+    calls: list[list[bytes]] = []
+
+    def apply(values: list[bytes], topics: list[str] | None = None) -> int:
+        calls.append(list(values))
+        if failures:
+            raise failures.pop(0)
+        return len(values)
+
+    monkeypatch.setattr(worker, "apply", apply)
+    worker.handle([Record(b"a"), Record(b"b"), Record(b"c")], lambda: None)
+    return calls
+
+
+def test_a_batch_that_met_a_concurrent_write_is_retried_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = records_worker(monkeypatch, [integrity_error()])
+    assert calls == [[b"a", b"b", b"c"], [b"a", b"b", b"c"]]
+
+
+def test_a_batch_failing_twice_is_retried_record_by_record(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = records_worker(monkeypatch, [integrity_error(), integrity_error()])
+    assert calls == [[b"a", b"b", b"c"], [b"a", b"b", b"c"], [b"a"], [b"b"], [b"c"]]
+
+
+def test_other_batch_failures_go_record_by_record_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = records_worker(monkeypatch, [ValueError("impossible content")])
+    assert calls == [[b"a", b"b", b"c"], [b"a"], [b"b"], [b"c"]]
