@@ -130,8 +130,18 @@ def _chunked_owners(
     session: Session, tenant_id: UUID, identifiers: list[Identifier]
 ) -> dict[Identifier, UUID]:
     found: dict[Identifier, UUID] = {}
+    postgres = session.get_bind().dialect.name == "postgresql"
     for start in range(0, len(identifiers), 500):
         chunk = identifiers[start : start + 500]
+        if postgres:
+            # The pairs as a relation joined to the primary key: one index probe per pair. With kinds and
+            # values as two `= ANY` arrays PostgreSQL probes every kind with every value, or scans the table.
+            rows = session.execute(
+                _OWNERS_OF_PAIRS,
+                {"tenant": tenant_id, "kinds": [k for k, _ in chunk], "values": [v for _, v in chunk]},
+            )
+            found.update({(kind, value): owner for kind, value, owner in rows})
+            continue
         # Kinds and values apart (the index's columns), the pairs checked here.
         wanted = set(chunk)
         rows = session.execute(
@@ -139,12 +149,20 @@ def _chunked_owners(
                 col(ProfileIdentifier.kind), col(ProfileIdentifier.value), col(ProfileIdentifier.profile_id)
             ).where(
                 col(ProfileIdentifier.tenant_id) == tenant_id,
-                any_of(session, col(ProfileIdentifier.kind), {kind for kind, _ in chunk}),
-                any_of(session, col(ProfileIdentifier.value), {value for _, value in chunk}),
+                col(ProfileIdentifier.kind).in_({kind for kind, _ in chunk}),
+                col(ProfileIdentifier.value).in_({value for _, value in chunk}),
             )
         )
         found.update({(kind, value): owner for kind, value, owner in rows if (kind, value) in wanted})
     return found
+
+
+_OWNERS_OF_PAIRS = sa.text(
+    "SELECT i.kind, i.value, i.profile_id"
+    " FROM unnest(CAST(:kinds AS varchar[]), CAST(:values AS varchar[])) AS wanted(kind, value)"
+    " JOIN profile_identifier AS i"
+    " ON i.tenant_id = :tenant AND i.kind = wanted.kind AND i.value = wanted.value"
+)
 
 
 def graph(session: Session) -> Graph | None:
