@@ -398,6 +398,9 @@ def test_compose_postgres_has_a_database_per_service(compose_config: dict[str, A
     postgres = compose_config["services"]["postgres"]
     command = command_text(postgres["command"])
     assert "max_locks_per_transaction=512" in command  # as deploy/postgres.sh: ingest locks a whole batch
+    # As deploy/postgres.sh (at every start): index probes for the consumers' batch lookups at any size.
+    assert "random_page_cost=1.1" in command
+    assert "random_page_cost=1.1" in (ROOT / "deploy" / "postgres.sh").read_text()
     (init_script,) = [
         v for v in postgres["volumes"] if v["target"].startswith("/docker-entrypoint-initdb.d/")
     ]
