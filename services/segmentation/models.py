@@ -163,6 +163,8 @@ class SegmentMember(SegmentationTable, table=True):
     retried) instead of leaving members of a segment that is gone."""
 
     __tablename__ = "segment_member"
+    # A batch looks up the memberships of the profiles it changes (`batch`, `privacy`).
+    __table_args__ = (sa.Index("ix_segment_member_profile_id", "profile_id"),)
 
     segment_id: UUID = Field(sa_column=sa.Column(sa.Uuid(), _segment_fk(), primary_key=True))
     profile_id: UUID = Field(sa_column=sa.Column(sa.Uuid(), primary_key=True))
