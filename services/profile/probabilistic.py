@@ -13,7 +13,9 @@ too.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, fields
+from datetime import date, datetime
+from typing import Protocol
 from uuid import UUID
 
 import sqlalchemy as sa
@@ -28,7 +30,7 @@ from services.profile.models import (
     ProfileBlockKey,
     ProfileIdentifier,
 )
-from shared.crypto import keyring
+from shared.crypto import keyring, open_date, open_text
 from shared.db import any_of, table_of, utcnow
 from shared.errors import Conflict, NotFound
 
@@ -42,11 +44,79 @@ def hashed(tenant_id: UUID, key: str) -> str:
     return keyring().index(tenant_id, "block", key)[:32]
 
 
-def _contact_phone(profile: Profile) -> set[str]:
+class Matchable(Protocol):
+    """What the score reads of a profile: a `Profile`, or a `Candidate` row."""
+
+    @property
+    def tenant_id(self) -> UUID: ...
+    @property
+    def phone(self) -> str | None: ...
+    @property
+    def name(self) -> str | None: ...
+    @property
+    def birth_date(self) -> date | None: ...
+    @property
+    def zip(self) -> str | None: ...
+    @property
+    def city(self) -> str | None: ...
+    @property
+    def state(self) -> str | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A profile a changed profile is scored against, as a plain row of what the score and the merge
+    protection read. Candidates are most of the profiles the stage reads, and their number grows with the
+    tenant; as ORM objects each cost its JSON traits and instance state. One that is to merge is loaded
+    as a `Profile` then (`_loaded`)."""
+
+    id: UUID
+    tenant_id: UUID
+    status: str
+    merges: int
+    created_at: datetime
+    phone: str | None
+    name_sealed: str | None
+    birth_date_sealed: str | None
+    zip_sealed: str | None
+    city: str | None
+    state: str | None
+
+    @property
+    def name(self) -> str | None:
+        return open_text(self.tenant_id, self.name_sealed)
+
+    @property
+    def birth_date(self) -> date | None:
+        return open_date(self.tenant_id, self.birth_date_sealed)
+
+    @property
+    def zip(self) -> str | None:
+        return open_text(self.tenant_id, self.zip_sealed)
+
+
+_PROFILES = table_of(Profile)
+_CANDIDATES = sa.select(*(_PROFILES.c[f.name] for f in fields(Candidate)))
+
+
+def _loaded(
+    session: Session, known: dict[UUID, Profile | Candidate], profile: Profile | Candidate
+) -> Profile:
+    """The profile as an ORM object (a merge changes it), kept in `known` so later pairs see the change."""
+    if isinstance(profile, Profile):
+        return profile
+    loaded = session.get(Profile, profile.id)
+    if loaded is None:  # pragma: no cover - read in this transaction a moment ago
+        raise NotFound("No profile with this id.")
+    known[profile.id] = loaded
+    return loaded
+
+
+def _contact_phone(profile: Matchable) -> set[str]:
     return {keyring().open(profile.tenant_id, profile.phone)} if profile.phone else set()
 
 
-def match_fields(profile: Profile, identifiers: Iterable[identity.Identifier]) -> matching.MatchFields:
+def match_fields(profile: Matchable, identifiers: Iterable[identity.Identifier]) -> matching.MatchFields:
     """What the score compares: the profile's name, birth date and address, the readable values of its
     identifiers and its contact phone."""
     found = list(identifiers)
@@ -183,12 +253,12 @@ def second_stage(
         return []
 
     others = sorted({pid for pair in pairs for pid in pair} - set(ids))
-    known = {p.id: p for p in profiles}
+    known: dict[UUID, Profile | Candidate] = {p.id: p for p in profiles}
     for start in range(0, len(others), 1000):
-        for other in session.exec(
-            select(Profile).where(any_of(session, col(Profile.id), others[start : start + 1000]))
+        for row in session.execute(
+            _CANDIDATES.where(any_of(session, _PROFILES.c.id, others[start : start + 1000]))
         ):
-            known[other.id] = other
+            known[row.id] = Candidate(*row)
     identifiers.update(_identifiers(session, others, readable))
     for pid in others:
         if pid in known:
@@ -209,6 +279,7 @@ def second_stage(
         match = matching.score(fields[a_id], fields[b_id], weights)
         decision = matching.decide(match, rules.merge_threshold, rules.suggest_threshold)
         if decision == "merge":
+            a, b = _loaded(session, known, a), _loaded(session, known, b)
             survivor, merged = sorted((a, b), key=lambda p: (p.created_at, p.id))
             merges.append(
                 identity.merge(
