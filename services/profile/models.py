@@ -131,6 +131,29 @@ class Profile(ProfileTable, table=True):
             self.zip_sealed = seal_value(self.tenant_id, value)
 
 
+class SealedRow:
+    """`name`, `birth_date` and `zip` opened from their sealed columns, for profile rows read without the
+    ORM (`profiles.ProfileRow`, `probabilistic.Candidate`; `Profile` sets them too)."""
+
+    __slots__ = ()
+    tenant_id: UUID
+    name_sealed: str | None
+    birth_date_sealed: str | None
+    zip_sealed: str | None
+
+    @property
+    def name(self) -> str | None:
+        return open_text(self.tenant_id, self.name_sealed)
+
+    @property
+    def birth_date(self) -> date | None:
+        return open_date(self.tenant_id, self.birth_date_sealed)
+
+    @property
+    def zip(self) -> str | None:
+        return open_text(self.tenant_id, self.zip_sealed)
+
+
 # What a record says about the person (`profiles.snapshot`): these attributes are kept sealed together,
 # as one token under `"sealed"`; the rest (time, gender, city, state, country, consents) in clear.
 SEALED_ATTRIBUTES = ("name", "birth_date", "zip")

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
-from datetime import date, datetime
-from typing import Protocol
+from datetime import datetime
 from uuid import UUID
 
 import sqlalchemy as sa
@@ -29,8 +28,9 @@ from services.profile.models import (
     Profile,
     ProfileBlockKey,
     ProfileIdentifier,
+    SealedRow,
 )
-from shared.crypto import keyring, open_date, open_text
+from shared.crypto import keyring
 from shared.db import any_of, table_of, utcnow
 from shared.errors import Conflict, NotFound
 
@@ -44,27 +44,8 @@ def hashed(tenant_id: UUID, key: str) -> str:
     return keyring().index(tenant_id, "block", key)[:32]
 
 
-class Matchable(Protocol):
-    """What the score reads of a profile: a `Profile`, or a `Candidate` row."""
-
-    @property
-    def tenant_id(self) -> UUID: ...
-    @property
-    def phone(self) -> str | None: ...
-    @property
-    def name(self) -> str | None: ...
-    @property
-    def birth_date(self) -> date | None: ...
-    @property
-    def zip(self) -> str | None: ...
-    @property
-    def city(self) -> str | None: ...
-    @property
-    def state(self) -> str | None: ...
-
-
 @dataclass(frozen=True, slots=True)
-class Candidate:
+class Candidate(SealedRow):
     """A profile a changed profile is scored against, as a plain row of what the score and the merge
     protection read. Candidates are most of the profiles the stage reads, and their number grows with the
     tenant; as ORM objects each cost its JSON traits and instance state. One that is to merge is loaded
@@ -81,18 +62,6 @@ class Candidate:
     zip_sealed: str | None
     city: str | None
     state: str | None
-
-    @property
-    def name(self) -> str | None:
-        return open_text(self.tenant_id, self.name_sealed)
-
-    @property
-    def birth_date(self) -> date | None:
-        return open_date(self.tenant_id, self.birth_date_sealed)
-
-    @property
-    def zip(self) -> str | None:
-        return open_text(self.tenant_id, self.zip_sealed)
 
 
 _PROFILES = table_of(Profile)
@@ -112,11 +81,13 @@ def _loaded(
     return loaded
 
 
-def _contact_phone(profile: Matchable) -> set[str]:
+def _contact_phone(profile: Profile | Candidate) -> set[str]:
     return {keyring().open(profile.tenant_id, profile.phone)} if profile.phone else set()
 
 
-def match_fields(profile: Matchable, identifiers: Iterable[identity.Identifier]) -> matching.MatchFields:
+def match_fields(
+    profile: Profile | Candidate, identifiers: Iterable[identity.Identifier]
+) -> matching.MatchFields:
     """What the score compares: the profile's name, birth date and address, the readable values of its
     identifiers and its contact phone."""
     found = list(identifiers)

@@ -22,11 +22,12 @@ from services.profile.models import (
     ProfileIdentifier,
     ProfileOrder,
     ProfileRecord,
+    SealedRow,
     open_snapshot,
     seal_snapshot,
 )
 from services.profile.suppression import suppressed
-from shared.crypto import keyring, open_date, open_text
+from shared.crypto import keyring
 from shared.db import any_of, new_row, table_of, utcnow, write_columns
 from shared.errors import Invalid, NotFound
 from shared.events import (
@@ -608,7 +609,7 @@ def get_profile(profile_id: UUID, *, tenant_id: UUID, session: Session) -> Profi
 
 
 @dataclass(frozen=True, slots=True)
-class ProfileRow:
+class ProfileRow(SealedRow):
     """A profile as read for the API (`read_profile`, `find_profiles`): what `ProfileRead.of` shows, the
     sealed columns opened on access like `Profile`'s."""
 
@@ -637,18 +638,6 @@ class ProfileRow:
     version: int
     created_at: datetime
     updated_at: datetime
-
-    @property
-    def name(self) -> str | None:
-        return open_text(self.tenant_id, self.name_sealed)
-
-    @property
-    def birth_date(self) -> date | None:
-        return open_date(self.tenant_id, self.birth_date_sealed)
-
-    @property
-    def zip(self) -> str | None:
-        return open_text(self.tenant_id, self.zip_sealed)
 
 
 _PROFILE = table_of(Profile)
