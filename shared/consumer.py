@@ -43,9 +43,10 @@ log = logging.getLogger("clientela.consumer")
 Handler = Callable[[Session, Envelope, Any], None]
 LAG_EVERY_S = 5.0  # how often a consumer refreshes its lag gauges
 # A rebalance costs one failed commit: the next poll rejoins the group. More failures in a row mean the
-# client believes it is a member while the group no longer knows it (seen with kafka-python 3.0 under CPU
-# starvation: heartbeats stopped, the broker dropped the member and the empty group, and every later commit
-# failed locally while fetching went on). It then leaves and joins again as a new consumer.
+# client believes it is a member while the group no longer knows it (seen with kafka-python 3.0.12 on a
+# saturated machine: the broker had dropped the member and the then empty group, no heartbeat error was
+# logged, and every later commit failed locally while fetching went on for 20 minutes). It then leaves and
+# joins again as a new consumer.
 MAX_COMMIT_FAILURES = 3
 
 
