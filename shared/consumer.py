@@ -156,43 +156,36 @@ class ConsumerWorker:
         return applied
 
     def handle(self, records: Sequence[Any], dlq_producer: Callable[[], KafkaProducer]) -> None:
-        for whole in range(2):
-            try:
-                self.apply([r.value for r in records], [r.topic for r in records])
-                return
-            except TRANSIENT_ERRORS:
-                raise
-            except sa_exc.IntegrityError as exc:
-                # Most often another writer (a second member of the group) stored a row this batch stores
-                # too, e.g. the profile of a new shared identifier: once it has committed, the batch again,
-                # whole, finds that row and uses it. Only a second failure is the records' own.
-                if whole == 0 and len(records) > 1:
-                    log.info(
-                        "batch met a concurrent write; retrying it", extra={"error": describe_error(exc)}
-                    )
-                    continue
-                failure: Exception = exc
-            except Exception as exc:  # one bad record must not block the others: retry one by one
-                failure = exc
-            if len(records) > 1:
-                log.warning(
-                    "batch failed; retrying records one by one", extra={"error": describe_error(failure)}
-                )
-            break
+        failure = self._apply_all(records)
+        if isinstance(failure, sa_exc.IntegrityError) and len(records) > 1:
+            # Most often another writer (a second member of the group) stored a row this batch stores too,
+            # e.g. the profile of a new shared identifier: once it has committed, the batch again, whole,
+            # finds that row and uses it. Only a second failure is the records' own.
+            log.info("batch met a concurrent write; retrying it", extra={"error": describe_error(failure)})
+            failure = self._apply_all(records)
+        if failure is None:
+            return
+        if len(records) > 1:  # one bad record must not block the others: retry one by one
+            log.warning("batch failed; retrying records one by one", extra={"error": describe_error(failure)})
         for record in records:
-            error: BaseException | None = None
+            error: Exception | None = None
             for attempt in range(self.settings.consumer_max_attempts):
-                try:
-                    self.apply([record.value], [record.topic])
-                    error = None
+                error = self._apply_all([record])
+                if error is None:
                     break
-                except TRANSIENT_ERRORS:
-                    raise
-                except Exception as exc:
-                    error = exc
-                    time.sleep(0.05 * (attempt + 1))
+                time.sleep(0.05 * (attempt + 1))
             if error is not None:
                 self._dead_letter(record, error, dlq_producer())
+
+    def _apply_all(self, records: Sequence[Any]) -> Exception | None:
+        """Apply the records in one transaction; the error if that failed (infrastructure errors raise)."""
+        try:
+            self.apply([r.value for r in records], [r.topic for r in records])
+        except TRANSIENT_ERRORS:
+            raise
+        except Exception as exc:
+            return exc
+        return None
 
     def _dead_letter(self, record: Any, error: BaseException, producer: KafkaProducer) -> None:
         description = describe_error(error)
