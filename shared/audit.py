@@ -234,7 +234,14 @@ def record_read(
     ):
         return
     audit(session, tenant_id=tenant_id, action=action, profile_ids=ids, **who)
-    session.commit()
+    # What the request read is what it answers with: the commit must not expire it, or the response would
+    # reload rows that a consumer may have deleted meanwhile (a member leaving its segment, a profile merged
+    # away) and fail with ObjectDeletedError.
+    expire, session.expire_on_commit = session.expire_on_commit, False
+    try:
+        session.commit()
+    finally:
+        session.expire_on_commit = expire
 
 
 def forget_reads(session: Session, tenant_id: UUID, ids: list[UUID]) -> int:

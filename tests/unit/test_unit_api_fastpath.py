@@ -20,7 +20,7 @@ from sqlalchemy.pool import QueuePool, StaticPool
 from sqlmodel import Session, select
 from starlette.types import Message, Receive, Scope, Send
 
-from shared.audit import AuditEvent, AuditUnavailable, AuditWriter, audit_registry, forget_reads
+from shared.audit import AuditEvent, AuditUnavailable, AuditWriter, audit_registry, forget_reads, record_read
 from shared.auth import (
     ALL_SCOPES,
     KeyCache,
@@ -333,6 +333,38 @@ def test_an_erasure_finds_the_reads_still_queued(engine: sa.Engine) -> None:
         assert sorted(tuple(e.profile_ids) for e in stored(engine)) == [(), (str(other),)]
     finally:
         writer.stop()
+
+
+def test_a_read_recorded_without_a_writer_answers_with_what_it_read(tmp_path: Path) -> None:
+    """`record_read` commits its event at once without a writer: the rows the request read stay as read,
+    even when a consumer deleted them in between (a member leaving its segment while its page is built)."""
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'read.db'}")
+    infra_registry.metadata.create_all(engine)
+    audit_registry.metadata.create_all(engine)
+    tenant_id = uuid4()
+    key_id, _ = add_key(engine, tenant_id)
+    app = FastAPI()
+    install_problem_handlers(app)
+
+    @app.get("/read")
+    def read(request: Request) -> dict[str, str]:
+        with Session(engine) as session:
+            found = session.exec(select(ApiKey).where(ApiKey.id == key_id)).all()
+            with Session(engine) as consumer:  # deleted and committed by another connection
+                consumer.execute(sa.delete(ApiKey).where(sa.column("id") == key_id))
+                consumer.commit()
+            record_read(request, session, tenant_id, "profile.read", [uuid4()])
+            return {"name": found[0].name}
+
+    try:
+        answer = TestClient(app).get("/read")
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == {"name": "k"}
+        with Session(engine) as session:
+            assert session.get(ApiKey, key_id) is None
+            assert [e.action for e in session.exec(select(AuditEvent)).all()] == ["profile.read"]
+    finally:
+        engine.dispose()
 
 
 # -- ping_when_idle ----------------------------------------------------------------------------------------
