@@ -23,7 +23,7 @@ import threading
 import time
 from collections import Counter
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 import sqlalchemy as sa
@@ -36,7 +36,7 @@ from sqlmodel import Session, col, select
 from shared.crypto import keyring
 from shared.db import bulk_insert, stage_insert, table_of, utcnow
 from shared.doorbell import Doorbell
-from shared.events import Envelope, Event
+from shared.events import Event
 from shared.infra import OutboxMessage
 from shared.kafka import make_producer
 from shared.metrics import EVENTS_PUBLISHED
@@ -97,9 +97,16 @@ def _row(
     }
 
 
+class Staged(NamedTuple):
+    """What `add_event` staged: the event's id and time, as its envelope carries them."""
+
+    event_id: UUID
+    occurred_at: datetime
+
+
 def add_event(
     session: Session, event: Event, *, tenant_id: UUID, key: str, correlation_id: str | None = None
-) -> Envelope:
+) -> Staged:
     """Stage `event` for publication in the caller's transaction (`shared.db.stage_insert`: written with
     the transaction's other events in one bulk insert; nothing if it rolls back)."""
     event_id, occurred_at, body = type(event).envelope_bytes(
@@ -107,7 +114,7 @@ def add_event(
     )
     stage_insert(session, OutboxMessage, _row(type(event), key, event_id, occurred_at, body))
     OUTBOX_WRITTEN.ring_after_commit(session)
-    return Envelope.from_bytes(body)
+    return Staged(event_id, occurred_at)
 
 
 def insert_rows(session: Session, rows: list[dict[str, Any]]) -> None:

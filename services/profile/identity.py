@@ -448,10 +448,40 @@ def merge(
     method: str = "deterministic",
     score: float | None = None,
     merged_identifiers: list[Identifier] | None = None,
+    flush: bool = True,
 ) -> MergeRecord:
     """Fold `merged` into `survivor`: identifiers, orders and records move; `merged` keeps a pointer.
-    `merged_identifiers`: the merged profile's identifiers as stored, when the caller has them."""
-    session.flush()
+    `merged_identifiers`: the merged profile's identifiers as stored, when the caller has them.
+    `flush=False`: the caller flushed the orders, records and identifiers of the session before and
+    flushes the merge's own changes (profiles, record) after, once for many merges (the probabilistic
+    stage); the merge then flushes only where its statements would miss a change of an earlier merge."""
+    if flush:
+        session.flush()
+    with session.no_autoflush:
+        record = _merge(session, survivor, merged, links, event_id, method, score, merged_identifiers)
+    if flush:
+        session.flush()
+    known = graph(session)
+    if known is not None:
+        for kind, value in record.moved_identifiers:
+            known.owner[(survivor.tenant_id, kind, value)] = survivor.id
+        moved = [(kind, value) for kind, value in record.moved_identifiers]
+        known.of_profile[survivor.id] = known.of_profile.get(survivor.id, []) + moved
+        known.of_profile[merged.id] = []
+    return record
+
+
+def _merge(
+    session: Session,
+    survivor: Profile,
+    merged: Profile,
+    links: list[Identifier],
+    event_id: UUID | None,
+    method: str,
+    score: float | None,
+    merged_identifiers: list[Identifier] | None,
+) -> MergeRecord:
+    """`merge`'s statements and changes, without autoflush."""
     moved_identifiers = (
         list(merged_identifiers) if merged_identifiers is not None else _identifiers(session, merged.id)
     )
@@ -466,7 +496,10 @@ def merge(
             if stored is not None and stored.profile_id == merged.id:
                 set_committed_value(stored, "profile_id", survivor.id)
     moved_records = _move(session, _RECORDS.c.id, merged.id, survivor.id)
-    # A block against the merged profile now holds against the survivor that took it in.
+    # A block against the merged profile now holds against the survivor that took it in (those an earlier
+    # merge moved are written first).
+    if any(isinstance(o, MergeBlock) for o in (*session.new, *session.deleted)):
+        session.flush()
     for block in session.exec(
         select(MergeBlock).where(
             sa.or_(col(MergeBlock.profile_a) == merged.id, col(MergeBlock.profile_b) == merged.id)
@@ -485,6 +518,7 @@ def merge(
     # profiles are not read again in this transaction: the session's copies are left as they are.
     # `merges` counts the profiles pointing at it (an unmerge recounts it): none, nothing to repoint.
     if merged.merges:
+        session.flush()  # profiles an earlier merge pointed at `merged`
         session.execute(
             sa.update(Profile)
             .where(col(Profile.merged_into) == merged.id)
@@ -515,11 +549,4 @@ def merge(
         event_id=event_id,
     )
     session.add_all([merged, survivor, record])
-    session.flush()
-    known = graph(session)
-    if known is not None:
-        for kind, value in moved_identifiers:
-            known.owner[(survivor.tenant_id, kind, value)] = survivor.id
-        known.of_profile[survivor.id] = known.of_profile.get(survivor.id, []) + moved_identifiers
-        known.of_profile[merged.id] = []
     return record

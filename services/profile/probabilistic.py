@@ -237,8 +237,35 @@ def second_stage(
     seen = _decided_pairs(session, pairs)
     blocked = _blocks_among(session, {pid for pair in pairs for pid in pair})
 
+    session.flush()  # what the merges' statements read; their own changes are flushed once, at the end
+    with session.no_autoflush:
+        merges = _score_pairs(
+            session, sorted(pairs), known, identifiers, readable, fields, seen, blocked, weights
+        )
+    if merges:  # a merged profile is no candidate any more
+        session.execute(
+            sa.delete(_BLOCK_KEYS).where(
+                any_of(session, _BLOCK_KEYS.c.profile_id, [m.merged_id for m in merges])
+            )
+        )
+    session.flush()
+    return merges
+
+
+def _score_pairs(
+    session: Session,
+    pairs: list[tuple[UUID, UUID]],
+    known: dict[UUID, Profile | Candidate],
+    identifiers: dict[UUID, list[identity.Identifier]],
+    readable: dict[UUID, list[identity.Identifier]],
+    fields: dict[UUID, matching.MatchFields],
+    seen: set[tuple[UUID, UUID]],
+    blocked: set[tuple[UUID, UUID]],
+    weights: matching.Weights,
+) -> list[MergeRecord]:
+    """Score each pair (in order: a merge changes what later pairs see), merge or suggest."""
     merges: list[MergeRecord] = []
-    for a_id, b_id in sorted(pairs):
+    for a_id, b_id in pairs:
         a, b = known.get(a_id), known.get(b_id)
         if a is None or b is None or a.status != "active" or b.status != "active" or (a_id, b_id) in seen:
             continue
@@ -262,6 +289,7 @@ def second_stage(
                     method="probabilistic",
                     score=round(match.probability, 4),
                     merged_identifiers=identifiers[merged.id],
+                    flush=False,
                 )
             )
             identifiers[survivor.id] = identifiers[survivor.id] + identifiers[merged.id]
@@ -278,13 +306,6 @@ def second_stage(
                     contributions=[asdict(c) for c in match.contributions],
                 )
             )
-    if merges:  # a merged profile is no candidate any more
-        session.execute(
-            sa.delete(_BLOCK_KEYS).where(
-                any_of(session, _BLOCK_KEYS.c.profile_id, [m.merged_id for m in merges])
-            )
-        )
-    session.flush()
     return merges
 
 

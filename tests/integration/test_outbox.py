@@ -79,7 +79,8 @@ def test_relay_publishes_committed_events_only(
 
     on_kafka = read_topic(TENANTS.full(settings.topic_prefix), expect=1)
     assert [e.event_id for e in on_kafka] == [committed.event_id]
-    assert on_kafka[0] == committed
+    assert (on_kafka[0].event_id, on_kafka[0].occurred_at) == committed
+    assert on_kafka[0].type == TenantCreated.TYPE
     with Session(engine) as session:
         unpublished = session.exec(
             select(func.count()).select_from(OutboxMessage).where(OutboxMessage.published_at == None)  # noqa: E711

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from services.profile import identity_rules, probabilistic, unmerge
+from services.profile import identity, identity_rules, probabilistic, unmerge
 from services.profile.models import MergeRecord, MergeSuggestion, Profile
 from shared.consumer import ConsumerWorker
 from shared.errors import Conflict
@@ -202,3 +202,58 @@ def test_a_profile_whose_data_did_not_change_is_not_scored_again(
         session.commit()
     profile_records.apply([order(tenant, "F-4", **moved)])
     assert scored[2:] == [{profile.id}]
+
+
+def _three_merged_in_one_go(
+    engine: Engine, profile_records: ConsumerWorker, *, block_youngest: bool
+) -> tuple[list[Profile], UUID]:
+    """Four profiles of a tenant (oldest first); the youngest merges into the middle one and the middle one
+    into the oldest in one transaction, flushed once, as the probabilistic stage merges
+    (`identity.merge(flush=False)`). With `block_youngest`, the youngest and the fourth were kept apart."""
+    tenant = uuid4()
+    people = [
+        {"name": name, "address": {"city": city, "state": state}}
+        for name, city, state in (
+            ("Ana Lima", "Recife", "PE"),
+            ("Bruno Costa", "Curitiba", "PR"),
+            ("Carla Dias", "Belém", "PA"),
+            ("Davi Rocha", "Natal", "RN"),
+        )
+    ]
+    for number, person in enumerate(people):
+        profile_records.apply([order(tenant, f"C-{number}", email=f"p{number}@example.com", **person)])
+    oldest, middle, youngest, apart = found = active(engine, tenant)
+    if block_youngest:
+        with Session(engine) as session:
+            identity.add_block(session, tenant, youngest.id, apart.id, merge_id=None)
+            session.commit()
+    deferred: dict[str, Any] = {"links": [], "event_id": None, "method": "probabilistic", "flush": False}
+    with Session(engine) as session:
+        profiles = {p.id: p for p in session.exec(select(Profile).where(Profile.tenant_id == tenant))}
+        first = identity.merge(session, profiles[middle.id], profiles[youngest.id], score=0.99, **deferred)
+        second = identity.merge(session, profiles[oldest.id], profiles[middle.id], score=0.99, **deferred)
+        session.commit()
+        assert (len(first.moved_orders), len(second.moved_orders)) == (1, 2)
+    return found, tenant
+
+
+def test_merges_flushed_once_leave_no_chain(engine: Engine, profile_records: ConsumerWorker) -> None:
+    (oldest, middle, youngest, _), tenant = _three_merged_in_one_go(
+        engine, profile_records, block_youngest=False
+    )
+    with Session(engine) as session:
+        stored = {p.id: p for p in session.exec(select(Profile).where(Profile.tenant_id == tenant))}
+        assert stored[youngest.id].merged_into == oldest.id  # not the middle one
+        assert stored[middle.id].merged_into == oldest.id
+        assert (stored[oldest.id].merges, stored[oldest.id].status) == (2, "active")
+        assert len(session.exec(select(MergeRecord).where(MergeRecord.tenant_id == tenant)).all()) == 2
+
+
+def test_merges_flushed_once_move_a_block_along(engine: Engine, profile_records: ConsumerWorker) -> None:
+    (oldest, middle, youngest, apart), _ = _three_merged_in_one_go(
+        engine, profile_records, block_youngest=True
+    )
+    with Session(engine) as session:
+        assert identity.is_blocked(session, oldest.id, apart.id)
+        assert not identity.is_blocked(session, youngest.id, apart.id)
+        assert not identity.is_blocked(session, middle.id, apart.id)
