@@ -211,7 +211,7 @@ def _three_merged_in_one_go(
     into the oldest in one transaction, flushed once, as the probabilistic stage merges
     (`identity.merge(flush=False)`). With `block_youngest`, the youngest and the fourth were kept apart."""
     tenant = uuid4()
-    people = [
+    people: list[dict[str, Any]] = [
         {"name": name, "address": {"city": city, "state": state}}
         for name, city, state in (
             ("Ana Lima", "Recife", "PE"),
