@@ -69,13 +69,18 @@ def _row_fields(model: type[Any]) -> tuple[tuple[str, Any, Callable[[], Any] | N
     return tuple(fields)
 
 
+@functools.cache
+def _field_names(model: type[Any]) -> frozenset[str]:
+    return frozenset(model.model_fields)
+
+
 def new_row(model: type[Row], /, **values: Any) -> Row:
     """`model(**values)` for a table model (a new, transient row: the given values, the other fields'
     defaults and default factories), built the way SQLAlchemy builds loaded rows. SQLModel's constructor
     sets each field through SQLAlchemy's instrumentation *and* pydantic's `__setattr__`, some 100 µs for a
     row of twenty fields: the profile and segmentation consumers create thousands a second. Columns only:
     no relationships, no validation (SQLModel does not validate table models either)."""
-    unknown = values.keys() - model.model_fields.keys()
+    unknown = values.keys() - _field_names(model)
     if unknown:
         raise TypeError(f"{model.__name__} has no field(s) {sorted(unknown)}")
     row: Row = sa_instrumentation.manager_of_class(model).new_instance()

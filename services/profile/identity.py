@@ -23,6 +23,7 @@ indexes too.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from uuid import UUID
 
@@ -103,7 +104,8 @@ class Graph:
         self.owner: dict[tuple[UUID, str, str], UUID | None] = {}  # (tenant, kind, value) -> profile
         self.of_profile: dict[UUID, list[Identifier]] = {}
         self.profiles: dict[UUID, Profile] = {}  # the owners, locked, and the profiles created in the batch
-        self.rows: dict[tuple[UUID, str, str], ProfileIdentifier] = {}  # the owners' identifier rows
+        # The owners' identifier rows: as read (`Seen`), or as ORM rows once the batch changes them.
+        self.rows: dict[tuple[UUID, str, str], ProfileIdentifier | Seen] = {}
         self.keep: list[object] = []  # strong references: the session's identity map is weak
 
     def preload(self, session: Session, wanted: dict[UUID, set[Identifier]]) -> list[UUID]:
@@ -115,15 +117,34 @@ class Graph:
                 self.owner[(tenant_id, *identifier)] = found.get(identifier)
             owners.update(found.values())
         if owners:
-            for row in session.exec(
-                select(ProfileIdentifier).where(any_of(session, col(ProfileIdentifier.profile_id), owners))
+            # Plain rows: most are only read, and a batch reads thousands.
+            for tenant_id, kind, value, profile_id, seen_at in session.execute(
+                _SEEN.where(any_of(session, col(ProfileIdentifier.profile_id), owners))
             ):
-                self.of_profile.setdefault(row.profile_id, []).append((row.kind, row.value))
-                self.owner[(row.tenant_id, row.kind, row.value)] = row.profile_id
-                self.rows[(row.tenant_id, row.kind, row.value)] = row
+                self.of_profile.setdefault(profile_id, []).append((kind, value))
+                self.owner[(tenant_id, kind, value)] = profile_id
+                self.rows[(tenant_id, kind, value)] = Seen(value, seen_at)
             for profile in lock_profiles(session, list(owners)):
                 self.profiles[profile.id] = profile
         return list(owners)
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """What the resolution reads of a stored identifier it does not change: its value and when it was
+    first seen (`_row`). One to change is loaded as a `ProfileIdentifier` (`_stored`)."""
+
+    value: str
+    seen_at: datetime | None
+
+
+_SEEN = sa.select(
+    col(ProfileIdentifier.tenant_id),
+    col(ProfileIdentifier.kind),
+    col(ProfileIdentifier.value),
+    col(ProfileIdentifier.profile_id),
+    col(ProfileIdentifier.seen_at),
+)
 
 
 def _chunked_owners(
@@ -367,13 +388,14 @@ def _attach(
 _NEVER = datetime.max.replace(tzinfo=UTC)
 
 
-def _seen_key(row: ProfileIdentifier | None) -> tuple[datetime, str]:
+def _seen_key(row: ProfileIdentifier | Seen | None) -> tuple[datetime, str]:
     if row is None:
         return (_NEVER, "")
     return (row.seen_at or _NEVER, row.value)
 
 
-def _row(session: Session, tenant_id: UUID, identifier: Identifier) -> ProfileIdentifier | None:
+def _row(session: Session, tenant_id: UUID, identifier: Identifier) -> ProfileIdentifier | Seen | None:
+    """The stored identifier, to read its value and first sighting."""
     known = graph(session)
     key = (tenant_id, *identifier)
     if known is not None and key in known.rows:
@@ -381,8 +403,21 @@ def _row(session: Session, tenant_id: UUID, identifier: Identifier) -> ProfileId
     return session.get(ProfileIdentifier, key)
 
 
+def _stored(session: Session, tenant_id: UUID, identifier: Identifier) -> ProfileIdentifier | None:
+    """The stored identifier as an ORM row, to change or delete (kept in the batch's graph)."""
+    known = graph(session)
+    key = (tenant_id, *identifier)
+    found = known.rows.get(key) if known is not None else None
+    if isinstance(found, ProfileIdentifier):
+        return found
+    row = session.get(ProfileIdentifier, key)
+    if known is not None and row is not None:
+        known.rows[key] = row
+    return row
+
+
 def _detach(session: Session, tenant_id: UUID, profile: Profile, identifier: Identifier) -> None:
-    row = _row(session, tenant_id, identifier)
+    row = _stored(session, tenant_id, identifier)
     if row is not None:
         session.delete(row)
         session.flush()
@@ -408,8 +443,11 @@ def _claim(
     if seen_at is None:
         return
     for identifier, owner_id in owned.items():
-        row = _row(session, tenant_id, identifier)
-        if row is None or (row.seen_at is not None and row.seen_at <= seen_at):
+        seen = _row(session, tenant_id, identifier)
+        if seen is None or (seen.seen_at is not None and seen.seen_at <= seen_at):
+            continue
+        row = _stored(session, tenant_id, identifier)
+        if row is None:  # pragma: no cover - read in this transaction a moment ago
             continue
         if owner_id != target.id and row.profile_id != target.id:
             have = _identifiers(session, target.id)

@@ -311,29 +311,34 @@ class ProfileBatch:
 
     def finish(self, session: Session) -> None:
         dirty: dict[UUID, str | None] = session.info.pop("dirty", {})
-        session.info.pop("identity_graph", None)
+        known = session.info.pop("identity_graph", None)
+        loaded = known.profiles if isinstance(known, identity.Graph) else {}
         session.info.pop("known_orders", None)
         try:
             if dirty:
-                profiles = self._recompute(session, dirty)
+                profiles = self._recompute(session, dirty, loaded)
                 merges = probabilistic.second_stage(session, [profiles[pid] for pid in sorted(profiles)])
                 if merges:
                     announce_merges(session, merges, correlation_id=None)
-                    self._recompute(session, {m.survivor_id: dirty.get(m.survivor_id) for m in merges})
+                    survivors = {m.survivor_id: dirty.get(m.survivor_id) for m in merges}
+                    self._recompute(session, survivors, profiles)
         finally:
             session.info.pop("identity_rules", None)  # a rule change applies from the next batch
             session.info.pop("identity_defaults", None)
 
     @staticmethod
-    def _recompute(session: Session, dirty: dict[UUID, str | None]) -> dict[UUID, Profile]:
-        """Recompute and announce these profiles (those still active); return them, loaded in one query
-        per thousand rather than one each."""
+    def _recompute(
+        session: Session, dirty: dict[UUID, str | None], loaded: dict[UUID, Profile]
+    ) -> dict[UUID, Profile]:
+        """Recompute and announce these profiles (those still active); return them. Those not `loaded`
+        already (the batch's graph locked and created most) are read in one query per thousand."""
         session.flush()
         ids = sorted(dirty)
         history = history_rows(session, ids)
-        profiles: dict[UUID, Profile] = {}
-        for start in range(0, len(ids), 1000):
-            chunk = ids[start : start + 1000]
+        profiles = {pid: loaded[pid] for pid in ids if pid in loaded}
+        missing = [pid for pid in ids if pid not in loaded]
+        for start in range(0, len(missing), 1000):
+            chunk = missing[start : start + 1000]
             profiles.update(
                 (p.id, p)
                 for p in session.exec(select(Profile).where(any_of(session, col(Profile.id), chunk)))
