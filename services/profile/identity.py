@@ -536,7 +536,7 @@ def _merge(
     moved_records = _move(session, _RECORDS.c.id, merged.id, survivor.id)
     # A block against the merged profile now holds against the survivor that took it in (those an earlier
     # merge moved are written first).
-    if any(isinstance(o, MergeBlock) for o in (*session.new, *session.deleted)):
+    if session.info.pop("unflushed_blocks", False):
         session.flush()
     for block in session.exec(
         select(MergeBlock).where(
@@ -545,12 +545,16 @@ def _merge(
     ).all():
         other = block.profile_b if block.profile_a == merged.id else block.profile_a
         session.delete(block)
+        session.info["unflushed_blocks"] = True
         if other != survivor.id:
             add_block(session, survivor.tenant_id, survivor.id, other, merge_id=block.merge_id)
+    # The session's identifier rows are kept current by the primary keys the statement returns ("fetch"):
+    # by default the ORM would test every object of the session, thousands in a consumer batch.
     session.execute(
         sa.update(ProfileIdentifier)
         .where(col(ProfileIdentifier.profile_id) == merged.id)
         .values(profile_id=survivor.id)
+        .execution_options(synchronize_session="fetch")
     )
     # Profiles merged into `merged` earlier now point straight at the survivor (no chains). Merged
     # profiles are not read again in this transaction: the session's copies are left as they are.
