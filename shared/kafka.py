@@ -41,7 +41,7 @@ def make_consumer(
         "group_id": group_id,
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
-        "max_poll_records": 500,
+        "max_poll_records": settings.consumer_max_poll_records,
         # The broker answers a fetch as soon as it has a record (fetch_min_bytes=1): the wait only bounds
         # how often an idle consumer asks again (kafka-python's fetches were most of an idle service's CPU).
         "fetch_max_wait_ms": 500,

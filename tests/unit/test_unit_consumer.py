@@ -164,3 +164,12 @@ def test_a_batch_failing_twice_is_retried_record_by_record(monkeypatch: pytest.M
 def test_other_batch_failures_go_record_by_record_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = records_worker(monkeypatch, [ValueError("impossible content")])
     assert calls == [[b"a", b"b", b"c"], [b"a"], [b"b"], [b"c"]]
+
+
+def test_the_records_per_poll_are_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert ServiceSettings().consumer_max_poll_records == 1000
+    monkeypatch.setenv("CLIENTELA_CONSUMER_MAX_POLL_RECORDS", "250")
+    assert ServiceSettings().consumer_max_poll_records == 250
+    for wrong in (0, 10_001):
+        with pytest.raises(ValidationError):
+            ServiceSettings(consumer_max_poll_records=wrong)
