@@ -74,10 +74,21 @@ def identifiers_of(customer: Customer | CustomerRef, source: str) -> list[Identi
     return [i for i in shared_identifiers.identifiers_of(customer, source) if not blocked(i)]
 
 
-def blind(tenant_id: UUID, identifiers: list[Identifier]) -> list[Identifier]:
-    """The (kind, blind index) pairs of normalised identifiers: what the graph stores and compares."""
+def blind(
+    tenant_id: UUID, identifiers: list[Identifier], memo: dict[tuple[UUID, str, str], str] | None = None
+) -> list[Identifier]:
+    """The (kind, blind index) pairs of normalised identifiers: what the graph stores and compares.
+    `memo`: indexes already computed (a consumer batch's graph keeps them: each event's are needed thrice)."""
     keys = keyring()
-    return [(kind, keys.index(tenant_id, kind, value)) for kind, value in identifiers]
+    if memo is None:
+        return [(kind, keys.index(tenant_id, kind, value)) for kind, value in identifiers]
+    found = []
+    for kind, value in identifiers:
+        index = memo.get((tenant_id, kind, value))
+        if index is None:
+            index = memo[(tenant_id, kind, value)] = keys.index(tenant_id, kind, value)
+        found.append((kind, index))
+    return found
 
 
 def seal(tenant_id: UUID, value: str | None) -> str | None:
@@ -106,7 +117,10 @@ class Graph:
         self.profiles: dict[UUID, Profile] = {}  # the owners, locked, and the profiles created in the batch
         # The owners' identifier rows: as read (`Seen`), or as ORM rows once the batch changes them.
         self.rows: dict[tuple[UUID, str, str], ProfileIdentifier | Seen] = {}
+        # Earlier first sightings of rows read as `Seen`, written together by `write_sightings`.
+        self.sightings: dict[tuple[UUID, str, str], datetime] = {}
         self.keep: list[object] = []  # strong references: the session's identity map is weak
+        self.blinded: dict[tuple[UUID, str, str], str] = {}  # (tenant, kind, value) -> blind index
 
     def preload(self, session: Session, wanted: dict[UUID, set[Identifier]]) -> list[UUID]:
         """Load the owners of these identifiers and every identifier of those owners; return the owners."""
@@ -262,10 +276,10 @@ def resolve(
     `identifiers` are normalised readable values; `contact_email` and `contact_phone` too (stored sealed)."""
     rules = identity_rules.rules_for(session, tenant_id)
     readable = [i for i in identifiers if not rules.blocks(*i)]
-    identifiers = blind(tenant_id, readable)
+    known = graph(session)
+    identifiers = blind(tenant_id, readable, known.blinded if known is not None else None)
     plain = dict(zip(identifiers, (value for _, value in readable), strict=True))
     contact_email = seal(tenant_id, contact_email)
-    known = graph(session)
     owned: dict[Identifier, UUID] = {}
     if known is not None and all((tenant_id, *i) in known.owner for i in identifiers):
         owned = {i: pid for i in identifiers if (pid := known.owner[(tenant_id, *i)]) is not None}
@@ -413,7 +427,31 @@ def _stored(session: Session, tenant_id: UUID, identifier: Identifier) -> Profil
     row = session.get(ProfileIdentifier, key)
     if known is not None and row is not None:
         known.rows[key] = row
+        if key in known.sightings:  # from now on the ORM row carries it
+            row.seen_at = known.sightings.pop(key)
     return row
+
+
+_SIGHTING = (
+    sa.update(table_of(ProfileIdentifier))
+    .where(
+        table_of(ProfileIdentifier).c.tenant_id == sa.bindparam("_tenant_id"),
+        table_of(ProfileIdentifier).c.kind == sa.bindparam("_kind"),
+        table_of(ProfileIdentifier).c.value == sa.bindparam("_value"),
+    )
+    .values(seen_at=sa.bindparam("_seen_at"))
+)
+
+
+def write_sightings(session: Session, known: Graph) -> None:
+    """Write the earlier first sightings the batch found (`_claim`), in one statement."""
+    if known.sightings:
+        rows = [
+            {"_tenant_id": t, "_kind": k, "_value": v, "_seen_at": at}
+            for (t, k, v), at in known.sightings.items()
+        ]
+        known.sightings.clear()
+        session.execute(_SIGHTING, rows)
 
 
 def _detach(session: Session, tenant_id: UUID, profile: Profile, identifier: Identifier) -> None:
@@ -442,9 +480,16 @@ def _claim(
     another profile holds without merging (a shared phone) goes to the profile of its earliest record."""
     if seen_at is None:
         return
+    known = graph(session)
     for identifier, owner_id in owned.items():
         seen = _row(session, tenant_id, identifier)
         if seen is None or (seen.seen_at is not None and seen.seen_at <= seen_at):
+            continue
+        key = (tenant_id, *identifier)
+        if known is not None and isinstance(seen, Seen) and target.id in (owner_id, known.owner.get(key)):
+            # Only seen earlier: kept in the graph and written with the batch's others.
+            known.rows[key] = Seen(seen.value, seen_at)
+            known.sightings[key] = seen_at
             continue
         row = _stored(session, tenant_id, identifier)
         if row is None:  # pragma: no cover - read in this transaction a moment ago

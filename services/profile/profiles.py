@@ -93,7 +93,9 @@ def apply_order(session: Session, envelope: Envelope, event: OrderIngested) -> N
     stored.placed_at = order.placed_at
     stored.items = [{"sku": i.sku, "category": i.category, "quantity": i.quantity} for i in order.items]
     stored.payments = [{"method": p.method.value, "installments": p.installments} for p in order.payments]
-    stored.identifiers = [[kind, value] for kind, value in identity.blind(envelope.tenant_id, identifiers)]
+    stored.identifiers = [
+        [kind, value] for kind, value in _blinded_of(session, envelope.tenant_id, identifiers)
+    ]
     stored.customer = seal_snapshot(
         envelope.tenant_id, snapshot(order.customer, order.consents, at=order.updated_at or order.placed_at)
     )
@@ -238,11 +240,18 @@ def _store_record(
     record = ProfileRecord(
         tenant_id=envelope.tenant_id,
         profile_id=profile.id,
-        identifiers=[[kind, value] for kind, value in identity.blind(envelope.tenant_id, identifiers)],
+        identifiers=[[kind, value] for kind, value in _blinded_of(session, envelope.tenant_id, identifiers)],
         **fields,
     )
     session.add(record)
     recompute(session, profile, correlation_id=envelope.correlation_id)
+
+
+def _blinded_of(
+    session: Session, tenant_id: UUID, identifiers: list[identity.Identifier]
+) -> list[identity.Identifier]:
+    known = identity.graph(session)
+    return identity.blind(tenant_id, identifiers, known.blinded if known is not None else None)
 
 
 def announce_merges(session: Session, merges: list[MergeRecord], *, correlation_id: str | None) -> None:
@@ -293,7 +302,7 @@ class ProfileBatch:
         for envelope, event in events:
             if isinstance(event, OrderIngested | CustomerRecorded | BehaviourRecorded):
                 wanted.setdefault(envelope.tenant_id, set()).update(
-                    identity.blind(envelope.tenant_id, identifiers_for(event))
+                    identity.blind(envelope.tenant_id, identifiers_for(event), graph.blinded)
                 )
             if isinstance(event, OrderIngested):
                 order_ids.append(event.order_id)
@@ -312,7 +321,10 @@ class ProfileBatch:
     def finish(self, session: Session) -> None:
         dirty: dict[UUID, str | None] = session.info.pop("dirty", {})
         known = session.info.pop("identity_graph", None)
-        loaded = known.profiles if isinstance(known, identity.Graph) else {}
+        loaded: dict[UUID, Profile] = {}
+        if isinstance(known, identity.Graph):
+            identity.write_sightings(session, known)
+            loaded = known.profiles
         session.info.pop("known_orders", None)
         try:
             if dirty:

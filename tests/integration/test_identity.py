@@ -420,3 +420,36 @@ def test_consents_put_by_the_seller_keep_their_history_and_leave_segments_at_onc
     assert bad.status_code == 422
     other = auth(stack.create_tenant())
     assert stack.profile.put(url, json=revoke, headers=other).status_code == 404
+
+
+def test_an_earlier_record_arriving_later_moves_the_first_sighting_back(
+    engine: Engine, profile_records: ConsumerWorker
+) -> None:
+    """Contested identifiers go to the profile of the earliest record, so each identifier keeps when it
+    was first seen: a record from before, delivered after, moves it back (written once per batch)."""
+
+    def placed(number: str, at: str, **customer: Any) -> bytes:
+        body = order_body(number, "unused@example.com", "10.00", placed_at=at)
+        body["customer"] = customer
+        event = OrderIngested(order_id=uuid4(), order_version=1, order=Order.model_validate(body))
+        return event.envelope(TENANT).to_bytes()
+
+    def first_seen(kind: str, value: str) -> str:
+        with Session(engine) as session:
+            ((_, index),) = identity.blind(TENANT, [(kind, value)])
+            row = session.get(ProfileIdentifier, (TENANT, kind, index))
+            assert row is not None
+            assert row.seen_at is not None
+            return row.seen_at.isoformat()
+
+    email, phone = "sighting@example.com", "+5511912345670"
+    profile_records.apply([placed("S-1", "2026-11-20T10:00:00-03:00", email=email, phone="11912345670")])
+    profile_records.apply(
+        [
+            placed("S-2", "2026-11-01T10:00:00-03:00", email=email),
+            placed("S-3", "2026-11-05T10:00:00-03:00", email=email),
+        ]
+    )
+    assert first_seen("email", email) == "2026-11-01T13:00:00+00:00"
+    assert first_seen("phone", phone) == "2026-11-20T13:00:00+00:00"
+    assert owner(engine, "email", email) == owner(engine, "phone", phone)
