@@ -30,6 +30,7 @@ def publish(
         "benchmark": name,
         "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "reference_seconds": reference_seconds(),
         "command": command or f"make bench-{name}",
         "cases": cases,
     }
@@ -40,7 +41,8 @@ def publish(
         "|" + "---|" * len(columns),
         *["| " + " | ".join(_cell(get(case)) for _, get in columns) + " |" for case in cases],
         "",
-        f"Measured {results['measured_at']} on {results['machine']} with `{results['command']}`. {note}",
+        f"Measured {results['measured_at']} on {results['machine']} (reference workload "
+        f"{results['reference_seconds']} s) with `{results['command']}`. {note}",
     ]
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
     block = start + "\n" + "\n".join(rows) + "\n" + end
@@ -56,3 +58,19 @@ def publish(
 
 def _cell(value: object) -> str:
     return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def reference_seconds() -> float:
+    """CPU seconds of a fixed pure-Python workload (integer arithmetic and a dict of strings), the best of
+    three: how fast the machine was when the results were published. Its speed varies by the hour (the
+    same code measured up to 20 % apart), so compare runs with their reference times in mind."""
+    best = float("inf")
+    for _ in range(3):
+        started = time.process_time()
+        total = 0
+        for i in range(3_000_000):
+            total += i * i
+        names = {str(i): i for i in range(500_000)}
+        best = min(best, time.process_time() - started)
+        del names
+    return round(best, 3)
