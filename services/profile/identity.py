@@ -29,6 +29,7 @@ from uuid import UUID
 
 import sqlalchemy as sa
 from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.util import identity_key
 from sqlmodel import Session, col, select
 
 from services.profile import identity_rules
@@ -121,6 +122,8 @@ class Graph:
         self.sightings: dict[tuple[UUID, str, str], datetime] = {}
         self.keep: list[object] = []  # strong references: the session's identity map is weak
         self.blinded: dict[tuple[UUID, str, str], str] = {}  # (tenant, kind, value) -> blind index
+        # Profiles in no merge block (no unmerge split them): their merges need not look for blocks.
+        self.unblocked: set[UUID] = set()
 
     def preload(self, session: Session, wanted: dict[UUID, set[Identifier]]) -> list[UUID]:
         """Load the owners of these identifiers and every identifier of those owners; return the owners."""
@@ -140,6 +143,17 @@ class Graph:
                 self.rows[(tenant_id, kind, value)] = Seen(value, seen_at)
             for profile in lock_profiles(session, list(owners)):
                 self.profiles[profile.id] = profile
+            blocked: set[UUID] = set()
+            for low, high in session.execute(
+                sa.select(col(MergeBlock.profile_a), col(MergeBlock.profile_b)).where(
+                    sa.or_(
+                        any_of(session, col(MergeBlock.profile_a), owners),
+                        any_of(session, col(MergeBlock.profile_b), owners),
+                    )
+                )
+            ):
+                blocked.update((low, high))
+            self.unblocked = owners - blocked
         return list(owners)
 
 
@@ -235,11 +249,17 @@ def lock_profiles(session: Session, profile_ids: list[UUID]) -> list[Profile]:
 
 def is_blocked(session: Session, a: UUID, b: UUID) -> bool:
     """Were these two profiles split by an unmerge (so they must not merge again by themselves)?"""
+    known = graph(session)
+    if known is not None and (a in known.unblocked or b in known.unblocked):
+        return False
     low, high = sorted((a, b))
     return session.get(MergeBlock, (low, high)) is not None
 
 
 def add_block(session: Session, tenant_id: UUID, a: UUID, b: UUID, *, merge_id: UUID | None) -> None:
+    known = graph(session)
+    if known is not None:
+        known.unblocked.difference_update((a, b))
     low, high = sorted((a, b))
     if session.get(MergeBlock, (low, high)) is None:
         session.add(MergeBlock(tenant_id=tenant_id, profile_a=low, profile_b=high, merge_id=merge_id))
@@ -301,6 +321,7 @@ def resolve(
         if known is not None:
             known.of_profile[target.id] = []
             known.profiles[target.id] = target
+            known.unblocked.add(target.id)
         fresh = [i for i in identifiers if i not in owned]
         _attach(session, tenant_id, target, fresh, plain, have=[], rules=rules, seen_at=seen_at)
         _claim(session, tenant_id, target, owned, rules=rules, seen_at=seen_at)
@@ -521,6 +542,47 @@ def _move(session: Session, key: sa.Column[UUID], merged: UUID, survivor: UUID) 
     return [str(value) for value in moved.scalars()]
 
 
+# A merge's three moves in one round trip: data-modifying CTEs all run to completion, each names its rows.
+_MOVE_ROWS = sa.text(
+    "WITH o AS (UPDATE profile_order SET profile_id = :survivor WHERE profile_id = :merged"
+    " RETURNING order_id),"
+    " r AS (UPDATE profile_record SET profile_id = :survivor WHERE profile_id = :merged RETURNING id),"
+    " i AS (UPDATE profile_identifier SET profile_id = :survivor WHERE profile_id = :merged"
+    " RETURNING tenant_id, kind, value)"
+    " SELECT 'order', CAST(order_id AS text), NULL, NULL FROM o"
+    " UNION ALL SELECT 'record', CAST(id AS text), NULL, NULL FROM r"
+    " UNION ALL SELECT 'identifier', CAST(tenant_id AS text), kind, value FROM i"
+)
+
+
+def _move_rows(session: Session, merged: UUID, survivor: UUID) -> tuple[list[str], list[str]]:
+    """Repoint the merged profile's orders, records and identifiers to the survivor; the orders and records
+    moved. Core statements: the ORM would test every object of the session (thousands in a consumer batch)
+    to keep them current. The session's identifier rows are kept current by the keys the statement returns;
+    its orders and records are left to the caller."""
+    if session.get_bind().dialect.name != "postgresql":
+        orders = _move(session, _ORDERS.c.order_id, merged, survivor)
+        records = _move(session, _RECORDS.c.id, merged, survivor)
+        session.execute(
+            sa.update(ProfileIdentifier)
+            .where(col(ProfileIdentifier.profile_id) == merged)
+            .values(profile_id=survivor)
+            .execution_options(synchronize_session="fetch")
+        )
+        return orders, records
+    orders, records = [], []
+    for what, key, kind, value in session.execute(_MOVE_ROWS, {"merged": merged, "survivor": survivor}):
+        if what == "order":
+            orders.append(key)
+        elif what == "record":
+            records.append(key)
+        else:
+            row = session.identity_map.get(identity_key(ProfileIdentifier, (UUID(key), kind, value)))
+            if row is not None:
+                set_committed_value(row, "profile_id", survivor)
+    return orders, records
+
+
 def merge(
     session: Session,
     survivor: Profile,
@@ -532,16 +594,21 @@ def merge(
     score: float | None = None,
     merged_identifiers: list[Identifier] | None = None,
     flush: bool = True,
+    in_no_block: bool = False,
 ) -> MergeRecord:
     """Fold `merged` into `survivor`: identifiers, orders and records move; `merged` keeps a pointer.
     `merged_identifiers`: the merged profile's identifiers as stored, when the caller has them.
     `flush=False`: the caller flushed the orders, records and identifiers of the session before and
     flushes the merge's own changes (profiles, record) after, once for many merges (the probabilistic
-    stage); the merge then flushes only where its statements would miss a change of an earlier merge."""
+    stage); the merge then flushes only where its statements would miss a change of an earlier merge.
+    `in_no_block`: the caller knows `merged` is in no `MergeBlock` (none to move; the batch's graph knows it
+    of the profiles it loaded)."""
     if flush:
         session.flush()
     with session.no_autoflush:
-        record = _merge(session, survivor, merged, links, event_id, method, score, merged_identifiers)
+        record = _merge(
+            session, survivor, merged, links, event_id, method, score, merged_identifiers, in_no_block
+        )
     if flush:
         session.flush()
     known = graph(session)
@@ -554,6 +621,11 @@ def merge(
     return record
 
 
+# The columns a merge changes: of the merged profile, and of the survivor.
+MERGED_COLUMNS = ("status", "merged_into", "version", "updated_at")
+SURVIVOR_COLUMNS = ("merges", "email", "phone")
+
+
 def _merge(
     session: Session,
     survivor: Profile,
@@ -563,44 +635,38 @@ def _merge(
     method: str,
     score: float | None,
     merged_identifiers: list[Identifier] | None,
+    in_no_block: bool,
 ) -> MergeRecord:
     """`merge`'s statements and changes, without autoflush."""
     moved_identifiers = (
         list(merged_identifiers) if merged_identifiers is not None else _identifiers(session, merged.id)
     )
-    # Orders and records move in one statement each that names what it moved. Core statements: the ORM
-    # would scan every object of the session to keep them current. The batch's own orders are kept current
-    # below; a record object of the session may keep the merged id until the commit, where it only names
-    # the profile a newer version of it leaves (to recompute: a merged profile is not).
-    moved_orders = _move(session, _ORDERS.c.order_id, merged.id, survivor.id)
+    # Orders, records and identifiers move (one statement on PostgreSQL) and are named (`_move_rows`). The
+    # batch's own orders are kept current below; a record object of the session may keep the merged id
+    # until the commit, where it only names the profile a newer version of it leaves (to recompute: a
+    # merged profile is not).
+    moved_orders, moved_records = _move_rows(session, merged.id, survivor.id)
     known_orders = session.info.get("known_orders")
     if isinstance(known_orders, dict):
         for stored in known_orders.values():
             if stored is not None and stored.profile_id == merged.id:
                 set_committed_value(stored, "profile_id", survivor.id)
-    moved_records = _move(session, _RECORDS.c.id, merged.id, survivor.id)
     # A block against the merged profile now holds against the survivor that took it in (those an earlier
-    # merge moved are written first).
-    if session.info.pop("unflushed_blocks", False):
-        session.flush()
-    for block in session.exec(
-        select(MergeBlock).where(
-            sa.or_(col(MergeBlock.profile_a) == merged.id, col(MergeBlock.profile_b) == merged.id)
-        )
-    ).all():
-        other = block.profile_b if block.profile_a == merged.id else block.profile_a
-        session.delete(block)
-        session.info["unflushed_blocks"] = True
-        if other != survivor.id:
-            add_block(session, survivor.tenant_id, survivor.id, other, merge_id=block.merge_id)
-    # The session's identifier rows are kept current by the primary keys the statement returns ("fetch"):
-    # by default the ORM would test every object of the session, thousands in a consumer batch.
-    session.execute(
-        sa.update(ProfileIdentifier)
-        .where(col(ProfileIdentifier.profile_id) == merged.id)
-        .values(profile_id=survivor.id)
-        .execution_options(synchronize_session="fetch")
-    )
+    # merge moved are written first). A profile the batch knows to be in none has nothing to move.
+    known = graph(session)
+    if not in_no_block and (known is None or merged.id not in known.unblocked):
+        if session.info.pop("unflushed_blocks", False):
+            session.flush()
+        for block in session.exec(
+            select(MergeBlock).where(
+                sa.or_(col(MergeBlock.profile_a) == merged.id, col(MergeBlock.profile_b) == merged.id)
+            )
+        ).all():
+            other = block.profile_b if block.profile_a == merged.id else block.profile_a
+            session.delete(block)
+            session.info["unflushed_blocks"] = True
+            if other != survivor.id:
+                add_block(session, survivor.tenant_id, survivor.id, other, merge_id=block.merge_id)
     # Profiles merged into `merged` earlier now point straight at the survivor (no chains). Merged
     # profiles are not read again in this transaction: the session's copies are left as they are.
     # `merges` counts the profiles pointing at it (an unmerge recounts it): none, nothing to repoint.

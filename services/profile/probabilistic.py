@@ -31,7 +31,7 @@ from services.profile.models import (
     SealedRow,
 )
 from shared.crypto import keyring
-from shared.db import any_of, table_of, utcnow
+from shared.db import any_of, table_of, utcnow, write_columns
 from shared.errors import Conflict, NotFound
 
 # A key shared by more profiles than this says little (a common name in a big city): it finds no candidates.
@@ -242,7 +242,15 @@ def second_stage(
         merges = _score_pairs(
             session, sorted(pairs), known, identifiers, readable, fields, seen, blocked, weights
         )
-    if merges:  # a merged profile is no candidate any more
+    if merges:
+        # What the merges changed of the profiles, in two statements (before anything flushes them): the
+        # ORM's flush writes each run of profiles changed in the same columns apart, and merged and
+        # surviving profiles alternate.
+        merged = {m.merged_id: known[m.merged_id] for m in merges}
+        kept = {m.survivor_id: known[m.survivor_id] for m in merges}
+        write_columns(session, list(merged.values()), identity.MERGED_COLUMNS)
+        write_columns(session, list(kept.values()), identity.SURVIVOR_COLUMNS)
+        # A merged profile is no candidate any more.
         session.execute(
             sa.delete(_BLOCK_KEYS).where(
                 any_of(session, _BLOCK_KEYS.c.profile_id, [m.merged_id for m in merges])
@@ -290,6 +298,7 @@ def _score_pairs(
                     score=round(match.probability, 4),
                     merged_identifiers=identifiers[merged.id],
                     flush=False,
+                    in_no_block=not any(merged.id in pair for pair in blocked),
                 )
             )
             identifiers[survivor.id] = identifiers[survivor.id] + identifiers[merged.id]
@@ -310,26 +319,29 @@ def _score_pairs(
 
 
 def _blocks_among(session: Session, profile_ids: set[UUID]) -> set[tuple[UUID, UUID]]:
-    """The pairs of these profiles split by an unmerge (`MergeBlock`, lower id first), in one query per
-    thousand ids."""
+    """Every block (`MergeBlock`: two profiles split by an unmerge, lower id first) of these profiles, with
+    one another or with others, in one query per thousand ids. A profile in none of them is in no block:
+    its merge has no block to move."""
     ids = sorted(profile_ids)
     found: set[tuple[UUID, UUID]] = set()
     for start in range(0, len(ids), 1000):
         chunk = ids[start : start + 1000]
         for low, high in session.execute(
             sa.select(col(MergeBlock.profile_a), col(MergeBlock.profile_b)).where(
-                any_of(session, col(MergeBlock.profile_a), chunk)
+                sa.or_(
+                    any_of(session, col(MergeBlock.profile_a), chunk),
+                    any_of(session, col(MergeBlock.profile_b), chunk),
+                )
             )
         ):
-            if high in profile_ids:
-                found.add((low, high))
+            found.add((low, high))
     return found
 
 
 def _move_blocks(blocked: set[tuple[UUID, UUID]], merged: UUID, survivor: UUID) -> None:
     """What `identity.merge` does to the stored blocks, on `_blocks_among`'s set: a block against the merged
-    profile now holds against the survivor. (The blocks of a pair of the set that matter are all in it: a
-    block moves between profiles of the set only.)"""
+    profile now holds against the survivor. (The set holds every block of the profiles scored, so the
+    blocks that matter move with it.)"""
     for pair in [pair for pair in blocked if merged in pair]:
         blocked.discard(pair)
         other = pair[1] if pair[0] == merged else pair[0]

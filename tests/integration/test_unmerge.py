@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from services.profile import unmerge
+from services.profile import identity, unmerge
 from services.profile.models import MergeRecord, Profile, ProfileIdentifier, ProfileOrder
 from shared.consumer import ConsumerWorker
 from shared.crypto import keyring
@@ -261,3 +261,27 @@ def test_unmerge_over_http_and_segments_follow(stack: Any) -> None:
     eventually(both_in_the_segment)
     history = stack.profile.get(f"/v1/profiles/{survivor['id']}/merges", headers=h).json()["items"]
     assert history[0]["undone_at"] is not None
+
+
+def test_a_block_moves_with_the_profile_merged_in_a_batch(
+    engine: Engine, profile_records: ConsumerWorker
+) -> None:
+    """A profile kept apart from another (an undone merge) that merges into a third moves the block to the
+    survivor: the other stays apart from it too. (A batch knows which of its profiles are in no block and
+    skips their blocks; these are in one.)"""
+    tenant = uuid4()
+    profile_records.apply([order(tenant, "B-1", "10.00", email="ana@example.com")])
+    profile_records.apply([order(tenant, "B-2", "10.00", email="carla@example.com", external_id="carla-1")])
+    profile_records.apply([order(tenant, "B-3", "10.00", email="bia@example.com")])
+    ana, carla, bia = active(engine, tenant)
+    with Session(engine) as session:
+        identity.add_block(session, tenant, ana.id, bia.id, merge_id=None)
+        session.commit()
+    # Bia's e-mail on Carla's customer id: Bia (younger) merges into Carla, with her block.
+    profile_records.apply([order(tenant, "B-4", "10.00", email="bia@example.com", external_id="carla-1")])
+    assert [p.id for p in active(engine, tenant)] == [ana.id, carla.id]
+    with Session(engine) as session:
+        assert identity.is_blocked(session, ana.id, carla.id)
+    # Ana's e-mail on Carla's customer id: kept apart.
+    profile_records.apply([order(tenant, "B-5", "10.00", email="ana@example.com", external_id="carla-1")])
+    assert [p.id for p in active(engine, tenant)] == [ana.id, carla.id]
