@@ -143,18 +143,28 @@ class Graph:
                 self.rows[(tenant_id, kind, value)] = Seen(value, seen_at)
             for profile in lock_profiles(session, list(owners)):
                 self.profiles[profile.id] = profile
-            blocked: set[UUID] = set()
-            for low, high in session.execute(
-                sa.select(col(MergeBlock.profile_a), col(MergeBlock.profile_b)).where(
-                    sa.or_(
-                        any_of(session, col(MergeBlock.profile_a), owners),
-                        any_of(session, col(MergeBlock.profile_b), owners),
-                    )
-                )
-            ):
-                blocked.update((low, high))
-            self.unblocked = owners - blocked
+            self.unblocked = owners - {pid for pair in blocks_of(session, owners) for pid in pair}
         return list(owners)
+
+
+def blocks_of(session: Session, profile_ids: set[UUID]) -> set[tuple[UUID, UUID]]:
+    """Every block (`MergeBlock`: two profiles split by an unmerge, lower id first) of these profiles, with
+    one another or with others, in one query per thousand ids. A profile in none of them is in no block:
+    its merge has no block to move."""
+    ids = sorted(profile_ids)
+    found: set[tuple[UUID, UUID]] = set()
+    for start in range(0, len(ids), 1000):
+        chunk = ids[start : start + 1000]
+        for low, high in session.execute(
+            sa.select(col(MergeBlock.profile_a), col(MergeBlock.profile_b)).where(
+                sa.or_(
+                    any_of(session, col(MergeBlock.profile_a), chunk),
+                    any_of(session, col(MergeBlock.profile_b), chunk),
+                )
+            )
+        ):
+            found.add((low, high))
+    return found
 
 
 @dataclass(frozen=True, slots=True)

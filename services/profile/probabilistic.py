@@ -22,7 +22,6 @@ from sqlmodel import Session, col, select
 
 from services.profile import identity, identity_rules, matching
 from services.profile.models import (
-    MergeBlock,
     MergeRecord,
     MergeSuggestion,
     Profile,
@@ -235,7 +234,7 @@ def second_stage(
         if pid in known:
             fields[pid] = match_fields(known[pid], readable.get(pid, []))
     seen = _decided_pairs(session, pairs)
-    blocked = _blocks_among(session, {pid for pair in pairs for pid in pair})
+    blocked = identity.blocks_of(session, {pid for pair in pairs for pid in pair})
 
     session.flush()  # what the merges' statements read; their own changes are flushed once, at the end
     with session.no_autoflush:
@@ -318,30 +317,10 @@ def _score_pairs(
     return merges
 
 
-def _blocks_among(session: Session, profile_ids: set[UUID]) -> set[tuple[UUID, UUID]]:
-    """Every block (`MergeBlock`: two profiles split by an unmerge, lower id first) of these profiles, with
-    one another or with others, in one query per thousand ids. A profile in none of them is in no block:
-    its merge has no block to move."""
-    ids = sorted(profile_ids)
-    found: set[tuple[UUID, UUID]] = set()
-    for start in range(0, len(ids), 1000):
-        chunk = ids[start : start + 1000]
-        for low, high in session.execute(
-            sa.select(col(MergeBlock.profile_a), col(MergeBlock.profile_b)).where(
-                sa.or_(
-                    any_of(session, col(MergeBlock.profile_a), chunk),
-                    any_of(session, col(MergeBlock.profile_b), chunk),
-                )
-            )
-        ):
-            found.add((low, high))
-    return found
-
-
 def _move_blocks(blocked: set[tuple[UUID, UUID]], merged: UUID, survivor: UUID) -> None:
-    """What `identity.merge` does to the stored blocks, on `_blocks_among`'s set: a block against the merged
-    profile now holds against the survivor. (The set holds every block of the profiles scored, so the
-    blocks that matter move with it.)"""
+    """What `identity.merge` does to the stored blocks, on `identity.blocks_of`'s set: a block against the
+    merged profile now holds against the survivor. (The set holds every block of the profiles scored, so
+    the blocks that matter move with it.)"""
     for pair in [pair for pair in blocked if merged in pair]:
         blocked.discard(pair)
         other = pair[1] if pair[0] == merged else pair[0]
