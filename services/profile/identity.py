@@ -92,6 +92,12 @@ def blind(
     return found
 
 
+def blind_in(session: Session, tenant_id: UUID, identifiers: list[Identifier]) -> list[Identifier]:
+    """`blind`, with the indexes the session's consumer batch already computed (its graph's memo)."""
+    known = graph(session)
+    return blind(tenant_id, identifiers, known.blinded if known is not None else None)
+
+
 def seal(tenant_id: UUID, value: str | None) -> str | None:
     """A readable value (a contact e-mail) as stored: sealed for the tenant."""
     return None if value is None else keyring().seal(tenant_id, value)
@@ -306,8 +312,8 @@ def resolve(
     `identifiers` are normalised readable values; `contact_email` and `contact_phone` too (stored sealed)."""
     rules = identity_rules.rules_for(session, tenant_id)
     readable = [i for i in identifiers if not rules.blocks(*i)]
+    identifiers = blind_in(session, tenant_id, readable)
     known = graph(session)
-    identifiers = blind(tenant_id, readable, known.blinded if known is not None else None)
     plain = dict(zip(identifiers, (value for _, value in readable), strict=True))
     contact_email = seal(tenant_id, contact_email)
     owned: dict[Identifier, UUID] = {}
@@ -533,7 +539,6 @@ def _claim(
                 continue  # merge-grade identifiers moved by merges, not here; no room
             previous = row.profile_id
             row.profile_id = target.id
-            known = graph(session)
             if known is not None:
                 known.owner[(tenant_id, *identifier)] = target.id
                 if identifier in known.of_profile.get(previous, []):
@@ -623,9 +628,9 @@ def merge(
         session.flush()
     known = graph(session)
     if known is not None:
-        for kind, value in record.moved_identifiers:
-            known.owner[(survivor.tenant_id, kind, value)] = survivor.id
         moved = [(kind, value) for kind, value in record.moved_identifiers]
+        for kind, value in moved:
+            known.owner[(survivor.tenant_id, kind, value)] = survivor.id
         known.of_profile[survivor.id] = known.of_profile.get(survivor.id, []) + moved
         known.of_profile[merged.id] = []
     return record

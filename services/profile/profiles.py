@@ -94,7 +94,7 @@ def apply_order(session: Session, envelope: Envelope, event: OrderIngested) -> N
     stored.items = [{"sku": i.sku, "category": i.category, "quantity": i.quantity} for i in order.items]
     stored.payments = [{"method": p.method.value, "installments": p.installments} for p in order.payments]
     stored.identifiers = [
-        [kind, value] for kind, value in _blinded_of(session, envelope.tenant_id, identifiers)
+        [kind, value] for kind, value in identity.blind_in(session, envelope.tenant_id, identifiers)
     ]
     stored.customer = seal_snapshot(
         envelope.tenant_id, snapshot(order.customer, order.consents, at=order.updated_at or order.placed_at)
@@ -240,18 +240,13 @@ def _store_record(
     record = ProfileRecord(
         tenant_id=envelope.tenant_id,
         profile_id=profile.id,
-        identifiers=[[kind, value] for kind, value in _blinded_of(session, envelope.tenant_id, identifiers)],
+        identifiers=[
+            [kind, value] for kind, value in identity.blind_in(session, envelope.tenant_id, identifiers)
+        ],
         **fields,
     )
     session.add(record)
     recompute(session, profile, correlation_id=envelope.correlation_id)
-
-
-def _blinded_of(
-    session: Session, tenant_id: UUID, identifiers: list[identity.Identifier]
-) -> list[identity.Identifier]:
-    known = identity.graph(session)
-    return identity.blind(tenant_id, identifiers, known.blinded if known is not None else None)
 
 
 def announce_merges(session: Session, merges: list[MergeRecord], *, correlation_id: str | None) -> None:
