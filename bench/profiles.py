@@ -1,9 +1,10 @@
 """`make bench-profiles`: how fast the profile service's consumer turns orders into profiles.
 
 Builds `order.ingested` events from generated orders (and from the Olist extract) and applies them through
-the profile service's own records consumer (`ConsumerWorker.apply`, batches of 500 as a Kafka poll
-delivers them) on a fresh PostgreSQL database. Kafka itself is left out, to measure the profile side:
-identity resolution, stored orders, traits and the outbox. Writes bench/results/profiles.json and the
+the profile service's own records consumer (`ConsumerWorker.apply`, batches as large as a Kafka poll
+delivers them: `CLIENTELA_CONSUMER_MAX_POLL_RECORDS`, 1,000 by default) on a fresh
+PostgreSQL database. Kafka itself is left out, to measure the profile side: identity resolution, stored
+orders, traits and the outbox. Writes bench/results/profiles.json and the
 table in bench/README.md.
 """
 
@@ -32,8 +33,6 @@ from shared.events import OrderIngested
 from shared.migrations import upgrade
 from shared.records import Order
 
-BATCH = 500
-
 
 def events(rows: list[dict[str, Any]], tenant_id: uuid.UUID) -> list[bytes]:
     ids: dict[tuple[str, str], uuid.UUID] = {}
@@ -58,10 +57,11 @@ def run_case(name: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
         worker = dict(workers(engine, settings))["profile-records"]
         assert isinstance(worker, ConsumerWorker)
         raws = events(rows, uuid.uuid4())
+        batch = settings.consumer_max_poll_records
         started = time.perf_counter()
         cpu_started = time.process_time()
-        for start in range(0, len(raws), BATCH):
-            worker.apply(raws[start : start + BATCH])
+        for start in range(0, len(raws), batch):
+            worker.apply(raws[start : start + batch])
         seconds = time.perf_counter() - started
         cpu = time.process_time() - cpu_started
         with engine.connect() as conn:
@@ -107,8 +107,8 @@ def main() -> None:
         note="Target: ≥ 10,000 orders/s.",
         command=None if args.orders == 100_000 else f"uv run python -m bench.profiles --orders {args.orders}",
         section="## Profiles (`make bench-profiles`)\n\nOrders applied through the profile service's records "
-        "consumer in batches of 500, as a Kafka poll delivers them, on a fresh PostgreSQL database (Kafka "
-        "left out): identity resolution, stored orders, traits, outbox.",
+        "consumer in batches as large as a Kafka poll delivers them (1,000 by default), on a fresh "
+        "PostgreSQL database (Kafka left out): identity resolution, stored orders, traits, outbox.",
     )
     print(json.dumps(results, indent=2))  # noqa: T201 - a benchmark's report goes to stdout
 

@@ -55,7 +55,7 @@ max_locks_per_transaction = 512
 fsync = on
 shared_buffers = 256MB
 # The services' tables live in memory or on SSD: a random page costs about what a sequential one does.
-# With the default 4 the planner answered the consumers' batch lookups (`= ANY` of 500-1,000 keys) with
+# With the default 4 the planner answered the consumers' batch lookups (= ANY of 500-1,000 keys) with
 # sequential scans at 150,000 rows (measured; 19-64 ms each, against 3-9 ms through the indexes), and their
 # cost grew with the tenant.
 random_page_cost = 1.1
