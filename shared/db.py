@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import AsyncIterator, Callable, Collection
+import zlib
+from collections.abc import AsyncIterator, Callable, Collection, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar, cast
@@ -244,23 +245,55 @@ def any_of(session: OrmSession, column: Any, values: Collection[Any]) -> sa.Colu
 
 def write_columns(session: OrmSession, objects: list[Any], columns: tuple[str, ...]) -> None:
     """Write these `columns` of these loaded ORM objects (one model, single-column primary key `id`)
-    now, in one executemany `UPDATE … WHERE id = …` whatever each changed, and mark them unchanged. The
-    ORM's flush groups UPDATEs by the set of columns that changed, so objects changed in different ways
-    cost a statement each; the other columns' changes are left to the flush."""
+    now, whatever each changed, and mark them unchanged. The ORM's flush groups UPDATEs by the set of
+    columns that changed, so objects changed in different ways cost a statement each; the other columns'
+    changes are left to the flush.
+
+    On PostgreSQL the rows are copied (`COPY`) into a temporary table of the connection and written by one
+    `UPDATE … FROM` it: an executemany `UPDATE … WHERE id = …` cost the profile consumer about 6 % of its
+    time, most of it SQLAlchemy processing each row's parameters. Elsewhere, that executemany."""
     if not objects:
         return
-    table = table_of(type(objects[0]))
-    statement = (
-        table.update()
-        .where(table.c.id == sa.bindparam("_id"))
-        .values({name: sa.bindparam(name) for name in columns})
-    )
-    rows = [{"_id": row.id, **{name: getattr(row, name) for name in columns}} for row in objects]
+    unique = list({row.id: row for row in objects}.values())
+    table = table_of(type(unique[0]))
     with session.no_autoflush:
-        session.execute(statement, rows)
-    for row in objects:
+        if session.get_bind().dialect.name == "postgresql":
+            _update_from_copy(session, table, unique, columns)
+        else:
+            statement = (
+                table.update()
+                .where(table.c.id == sa.bindparam("_id"))
+                .values({name: sa.bindparam(name) for name in columns})
+            )
+            rows = [{"_id": row.id, **{name: getattr(row, name) for name in columns}} for row in unique]
+            session.execute(statement, rows)
+    for row in unique:
         for name in columns:
             set_committed_value(row, name, getattr(row, name))
+
+
+def _update_from_copy(
+    session: OrmSession, table: sa.Table, objects: list[Any], columns: tuple[str, ...]
+) -> None:
+    """`write_columns` on PostgreSQL: COPY into a temporary table of the connection (emptied by the
+    statement that reads it), then one UPDATE."""
+    write_staged(session)  # as any statement of the session would (`stage_insert`); no flush: the objects'
+    # changes to these columns are what this writes, and the flush would write them apart
+    connection = session.connection()
+    scratch = f"_write_{table.name}_{zlib.crc32(','.join(columns).encode()):08x}"
+    names = ", ".join(f'"{c}"' for c in ("id", *columns))
+    # Created by the first call of the connection (kept until it closes); a rollback drops it again.
+    connection.exec_driver_sql(
+        f'CREATE TEMPORARY TABLE IF NOT EXISTS "{scratch}" ON COMMIT DELETE ROWS AS '  # noqa: S608 - names of the model
+        f'SELECT {names} FROM "{table.name}" WITH NO DATA'
+    )
+    rows = ([row.id, *(getattr(row, c) for c in columns)] for row in objects)
+    _copy(connection, scratch, table, ["id", *columns], rows)
+    assignments = ", ".join(f'"{c}" = w."{c}"' for c in columns)
+    connection.exec_driver_sql(
+        f'WITH w AS (DELETE FROM "{scratch}" RETURNING {names}) '  # noqa: S608 - names of the model
+        f'UPDATE "{table.name}" AS t SET {assignments} FROM w WHERE t.id = w.id'
+    )
 
 
 def bulk_insert(session: OrmSession, model: type[Any], rows: list[dict[str, Any]]) -> None:
@@ -274,16 +307,28 @@ def bulk_insert(session: OrmSession, model: type[Any], rows: list[dict[str, Any]
         connection.execute(sa.insert(table), rows)
         return
     columns = list(rows[0])
-    json_columns = {c for c in columns if isinstance(table.c[c].type, sa.JSON)}
-    copy_sql = (
-        f"COPY {table.name} ({', '.join(f'{c!r}'.replace(chr(39), chr(34)) for c in columns)}) FROM STDIN"
-    )
+    _copy(connection, table.name, table, columns, ([row[c] for c in columns] for row in rows))
+
+
+def _copy(
+    connection: sa.Connection, into: str, table: sa.Table, columns: list[str], rows: Iterable[list[Any]]
+) -> None:
+    """COPY these rows (values of `columns`, typed as `table`'s columns of those names) into table `into`."""
+    json_columns = [i for i, c in enumerate(columns) if isinstance(table.c[c].type, sa.JSON)]
+    times = [i for i, c in enumerate(columns) if isinstance(table.c[c].type, UTCDateTime)]
+    names = ", ".join(f'"{c}"' for c in columns)
+    copy_sql = f'COPY "{into}" ({names}) FROM STDIN'
     driver = connection.connection.driver_connection
     assert driver is not None
     try:
         with driver.cursor() as cursor, cursor.copy(copy_sql) as copy:
             for row in rows:
-                copy.write_row([_json(row[c]) if c in json_columns else row[c] for c in columns])
+                for i in json_columns:
+                    row[i] = _json(row[i])
+                for i in times:
+                    if row[i] is not None and row[i].tzinfo is None:
+                        raise ValueError("naive datetime given; Clientela stores UTC-aware timestamps only")
+                copy.write_row(row)
     except psycopg.Error as exc:
         # Raised as SQLAlchemy's own exceptions (IntegrityError, OperationalError, ...), like any statement.
         raise sa_exc.DBAPIError.instance(copy_sql, None, exc, psycopg.Error) from exc
