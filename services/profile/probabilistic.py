@@ -30,7 +30,7 @@ from services.profile.models import (
     SealedRow,
 )
 from shared.crypto import keyring
-from shared.db import any_of, table_of, utcnow, write_columns
+from shared.db import any_of, bulk_insert, table_of, utcnow, write_columns
 from shared.errors import Conflict, NotFound
 
 # A key shared by more profiles than this says little (a common name in a big city): it finds no candidates.
@@ -198,11 +198,10 @@ def second_stage(
     _open({pid: sealed[pid] for pid in ids if pid in sealed}, readable)
     fields = {p.id: match_fields(p, readable.get(p.id, [])) for p in profiles}
     keys = {p.id: {hashed(p.tenant_id, k) for k in matching.blocking_keys(fields[p.id])} for p in profiles}
-    # Core statements, not ORM rows: thousands of keys per batch.
+    # Core statements, not ORM rows: thousands of keys per batch (inserted with COPY on PostgreSQL).
     session.execute(sa.delete(_BLOCK_KEYS).where(any_of(session, _BLOCK_KEYS.c.profile_id, ids)))
     rows = [{"tenant_id": p.tenant_id, "key": k, "profile_id": p.id} for p in profiles for k in keys[p.id]]
-    if rows:
-        session.execute(sa.insert(_BLOCK_KEYS), rows)
+    bulk_insert(session, ProfileBlockKey, rows)
 
     wanted = sorted({k for ks in keys.values() for k in ks})
     holders: dict[str, set[UUID]] = {}

@@ -1,10 +1,10 @@
-"""`shared.db.write_columns` on PostgreSQL: COPY into a temporary table and one UPDATE from it (the SQLite
-executemany is tested in tests/unit/test_unit_db.py)."""
+"""`shared.db` on PostgreSQL: sessions in UTC; `write_columns` as COPY into a temporary table and one UPDATE
+from it (the SQLite executemany is tested in tests/unit/test_unit_db.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta, timezone
 from uuid import UUID, uuid4
 
 import pytest
@@ -91,3 +91,15 @@ def test_write_columns_refuses_a_naive_datetime(engine: Engine) -> None:
         segment.updated_at = datetime(2026, 1, 1)  # naive: the mistake under test
         with pytest.raises(ValueError, match="naive datetime"):
             write_columns(session, [segment], ("updated_at",))
+
+
+def test_sessions_are_in_utc_and_timestamps_read_back_in_utc(engine: Engine) -> None:
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("SHOW TimeZone").scalar_one() == "UTC"
+    with Session(engine) as session:
+        (segment,) = saved(session, 1)
+        segment.updated_at = datetime(2026, 1, 1, 9, 0, tzinfo=timezone(timedelta(hours=-3)))
+        session.commit()
+        session.refresh(segment)
+        assert segment.updated_at == datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+        assert segment.updated_at.tzinfo is UTC

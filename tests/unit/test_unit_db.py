@@ -82,6 +82,8 @@ def test_result_processing_without_a_database() -> None:
     assert converted == plus_two
     assert converted is not None
     assert converted.tzinfo is UTC
+    utc = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    assert column_type.process_result_value(utc, dialect) is utc
 
 
 def test_utcnow_is_aware_utc() -> None:
