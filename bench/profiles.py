@@ -32,6 +32,7 @@ from shared.db import make_engine
 from shared.events import OrderIngested
 from shared.migrations import upgrade
 from shared.records import Order
+from shared.web import tune_gc
 
 
 def events(rows: list[dict[str, Any]], tenant_id: uuid.UUID) -> list[bytes]:
@@ -58,6 +59,7 @@ def run_case(name: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
         assert isinstance(worker, ConsumerWorker)
         raws = events(rows, uuid.uuid4())
         batch = settings.consumer_max_poll_records
+        tune_gc(settings)  # as the service's processes do once started
         started = time.perf_counter()
         cpu_started = time.process_time()
         for start in range(0, len(raws), batch):

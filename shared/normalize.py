@@ -156,6 +156,7 @@ def normalize_state(value: str) -> str:
 _COUNTRIES = {"brasil": "BR", "brazil": "BR", "bra": "BR", "br": "BR"}
 
 
+@lru_cache(maxsize=4096)  # a handful of values, each folded (NFKD) every time: 1 % of the profile consumer
 def normalize_country(value: str) -> str:
     """An ISO 3166-1 alpha-2 code (`Brasil` → `BR`)."""
     folded = fold(value)

@@ -14,6 +14,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 # bigger batches cost less per record (the profile consumer: 1,000 took 8 % less CPU than 500, no gain past).
 MAX_POLL_RECORDS = 1000
 
+# The cyclic garbage collector's thresholds in service processes (Python's default: 700, 10, 10). A batch
+# creates and drops tens of thousands of tracked objects (ORM rows and states, rows read, events), so at
+# the defaults the collector ran so often, over the whole heap, that it took a third of the profile
+# consumer's CPU (py-spy --native: `gc_collect_main`); at these, about what switching it off saves.
+GC_THRESHOLDS = (10_000, 20, 100)
+
 
 def _common(name: str) -> AliasChoices:
     # Accept the field name too, so tests can build settings with keyword arguments.
@@ -72,6 +78,13 @@ class ServiceSettings(BaseSettings):
         ge=0,
         validation_alias=_common("outbox_retention_minutes"),
         description="Published outbox rows (event bodies, personal data included) are deleted after this.",
+    )
+    gc_thresholds: tuple[int, int, int] = Field(
+        GC_THRESHOLDS,
+        validation_alias=_common("gc_thresholds"),
+        description="The garbage collector's thresholds (`gc.set_threshold`, JSON: `[10000, 20, 100]`) in "
+        "service processes, whose start-up objects are also frozen (`gc.freeze`); `[700, 10, 10]` is "
+        "Python's default.",
     )
     consumer_max_attempts: int = Field(3, validation_alias=_common("consumer_max_attempts"))
     consumer_max_poll_records: int = Field(

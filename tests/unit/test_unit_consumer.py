@@ -1,8 +1,9 @@
 """shared.consumer: error descriptions for logs and DLQ headers quote no record data; a consumer whose
-commits keep failing joins its group again."""
+commits keep failing joins its group again; service processes tune the garbage collector."""
 
 from __future__ import annotations
 
+import gc
 import threading
 from typing import Any
 
@@ -17,6 +18,7 @@ from shared.consumer import MAX_COMMIT_FAILURES, ConsumerWorker, describe_error
 from shared.events import Envelope
 from shared.records import Order
 from shared.settings import ServiceSettings
+from shared.web import tune_gc
 
 EMAIL = "maria.silva@example"
 
@@ -173,3 +175,16 @@ def test_the_records_per_poll_are_a_setting(monkeypatch: pytest.MonkeyPatch) -> 
     for wrong in (0, 10_001):
         with pytest.raises(ValidationError):
             ServiceSettings(consumer_max_poll_records=wrong)
+
+
+def test_service_processes_tune_the_garbage_collector(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert ServiceSettings().gc_thresholds == (10_000, 20, 100)
+    monkeypatch.setenv("CLIENTELA_GC_THRESHOLDS", "[5000, 15, 50]")
+    settings = ServiceSettings()
+    before = gc.get_threshold()
+    try:
+        tune_gc(settings)
+        assert gc.get_threshold() == (5000, 15, 50)
+        assert gc.get_freeze_count() > 0  # what existed when the process started is out of its scans
+    finally:
+        gc.set_threshold(*before)
