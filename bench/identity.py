@@ -57,8 +57,10 @@ from shared.events import BehaviourRecorded, CustomerRecorded, OrderIngested
 from shared.migrations import upgrade
 from shared.normalize import fold
 from shared.records import BehaviourEvent, Customer, CustomerRecord, CustomerRef, Order
+from shared.settings import MAX_POLL_RECORDS
+from shared.web import tune_gc
 
-BATCH = 500
+BATCH = MAX_POLL_RECORDS  # as the consumer's polls deliver them (500 until 2026-11-30 13:30)
 THRESHOLD = 0.9
 SWEEP = (0.5, 0.8, 0.95, 0.99)  # Splink's clusters at other thresholds, in the JSON only
 DEFAULT_ORDERS = 20_000
@@ -250,6 +252,7 @@ def run_clientela(records: Records, batch: int = BATCH) -> tuple[dict[str, str],
         worker = dict(workers(engine, settings))["profile-records"]
         assert isinstance(worker, ConsumerWorker)
         raws = records.envelopes
+        tune_gc(settings)  # as the service's processes do once started
         started = time.perf_counter()
         cpu_started = time.process_time()
         for start in range(0, len(raws), batch):
