@@ -364,15 +364,10 @@ def tune_gc(settings: ServiceSettings) -> None:
     `shared.settings.GC_THRESHOLDS`: at Python's defaults it took a third of the profile consumer's CPU).
     Frozen once per process: what is frozen is never collected, and a process that starts apps again (the
     tests) would freeze their garbage too."""
-    global _frozen
-    if not _frozen:
+    if gc.get_freeze_count() == 0:
         gc.collect()
         gc.freeze()
-        _frozen = True
     gc.set_threshold(*settings.gc_thresholds)
-
-
-_frozen = False
 
 
 def serve(factory: str, settings: ServiceSettings) -> None:

@@ -28,13 +28,14 @@ import orjson
 import psycopg
 import sqlalchemy as sa
 from pydantic import BaseModel, TypeAdapter, ValidationError
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlmodel import Session, col
+from sqlmodel import Session
 
 from services.ingest import quality, suppression
 from services.ingest.models import InboundRecord
 from shared.crypto import keyring
-from shared.db import UTCDateTime, bulk_insert, utcnow
+from shared.db import bulk_insert, table_of, utcnow
 from shared.errors import field_errors
 from shared.events import BehaviourRecorded, CustomerRecorded, Event, OrderIngested
 from shared.outbox import insert_rows, outbox_row
@@ -302,21 +303,25 @@ def _lock_keys(session: Session, tenant_id: UUID, kind: str, keys: set[tuple[str
     )
 
 
-# A batch's records, looked up by (source, external_id) pairs joined to two arrays (PostgreSQL): the same
-# as `(source, external_id) IN ((…), …)`, which PostgreSQL plans as an OR of a thousand conditions: 110 ms
-# for a batch of 1,000 against 9 ms, measured, and spent while the batch holds its records' locks.
-_STATES_OF_PAIRS = sa.text(
-    "SELECT r.source, r.external_id, r.id, r.version, r.body_hash, r.source_updated_at"
-    " FROM unnest(CAST(:sources AS varchar[]), CAST(:external_ids AS varchar[])) AS w(source, external_id)"
-    " JOIN inbound_record AS r ON r.tenant_id = :tenant_id AND r.kind = :kind"
-    " AND r.source = w.source AND r.external_id = w.external_id"
-).columns(
-    sa.column("source", sa.String()),
-    sa.column("external_id", sa.String()),
-    sa.column("id", sa.Uuid()),
-    sa.column("version", sa.Integer()),
-    sa.column("body_hash", sa.String()),
-    sa.column("source_updated_at", UTCDateTime()),
+_INBOUND = table_of(InboundRecord)
+_STATE = sa.select(
+    _INBOUND.c.source,
+    _INBOUND.c.external_id,
+    _INBOUND.c.id,
+    _INBOUND.c.version,
+    _INBOUND.c.body_hash,
+    _INBOUND.c.source_updated_at,
+)
+# On PostgreSQL a batch's (source, external_id) pairs are joined as two arrays: `(source, external_id) IN
+# ((…), …)` is planned as an OR of a thousand conditions, 110 ms for a batch of 1,000 against 9 ms,
+# measured, and spent while the batch holds its records' locks.
+_PAIRS = (
+    sa.func.unnest(
+        sa.bindparam("sources", type_=postgresql.ARRAY(sa.String())),
+        sa.bindparam("external_ids", type_=postgresql.ARRAY(sa.String())),
+    )
+    .table_valued("source", "external_id")
+    .render_derived(name="w")
 )
 
 
@@ -325,32 +330,17 @@ def _load_states(
 ) -> dict[tuple[str, str], _State]:
     if not keys:
         return {}
+    mine = (_INBOUND.c.tenant_id == tenant_id, _INBOUND.c.kind == kind)
     if session.get_bind().dialect.name == "postgresql":
         pairs = sorted(keys)
+        on = sa.and_(_INBOUND.c.source == _PAIRS.c.source, _INBOUND.c.external_id == _PAIRS.c.external_id)
         rows = session.execute(
-            _STATES_OF_PAIRS,
-            {
-                "sources": [source for source, _ in pairs],
-                "external_ids": [external_id for _, external_id in pairs],
-                "tenant_id": tenant_id,
-                "kind": kind,
-            },
+            _STATE.join_from(_PAIRS, _INBOUND, on).where(*mine),
+            {"sources": [p[0] for p in pairs], "external_ids": [p[1] for p in pairs]},
         )
     else:
-        rows = session.execute(
-            sa.select(
-                col(InboundRecord.source),
-                col(InboundRecord.external_id),
-                col(InboundRecord.id),
-                col(InboundRecord.version),
-                col(InboundRecord.body_hash),
-                col(InboundRecord.source_updated_at),
-            ).where(
-                col(InboundRecord.tenant_id) == tenant_id,
-                col(InboundRecord.kind) == kind,
-                sa.tuple_(col(InboundRecord.source), col(InboundRecord.external_id)).in_(keys),
-            )
-        )
+        in_batch = sa.tuple_(_INBOUND.c.source, _INBOUND.c.external_id).in_(keys)
+        rows = session.execute(_STATE.where(*mine, in_batch))
     return {
         (r.source, r.external_id): _State(r.id, r.version, r.body_hash, r.source_updated_at, new=False)
         for r in rows
