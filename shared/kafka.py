@@ -6,11 +6,15 @@ kafka-python is blocking: these objects live in worker threads (see `shared.work
 
 from __future__ import annotations
 
+import random
+import struct
 import time
+from functools import lru_cache
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaTimeoutError
+from kafka.partitioner import Partitioner
 
 from shared.settings import ServiceSettings
 
@@ -26,9 +30,62 @@ def make_producer(settings: ServiceSettings, **overrides: Any) -> KafkaProducer:
         "batch_size": 512 * 1024,
         "compression_type": None,
         "bootstrap_timeout_ms": 10_000,
+        "partitioner": KeyPartitioner(),
     }
     config.update(overrides)
     return KafkaProducer(**config)
+
+
+_M = 0x5BD1E995
+_MASK = 0xFFFFFFFF
+_WORDS = struct.Struct("<I")
+
+
+@lru_cache(maxsize=65536)  # keys repeat (a person's records, a profile's versions)
+def murmur2(data: bytes) -> int:
+    """The Java client's murmur2 (`org.apache.kafka.common.utils.Utils.murmur2`), as kafka-python's
+    `kafka.partitioner.default.murmur2` computes it, twice as fast: four bytes at a time. A relay spent a
+    fifth of its time in kafka-python's (measured, `py-spy`)."""
+    length = len(data)
+    h = (0x9747B28C ^ length) & _MASK
+    end = length & ~3
+    for (k,) in _WORDS.iter_unpack(data[:end]):
+        k = (k * _M) & _MASK
+        k ^= k >> 24
+        h = ((h * _M) & _MASK) ^ ((k * _M) & _MASK)
+    extra = length & 3
+    if extra >= 3:
+        h ^= data[end + 2] << 16
+    if extra >= 2:
+        h ^= data[end + 1] << 8
+    if extra >= 1:
+        h = ((h ^ data[end]) * _M) & _MASK
+    h ^= h >> 13
+    h = (h * _M) & _MASK
+    return h ^ (h >> 15)
+
+
+class KeyPartitioner(Partitioner):  # type: ignore[misc]  # kafka-python has no type hints
+    """kafka-python's `DefaultPartitioner` (the Java client's choice for a keyed record: murmur2 of the key
+    modulo the partitions), with the faster `murmur2`. Every event the services publish has a key."""
+
+    def partition(
+        self,
+        topic: str,
+        key: Any,
+        serialized_key: bytes | None,
+        value: Any,
+        serialized_value: Any,
+        cluster: Any,
+    ) -> int:
+        partitions = cluster.partitions_for_topic(topic)
+        if not partitions:
+            raise ValueError(f"Topic {topic} not found in ClusterMetadata")
+        ordered = sorted(partitions)
+        if serialized_key is not None:
+            return int(ordered[(murmur2(serialized_key) & 0x7FFFFFFF) % len(ordered)])
+        available = list(cluster.available_partitions_for_topic(topic))
+        return int(random.choice(available or ordered))  # noqa: S311 - load spreading, not security
 
 
 def make_consumer(

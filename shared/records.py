@@ -30,9 +30,10 @@ CENT = Decimal("0.01")
 def _money(value: Decimal) -> Decimal:
     if not value.is_finite():
         raise ValueError("must be a finite amount")
-    if value != value.quantize(CENT):
+    cents = value.quantize(CENT)
+    if value != cents:
         raise ValueError("at most two decimal places")
-    return value.quantize(CENT)
+    return cents
 
 
 def to_minor(amount: Decimal) -> int:

@@ -32,6 +32,7 @@ from services.ingest.schemas import (
     TenantCreate,
     TenantWithKey,
     body_of,
+    json_response,
 )
 from shared.auth import AdminDep, TenantDep
 from shared.db import SessionDep, utcnow
@@ -101,7 +102,7 @@ def _answer(result: ItemResult) -> Response:
     if result.outcome == Outcome.rejected:
         return problem(422, "Invalid record", "The record does not pass validation.", errors=result.errors)
     code = 202 if result.outcome in (Outcome.accepted, Outcome.updated) else 200
-    return JSONResponse(body_of(Accepted.of(result), exclude_none=True), status_code=code)
+    return json_response(Accepted.of(result), status_code=code, exclude_none=True)
 
 
 async def _batch(
@@ -118,7 +119,7 @@ async def _batch(
         results = intake.accept(
             kind, items, tenant_id=tenant_id, session=session, correlation_id=request_id_var.get()
         )
-        return JSONResponse(body_of(BatchResult.of(results)))
+        return json_response(BatchResult.of(results))
 
     return await _idempotent(request, session, str(tenant_id), key, raw, handle)
 
@@ -264,7 +265,7 @@ async def post_source_order(
             intake.ORDERS, [order], tenant_id=tenant_id, session=session, correlation_id=request_id_var.get()
         )
         code = 202 if result.outcome in (Outcome.accepted, Outcome.updated) else 200
-        return JSONResponse(body_of(Accepted.of(result), exclude_none=True), status_code=code)
+        return json_response(Accepted.of(result), status_code=code, exclude_none=True)
 
     return await _idempotent(request, session, str(tenant_id), key, raw, handle)
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import date, datetime
 from typing import Any
 from uuid import UUID
 
+from fastapi import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.ingest.intake import ItemResult, Outcome
@@ -72,7 +74,7 @@ class BatchResult(BaseModel):
 
     @classmethod
     def of(cls, results: list[ItemResult]) -> BatchResult:
-        counts = {o: sum(1 for r in results if r.outcome == o) for o in Outcome}
+        counts = Counter(r.outcome for r in results)
         return cls(
             accepted=counts[Outcome.accepted],
             updated=counts[Outcome.updated],
@@ -80,7 +82,16 @@ class BatchResult(BaseModel):
             stale=counts[Outcome.stale],
             rejected=counts[Outcome.rejected],
             suppressed=counts[Outcome.suppressed],
-            results=[BatchItemResult(index=r.index, **Accepted.of(r).model_dump()) for r in results],
+            results=[
+                BatchItemResult(
+                    index=r.index,
+                    id=r.id,
+                    status=r.outcome,
+                    version=r.version,
+                    errors=[FieldError(**e) for e in r.errors] if r.errors else None,
+                )
+                for r in results
+            ],
         )
 
 
@@ -129,6 +140,14 @@ class QualityReport(BaseModel):
 def body_of(model: BaseModel, **dump: Any) -> dict[str, Any]:
     data: dict[str, Any] = model.model_dump(mode="json", by_alias=True, **dump)
     return data
+
+
+def json_response(model: BaseModel, *, status_code: int = 200, **dump: Any) -> Response:
+    """`model` as the JSON body, serialised by pydantic itself: a batch's thousand results through
+    `JSONResponse` (a dict, then the standard library's encoder) took 3 % of a batch's time, measured."""
+    return Response(
+        model.model_dump_json(by_alias=True, **dump), status_code=status_code, media_type="application/json"
+    )
 
 
 class ImportRead(BaseModel):
