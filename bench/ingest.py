@@ -92,14 +92,16 @@ def peak_rss_mb(pids: list[int]) -> float:
 def reset_database(url: str) -> None:
     admin = sa.create_engine(PG + "/postgres", isolation_level="AUTOCOMMIT")
     name = url.rsplit("/", 1)[1]
-    for attempt in range(20):  # an autovacuum worker may still be on the old database for a moment
+    # An autovacuum worker may still be on the old database (FORCE may not end it: seen for over 10 s after
+    # a 100,000-order run), so the drop is tried again for a minute.
+    for attempt in range(120):
         try:
             with admin.connect() as conn:
                 conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
                 conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
             break
         except sa.exc.DBAPIError:
-            if attempt == 19:
+            if attempt == 119:
                 raise
             time.sleep(0.5)
     admin.dispose()

@@ -2,7 +2,7 @@
 
 Builds `order.ingested` events from generated orders (and from the Olist extract) and applies them through
 the profile service's own records consumer (`ConsumerWorker.apply`, batches as large as a Kafka poll
-delivers them: `CLIENTELA_CONSUMER_MAX_POLL_RECORDS`, 1,000 by default) on a fresh
+delivers them: `CLIENTELA_CONSUMER_MAX_POLL_RECORDS`, 5,000 by default) on a fresh
 PostgreSQL database. Kafka itself is left out, to measure the profile side: identity resolution, stored
 orders, traits and the outbox. Writes bench/results/profiles.json and the
 table in bench/README.md.

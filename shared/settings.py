@@ -12,7 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Records per consumer poll: a batch's lookups and writes are a few statements whatever its size, so
 # bigger batches cost less per record (the profile consumer: 1,000 took 8 % less CPU than 500, no gain past).
-MAX_POLL_RECORDS = 1000
+MAX_POLL_RECORDS = 5000
 
 # The cyclic garbage collector's thresholds in service processes (Python's default: 700, 10, 10). A batch
 # creates and drops tens of thousands of tracked objects (ORM rows and states, rows read, events), so at

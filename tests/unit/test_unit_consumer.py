@@ -169,7 +169,7 @@ def test_other_batch_failures_go_record_by_record_at_once(monkeypatch: pytest.Mo
 
 
 def test_the_records_per_poll_are_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert ServiceSettings().consumer_max_poll_records == 1000
+    assert ServiceSettings().consumer_max_poll_records == 5000
     monkeypatch.setenv("CLIENTELA_CONSUMER_MAX_POLL_RECORDS", "250")
     assert ServiceSettings().consumer_max_poll_records == 250
     for wrong in (0, 10_001):
