@@ -60,7 +60,8 @@ from shared.records import BehaviourEvent, Customer, CustomerRecord, CustomerRef
 from shared.settings import MAX_POLL_RECORDS
 from shared.web import tune_gc
 
-BATCH = MAX_POLL_RECORDS  # as the consumer's polls deliver them (500 until 2026-11-30 13:30, 1,000 until 16:30)
+# As the consumer's polls deliver them (500 until 2026-11-30 13:30, 1,000 until 16:00).
+BATCH = MAX_POLL_RECORDS
 THRESHOLD = 0.9
 SWEEP = (0.5, 0.8, 0.95, 0.99)  # Splink's clusters at other thresholds, in the JSON only
 DEFAULT_ORDERS = 20_000
