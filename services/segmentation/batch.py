@@ -76,7 +76,10 @@ class Batch:
 
     # -- loading ---------------------------------------------------------------------------------------
     def load(self, session: Session, profile_ids: Iterable[UUID]) -> None:
-        ids = sorted(set(profile_ids) - self.projections.keys())
+        # Not `set(profile_ids) - self.projections.keys()`: a set minus a dict's keys view walks every key
+        # of the dict, and `projection` asks for one profile per event: a batch's loads grew with the square
+        # of its size (a third of the segmentation consumer's time at 3,000 events, measured).
+        ids = sorted({p for p in profile_ids if p not in self.projections})
         if not ids:
             return
         postgres = session.get_bind().dialect.name == "postgresql"
@@ -118,7 +121,7 @@ class Batch:
             self.tags[profile_id] = {k: dict(v) for k, v in self.stored_tags[profile_id].items()}
 
     def load_segments(self, session: Session, tenant_ids: Iterable[UUID]) -> None:
-        wanted = sorted(set(tenant_ids) - self.segments.keys())
+        wanted = sorted({t for t in tenant_ids if t not in self.segments})
         if not wanted:
             return
         for tenant_id in wanted:
@@ -131,7 +134,8 @@ class Batch:
 
     # -- reading and changing ----------------------------------------------------------------------------
     def projection(self, session: Session, profile_id: UUID) -> ProfileProjection | None:
-        self.load(session, [profile_id])
+        if profile_id not in self.projections:
+            self.load(session, [profile_id])
         return self.projections[profile_id]
 
     def set_projection(self, projection: ProfileProjection) -> None:
