@@ -109,7 +109,7 @@ def main() -> None:
         note="Target: ≥ 10,000 orders/s.",
         command=None if args.orders == 100_000 else f"uv run python -m bench.profiles --orders {args.orders}",
         section="## Profiles (`make bench-profiles`)\n\nOrders applied through the profile service's records "
-        "consumer in batches as large as a Kafka poll delivers them (1,000 by default), on a fresh "
+        "consumer in batches as large as a Kafka poll delivers them (5,000 by default), on a fresh "
         "PostgreSQL database (Kafka left out): identity resolution, stored orders, traits, outbox.",
     )
     print(json.dumps(results, indent=2))  # noqa: T201 - a benchmark's report goes to stdout
