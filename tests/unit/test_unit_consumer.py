@@ -188,3 +188,44 @@ def test_service_processes_tune_the_garbage_collector(monkeypatch: pytest.Monkey
         assert gc.get_freeze_count() > 0  # what existed when the process started is out of its scans
     finally:
         gc.set_threshold(*before)
+
+
+def test_batches_pause_the_collector_until_the_last_one_ends() -> None:
+    assert gc.isenabled()
+    inside_first, second_started, first_ended = threading.Event(), threading.Event(), threading.Event()
+    seen: dict[str, bool] = {}
+
+    def first() -> None:
+        with consumer_module.collector_paused():
+            seen["first"] = gc.isenabled()
+            inside_first.set()
+            second_started.wait(5)
+        first_ended.set()
+
+    def second() -> None:
+        inside_first.wait(5)
+        with consumer_module.collector_paused():
+            second_started.set()
+            first_ended.wait(5)
+            seen["second, after the first ended"] = gc.isenabled()
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert seen == {"first": False, "second, after the first ended": False}
+    assert gc.isenabled()
+
+
+def test_a_failing_batch_switches_the_collector_back_on_and_a_disabled_one_stays_off() -> None:
+    with pytest.raises(RuntimeError), consumer_module.collector_paused():
+        raise RuntimeError("the batch failed")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with consumer_module.collector_paused():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
