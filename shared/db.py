@@ -20,7 +20,7 @@ from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect, Engine
-from sqlalchemy.orm import ORMExecuteState, registry
+from sqlalchemy.orm import ORMExecuteState, make_transient_to_detached, registry
 from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm import instrumentation as sa_instrumentation
 from sqlalchemy.orm.attributes import set_attribute, set_committed_value
@@ -337,6 +337,39 @@ def _copy(
     except psycopg.Error as exc:
         # Raised as SQLAlchemy's own exceptions (IntegrityError, OperationalError, ...), like any statement.
         raise sa_exc.DBAPIError.instance(copy_sql, None, exc, psycopg.Error) from exc
+
+
+_COPIED = "clientela.copied_models"
+
+
+def copy_new_rows(session: OrmSession, *models: type[Any]) -> None:
+    """From now on, each flush of the session first inserts the session's new objects of these models with
+    `bulk_insert` (`COPY` on PostgreSQL), model after model in this order, and keeps them in the session as
+    if they had been loaded: later changes are UPDATEs, as after the ORM's own INSERT. The ORM's INSERTs
+    cost some 40 µs an object (a profile consumer batch of 5,000 orders creates about 9,000: orders,
+    identifiers, profiles). For models whose rows are plain columns (no relationships, no defaults the
+    database computes); the other new objects are left to the ORM, after these."""
+    if session.info.get(_COPIED) is None:
+        sa.event.listen(session, "before_flush", _copy_new_rows)
+    session.info[_COPIED] = models
+
+
+def _copy_new_rows(session: OrmSession, _context: Any, _instances: Any) -> None:
+    models: tuple[type[Any], ...] = session.info.get(_COPIED) or ()
+    pending: dict[type[Any], list[Any]] = {}
+    for obj in session.new:
+        if type(obj) in models:
+            pending.setdefault(type(obj), []).append(obj)
+    for model in models:
+        objects = pending.get(model)
+        if not objects:
+            continue
+        names = [column.key for column in table_of(model).columns]
+        bulk_insert(session, model, [{name: getattr(obj, name) for name in names} for obj in objects])
+        for obj in objects:
+            session.expunge(obj)
+            make_transient_to_detached(obj)  # its values are what the row holds now
+            session.add(obj)
 
 
 _STAGED = "clientela.staged_rows"

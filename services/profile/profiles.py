@@ -28,7 +28,7 @@ from services.profile.models import (
 )
 from services.profile.suppression import suppressed
 from shared.crypto import keyring
-from shared.db import any_of, new_row, table_of, utcnow, write_columns
+from shared.db import any_of, copy_new_rows, new_row, table_of, utcnow, write_columns
 from shared.errors import Invalid, NotFound
 from shared.events import (
     BehaviourRecorded,
@@ -312,6 +312,7 @@ class ProfileBatch:
         session.info.update(
             identity_graph=graph, known_orders=known, dirty={}, identity_defaults=self.defaults
         )
+        copy_new_rows(session, Profile, ProfileIdentifier, ProfileOrder)
 
     def finish(self, session: Session) -> None:
         dirty: dict[UUID, str | None] = session.info.pop("dirty", {})

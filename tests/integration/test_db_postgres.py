@@ -1,5 +1,6 @@
 """`shared.db` on PostgreSQL: sessions in UTC; `write_columns` as COPY into a temporary table and one UPDATE
-from it (the SQLite executemany is tested in tests/unit/test_unit_db.py)."""
+from it (the SQLite executemany is tested in tests/unit/test_unit_db.py); `copy_new_rows` inserting a
+flush's new rows with COPY."""
 
 from __future__ import annotations
 
@@ -103,3 +104,72 @@ def test_sessions_are_in_utc_and_timestamps_read_back_in_utc(engine: Engine) -> 
         session.refresh(segment)
         assert segment.updated_at == datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
         assert segment.updated_at.tzinfo is UTC
+
+
+def test_copy_new_rows_inserts_with_copy_and_keeps_the_objects_current(
+    clean_databases: dict[str, str],
+) -> None:
+    from services.profile.models import MergeRecord, Profile, ProfileOrder
+    from shared.db import copy_new_rows, new_row, table_of
+
+    sa.orm.configure_mappers()  # `new_row` builds rows through the mappers' instrumentation
+    engine = make_engine(clean_databases["profile"])
+    statements: list[str] = []
+    sa.event.listen(engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    tenant_id = uuid4()
+    placed = datetime(2026, 11, 20, 14, 3, tzinfo=timezone(timedelta(hours=-3)))
+    try:
+        with Session(engine) as session:
+            copy_new_rows(session, Profile, ProfileOrder)
+            profile = new_row(Profile, tenant_id=tenant_id)
+            order = new_row(
+                ProfileOrder,
+                order_id=uuid4(),
+                tenant_id=tenant_id,
+                profile_id=profile.id,
+                order_version=1,
+                source="site",
+                status="paid",
+                total_minor=25990,
+                placed_at=placed,
+                items=[{"sku": "CAFE-500G", "category": "alimentos", "quantity": 2}],
+            )
+            merge = new_row(
+                MergeRecord,
+                tenant_id=tenant_id,
+                survivor_id=profile.id,
+                merged_id=uuid4(),
+                rule="email",
+                linked_by=["email"],
+                moved_identifiers=[],
+                moved_orders=[],
+            )
+            session.add_all([profile, order, merge])
+            session.flush()
+            # COPY goes through psycopg's own cursor (no SQLAlchemy statement to see): the rows are there.
+            for model in (Profile, ProfileOrder, MergeRecord):
+                table = table_of(model)
+                count = session.execute(sa.select(sa.func.count()).where(table.c.tenant_id == tenant_id))
+                assert count.scalar_one() == 1, table.name
+            assert not any(
+                s.startswith(("INSERT INTO profile ", "INSERT INTO profile_order")) for s in statements
+            )
+            assert any(s.startswith("INSERT INTO merge_record") for s in statements)  # left to the ORM
+            assert not session.new
+            assert order in session
+            assert not session.is_modified(order)
+            order.status = "cancelled"  # a later change of the batch: an UPDATE of the copied row
+            order_id, profile_id = order.order_id, profile.id
+            session.commit()
+        with Session(engine) as session:
+            again = session.get(ProfileOrder, order_id)
+            assert again is not None
+            assert (again.status, again.total_minor, again.placed_at, again.items) == (
+                "cancelled",
+                25990,
+                placed.astimezone(UTC),
+                [{"sku": "CAFE-500G", "category": "alimentos", "quantity": 2}],
+            )
+            assert session.get(Profile, profile_id) is not None
+    finally:
+        engine.dispose()
