@@ -11,7 +11,7 @@ from uuid import UUID
 from fastapi import APIRouter, File, Form, Header, Query, Request, Response, UploadFile, status
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse
 from sqlmodel import Session, col, select
 
 from services.ingest import idempotency, imports, intake, quality, tenants
@@ -31,7 +31,6 @@ from services.ingest.schemas import (
     QualityReport,
     TenantCreate,
     TenantWithKey,
-    body_of,
     json_response,
 )
 from shared.auth import AdminDep, TenantDep
@@ -139,7 +138,7 @@ async def create_tenant(
     def handle() -> Response:
         tenant, api_key = tenants.create_tenant(body.name, session=session)
         out = TenantWithKey(id=tenant.id, name=tenant.name, created_at=tenant.created_at, api_key=api_key)
-        return JSONResponse(body_of(out), status_code=201)
+        return json_response(out, status_code=201)
 
     return await _idempotent(request, session, idempotency.ADMIN_SCOPE, key, await request.body(), handle)
 
@@ -264,8 +263,7 @@ async def post_source_order(
         [result] = intake.accept(
             intake.ORDERS, [order], tenant_id=tenant_id, session=session, correlation_id=request_id_var.get()
         )
-        code = 202 if result.outcome in (Outcome.accepted, Outcome.updated) else 200
-        return json_response(Accepted.of(result), status_code=code, exclude_none=True)
+        return _answer(result)
 
     return await _idempotent(request, session, str(tenant_id), key, raw, handle)
 
@@ -339,8 +337,8 @@ async def create_import(
             import_dir=import_dir,
             session=session,
         )
-        return JSONResponse(
-            body_of(_import_read(job)), status_code=202, headers={"Location": f"/v1/imports/{job.id}"}
+        return json_response(
+            _import_read(job), status_code=202, headers={"Location": f"/v1/imports/{job.id}"}
         )
 
     fingerprint = idempotency.request_hash(request.method, request.url.path, digest.hexdigest().encode())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import date, datetime
-from typing import Any
+from typing import Any, Self
 from uuid import UUID
 
 from fastapi import Response
@@ -52,9 +52,9 @@ class Accepted(BaseModel):
     errors: list[FieldError] | None = None
 
     @classmethod
-    def of(cls, result: ItemResult) -> Accepted:
+    def of(cls, result: ItemResult, **more: Any) -> Self:
         errors = [FieldError(**e) for e in result.errors] if result.errors else None
-        return cls(id=result.id, status=result.outcome, version=result.version, errors=errors)
+        return cls(id=result.id, status=result.outcome, version=result.version, errors=errors, **more)
 
 
 class BatchItemResult(Accepted):
@@ -82,16 +82,7 @@ class BatchResult(BaseModel):
             stale=counts[Outcome.stale],
             rejected=counts[Outcome.rejected],
             suppressed=counts[Outcome.suppressed],
-            results=[
-                BatchItemResult(
-                    index=r.index,
-                    id=r.id,
-                    status=r.outcome,
-                    version=r.version,
-                    errors=[FieldError(**e) for e in r.errors] if r.errors else None,
-                )
-                for r in results
-            ],
+            results=[BatchItemResult.of(r, index=r.index) for r in results],
         )
 
 
@@ -137,16 +128,16 @@ class QualityReport(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 
 
-def body_of(model: BaseModel, **dump: Any) -> dict[str, Any]:
-    data: dict[str, Any] = model.model_dump(mode="json", by_alias=True, **dump)
-    return data
-
-
-def json_response(model: BaseModel, *, status_code: int = 200, **dump: Any) -> Response:
+def json_response(
+    model: BaseModel, *, status_code: int = 200, headers: dict[str, str] | None = None, **dump: Any
+) -> Response:
     """`model` as the JSON body, serialised by pydantic itself: a batch's thousand results through
     `JSONResponse` (a dict, then the standard library's encoder) took 3 % of a batch's time, measured."""
     return Response(
-        model.model_dump_json(by_alias=True, **dump), status_code=status_code, media_type="application/json"
+        model.model_dump_json(by_alias=True, **dump),
+        status_code=status_code,
+        headers=headers,
+        media_type="application/json",
     )
 
 

@@ -134,8 +134,7 @@ class Batch:
 
     # -- reading and changing ----------------------------------------------------------------------------
     def projection(self, session: Session, profile_id: UUID) -> ProfileProjection | None:
-        if profile_id not in self.projections:
-            self.load(session, [profile_id])
+        self.load(session, [profile_id])
         return self.projections[profile_id]
 
     def set_projection(self, projection: ProfileProjection) -> None:
