@@ -51,11 +51,10 @@ from kafka.admin import KafkaAdminClient
 
 from bench import report
 from bench.freshness import percentile
-from bench.ingest import CACHE, KAFKA, cpu_seconds, orders_file, proc_tree
+from bench.ingest import CACHE, KAFKA, cpu_seconds, machine_busy_seconds, orders_file, proc_tree
 from bench.pipeline import (
     Pipeline,
     exclusive,
-    machine_busy_seconds,
     metric_samples,
     other_cpu_seconds,
     process_times,

@@ -66,6 +66,13 @@ def proc_tree(pid: int) -> list[int]:
     return found
 
 
+def machine_busy_seconds(proc_stat: str) -> float:
+    """Non-idle CPU seconds of the whole machine since boot, from /proc/stat's `cpu` line."""
+    fields = [int(v) for v in proc_stat.splitlines()[0].split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / TICKS
+
+
 def cpu_seconds(pids: list[int]) -> float:
     total = 0
     for pid in pids:
@@ -217,6 +224,8 @@ def run_case(name: str, lines: list[bytes], args: argparse.Namespace, prefix: st
         bodies = batches_of(lines, args.batch)
         pids = proc_tree(ingest.process.pid)
         cpu_before = cpu_seconds(pids)
+        machine_before = machine_busy_seconds(Path("/proc/stat").read_text())
+        client_before = time.process_time()
         outcomes: dict[str, int] = {}
         lock = threading.Lock()
 
@@ -233,6 +242,8 @@ def run_case(name: str, lines: list[bytes], args: argparse.Namespace, prefix: st
         with ThreadPoolExecutor(args.clients) as pool:
             list(pool.map(lambda ib: post(ib[1], clients[ib[0] % len(clients)]), enumerate(bodies)))
         accepted_s = time.perf_counter() - started
+        machine_accepted = machine_busy_seconds(Path("/proc/stat").read_text()) - machine_before
+        client_cpu = time.process_time() - client_before
         while unpublished(engine):
             time.sleep(0.05)
         published_s = time.perf_counter() - started
@@ -257,6 +268,10 @@ def run_case(name: str, lines: list[bytes], args: argparse.Namespace, prefix: st
         "published_per_s": round(len(lines) / published_s),
         "ingest_cpu_seconds": round(cpu, 1),
         "ingest_peak_rss_mb": rss,
+        # Until the last batch was answered: the whole machine (ingest, PostgreSQL, the broker, the
+        # benchmark's clients) and the clients alone.
+        "machine_cpu_seconds_accepted": round(machine_accepted, 1),
+        "client_cpu_seconds": round(client_cpu, 1),
     }
 
 

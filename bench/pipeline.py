@@ -68,6 +68,7 @@ from bench.ingest import (
     Service,
     batches_of,
     cpu_seconds,
+    machine_busy_seconds,
     olist_lines,
     orders_file,
     peak_rss_mb,
@@ -149,13 +150,6 @@ def metric_samples(text: str, name: str, **labels: str) -> list[float]:
 def lag_of(ends: Mapping[K, int], committed: Mapping[K, int]) -> int:
     """Messages not yet committed, summed over the partitions (none committed: from offset 0)."""
     return sum(max(end - max(committed.get(tp, 0), 0), 0) for tp, end in ends.items())
-
-
-def machine_busy_seconds(proc_stat: str) -> float:
-    """Non-idle CPU seconds of the whole machine since boot, from /proc/stat's `cpu` line."""
-    fields = [int(v) for v in proc_stat.splitlines()[0].split()[1:9]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
-    return (user + nice + system + irq + softirq + steal) / TICKS
 
 
 def process_times(proc: Path = Path("/proc")) -> dict[int, tuple[str, float]]:

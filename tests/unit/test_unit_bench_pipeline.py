@@ -12,7 +12,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from bench.api_latency import email_paths, read_results, summarise, vegeta_targets
-from bench.ingest import TICKS
+from bench.ingest import TICKS, machine_busy_seconds
 from bench.pipeline import (
     NOT_COUNTED,
     copy_text,
@@ -20,7 +20,6 @@ from bench.pipeline import (
     expected_totals,
     floor_sql,
     lag_of,
-    machine_busy_seconds,
     metric_samples,
     order_facts,
     other_cpu_seconds,
