@@ -85,18 +85,29 @@ def new_row(model: type[Row], /, **values: Any) -> Row:
     if unknown:
         raise TypeError(f"{model.__name__} has no field(s) {sorted(unknown)}")
     row: Row = sa_instrumentation.manager_of_class(model).new_instance()
+    # Straight into the instance's dict, where SQLAlchemy keeps attribute values (and loading puts them):
+    # a new row has no history to record, its INSERT reads this dict. `set_attribute` cost 0.45 µs a field.
+    state = row.__dict__
     for name, default, factory in _row_fields(model):
         if name in values:
-            value = values[name]
+            state[name] = values[name]
         elif factory is not None:
-            value = factory()
+            state[name] = factory()
         elif default is _REQUIRED:
             raise TypeError(f"{model.__name__}.{name} is required")
         else:
-            value = default
-        set_attribute(row, name, value)
+            state[name] = default
     row.__pydantic_fields_set__.update(values)
     return row
+
+
+def assign(row: Any, /, **values: Any) -> None:
+    """Set these columns of a table model's row as SQLAlchemy tracks changes (written by the next flush,
+    or `write_columns`), without SQLModel's `__setattr__`: it sets each value through SQLAlchemy *and*
+    again through pydantic (the same dict), 1.2 µs a field against 0.45 µs. Columns only (not properties
+    such as `Profile.name`)."""
+    for name, value in values.items():
+        set_attribute(row, name, value)
 
 
 class UTCDateTime(sa.TypeDecorator[datetime]):

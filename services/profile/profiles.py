@@ -28,7 +28,7 @@ from services.profile.models import (
 )
 from services.profile.suppression import suppressed
 from shared.crypto import keyring
-from shared.db import any_of, copy_new_rows, new_row, table_of, utcnow, write_columns
+from shared.db import any_of, assign, copy_new_rows, new_row, table_of, utcnow, write_columns
 from shared.errors import Invalid, NotFound
 from shared.events import (
     BehaviourRecorded,
@@ -74,33 +74,32 @@ def apply_order(session: Session, envelope: Envelope, event: OrderIngested) -> N
             recompute(session, profile, correlation_id=envelope.correlation_id)
         return  # an older version arriving late never overwrites a newer one
     previous_profile_id = stored.profile_id if stored is not None else None
+    latest = {
+        "profile_id": profile.id,
+        "order_version": event.order_version,
+        "status": order.status.value,
+        "total_minor": to_minor(order.total),
+        "placed_at": order.placed_at,
+        "items": [{"sku": i.sku, "category": i.category, "quantity": i.quantity} for i in order.items],
+        "payments": [{"method": p.method.value, "installments": p.installments} for p in order.payments],
+        "identifiers": [
+            [kind, value] for kind, value in identity.blind_in(session, envelope.tenant_id, identifiers)
+        ],
+        "customer": seal_snapshot(
+            envelope.tenant_id,
+            snapshot(order.customer, order.consents, at=order.updated_at or order.placed_at),
+        ),
+        "recorded_at": utcnow(),
+    }
     if stored is None:
         stored = new_row(
-            ProfileOrder,
-            order_id=event.order_id,
-            tenant_id=envelope.tenant_id,
-            profile_id=profile.id,
-            order_version=event.order_version,
-            source=order.source,
-            status=order.status.value,
-            total_minor=to_minor(order.total),
-            placed_at=order.placed_at,
+            ProfileOrder, order_id=event.order_id, tenant_id=envelope.tenant_id, source=order.source, **latest
         )
-    stored.profile_id = profile.id
-    stored.order_version = event.order_version
-    stored.status = order.status.value
-    stored.total_minor = to_minor(order.total)
-    stored.placed_at = order.placed_at
-    stored.items = [{"sku": i.sku, "category": i.category, "quantity": i.quantity} for i in order.items]
-    stored.payments = [{"method": p.method.value, "installments": p.installments} for p in order.payments]
-    stored.identifiers = [
-        [kind, value] for kind, value in identity.blind_in(session, envelope.tenant_id, identifiers)
-    ]
-    stored.customer = seal_snapshot(
-        envelope.tenant_id, snapshot(order.customer, order.consents, at=order.updated_at or order.placed_at)
-    )
-    stored.recorded_at = utcnow()
-    session.add(stored)
+        session.add(stored)
+    else:
+        assign(stored, **latest)
+        if stored not in session:
+            session.add(stored)
     known = session.info.get("known_orders")
     if isinstance(known, dict):
         known[stored.order_id] = stored  # a later version in the same batch finds it
@@ -504,32 +503,37 @@ def recompute_full(
         if r.kind == "customer"
     ]
     person = traits.customer_traits(snapshots)
-    for field in ("name", "gender", "city", "state", "zip", "country"):
-        setattr(profile, field, person[field])
+    profile.name, profile.zip = person["name"], person["zip"]  # sealed: a new token only when changed
     profile.birth_date = date.fromisoformat(person["birth_date"]) if person["birth_date"] else None
-    profile.consents = person["consents"]
     times = [datetime.fromisoformat(s["at"]) for s in snapshots]
-    profile.attributes_at = max(times) if times else None
     seen = [
         traits.BehaviourFacts(r.type, r.occurred_at, r.properties.get("sku"), r.properties.get("category"))
         for r in records
         if r.kind == "behaviour"
     ]
-    profile.behaviour = traits.behaviour_traits(seen, [o.placed_at for o in rows], now=utcnow())
-    profile.last_seen_at = max((e.occurred_at for e in seen), default=None)
-    profile.orders_count = computed.orders_count
-    profile.total_spent_minor = computed.total_spent_minor
-    profile.first_order_at = computed.first_order_at
-    profile.last_order_at = computed.last_order_at
-    profile.purchases = computed.purchases
+    assign(
+        profile,
+        gender=person["gender"],
+        city=person["city"],
+        state=person["state"],
+        country=person["country"],
+        consents=person["consents"],
+        attributes_at=max(times) if times else None,
+        behaviour=traits.behaviour_traits(seen, [o.placed_at for o in rows], now=utcnow()),
+        last_seen_at=max((e.occurred_at for e in seen), default=None),
+        orders_count=computed.orders_count,
+        total_spent_minor=computed.total_spent_minor,
+        first_order_at=computed.first_order_at,
+        last_order_at=computed.last_order_at,
+        purchases=computed.purchases,
+    )
     announce(session, profile, correlation_id=correlation_id)
 
 
 def announce(session: Session, profile: Profile, *, correlation_id: str | None) -> None:
     """A new version of the profile, and its `profile.updated` event (v2) with every segmentable trait
     and the names of those that changed since the last one announced."""
-    profile.version += 1
-    profile.updated_at = utcnow()
+    assign(profile, version=profile.version + 1, updated_at=utcnow())
     traits = segmentable_traits(profile)
     kept = as_announced(profile.tenant_id, traits)
     event = ProfileUpdatedV2.model_validate(
@@ -540,8 +544,9 @@ def announce(session: Session, profile: Profile, *, correlation_id: str | None) 
             "changed": sorted(k for k, v in kept.items() if profile.announced.get(k, _UNSET) != v),
         }
     )
-    profile.announced = kept
-    session.add(profile)
+    assign(profile, announced=kept)
+    if profile not in session:
+        session.add(profile)
     add_event(
         session,
         event,
