@@ -376,7 +376,8 @@ def _copy_new_rows(session: OrmSession, _context: Any, _instances: Any) -> None:
         if not objects:
             continue
         names = [column.key for column in table_of(model).columns]
-        bulk_insert(session, model, [{name: getattr(obj, name) for name in names} for obj in objects])
+        # From each object's dict (where `new_row` put every field): no attribute access per column.
+        bulk_insert(session, model, [{name: obj.__dict__.get(name) for name in names} for obj in objects])
         for obj in objects:
             session.expunge(obj)
             make_transient_to_detached(obj)  # its values are what the row holds now

@@ -19,7 +19,7 @@ from services.segmentation import batch as batches
 from services.segmentation.evaluate import Traits
 from services.segmentation.models import ErasedProfile, ProfileProjection, ProfileTag, TagKind
 from services.segmentation.rules import CONSENT_TAGS
-from shared.db import new_row, utcnow
+from shared.db import assign, new_row, utcnow
 from shared.events import ProfileUpdated, ProfileUpdatedV2, TenantMismatch
 from shared.records import average_order_value, to_minor
 
@@ -83,8 +83,7 @@ def _refreshed(
     else:
         _scalars_v1(projection, event)
         tags = _tags_v1(event)
-    projection.profile_version = event.profile_version
-    projection.updated_at = utcnow()
+    assign(projection, profile_version=event.profile_version, updated_at=utcnow())
     return projection, tags
 
 
@@ -105,7 +104,8 @@ def _apply_batched(
         else Traits(columns=projection.columns(), tags=batch.tags[event.profile_id])
     )
     projection, tags = _refreshed(projection, tenant_id, event)
-    session.add(projection)
+    if projection not in session:
+        session.add(projection)
     batch.set_projection(projection)
     kept = {kind: elements for kind, elements in batch.tags[event.profile_id].items() if kind not in tags}
     kept.update((kind, dict(elements)) for kind, elements in tags.items() if elements)
@@ -152,25 +152,29 @@ def _rfm_scores(score: str | None) -> tuple[int | None, int | None, int | None]:
 
 
 def _scalars_v2(projection: ProfileProjection, event: ProfileUpdatedV2) -> None:
-    projection.orders_count = event.orders_count
-    projection.total_spent_minor = to_minor(event.total_spent)
     aov = event.average_order_value
-    projection.average_order_value_minor = to_minor(aov) if aov is not None else None
-    projection.first_order_at = event.first_order_at
-    projection.last_order_at = event.last_order_at
-    projection.preferred_payment_method = event.preferred_payment_method
-    projection.birth_date = event.birth_date
-    projection.gender = event.gender
-    projection.city = event.city
-    projection.state = event.state
-    projection.zip = event.zip
-    projection.rfm_group = event.rfm_group
-    projection.rfm_r, projection.rfm_f, projection.rfm_m = event.rfm_r, event.rfm_f, event.rfm_m
-    projection.clv_12m_minor = to_minor(event.clv_12m) if event.clv_12m is not None else None
-    projection.churn_probability = event.churn_probability
-    projection.next_order_at = event.next_order_at
-    projection.last_seen_at = event.last_seen_at
-    projection.cart_abandoned_at = event.cart_abandoned_at
+    projection.birth_date, projection.zip = event.birth_date, event.zip  # sealed: see the model
+    assign(
+        projection,
+        orders_count=event.orders_count,
+        total_spent_minor=to_minor(event.total_spent),
+        average_order_value_minor=to_minor(aov) if aov is not None else None,
+        first_order_at=event.first_order_at,
+        last_order_at=event.last_order_at,
+        preferred_payment_method=event.preferred_payment_method,
+        gender=event.gender,
+        city=event.city,
+        state=event.state,
+        rfm_group=event.rfm_group,
+        rfm_r=event.rfm_r,
+        rfm_f=event.rfm_f,
+        rfm_m=event.rfm_m,
+        clv_12m_minor=to_minor(event.clv_12m) if event.clv_12m is not None else None,
+        churn_probability=event.churn_probability,
+        next_order_at=event.next_order_at,
+        last_seen_at=event.last_seen_at,
+        cart_abandoned_at=event.cart_abandoned_at,
+    )
 
 
 def _untimed(values: Iterable[str]) -> dict[str, datetime | None]:
