@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 from uuid import UUID, uuid4
 
 import orjson
@@ -88,7 +88,8 @@ class Kind(Generic[M]):
     external_id: Callable[[M, str], str]  # (record, body hash) -> id on its source
     updated_at: Callable[[M], datetime | None]
     event_type: type[Event]
-    payload: Callable[[UUID, int, dict[str, Any]], dict[str, Any]]  # (record id, version, record JSON)
+    # (record id, version, the record as JSON: serialised already, an `orjson.Fragment`) -> the payload
+    payload: Callable[[UUID, int, orjson.Fragment], dict[str, Any]]
     kafka_key: Callable[[UUID, M], str]
     immutable: bool = False
     adapter: TypeAdapter[M] = field(init=False)
@@ -164,6 +165,18 @@ class _State:
     sealed: str | None = None  # the new version's canonical JSON, sealed
 
 
+class _Valid(NamedTuple, Generic[M]):
+    """A record that passed validation, with what storing and announcing it needs."""
+
+    position: int  # in the request
+    record: M
+    body_hash: str
+    key: tuple[str, str]  # (source, external_id)
+    sealed: str  # the canonical JSON, sealed
+    body_json: orjson.Fragment  # the record's JSON as the event's payload carries it
+    kafka_key: str
+
+
 def open_payload(tenant_id: UUID, sealed: str) -> dict[str, Any]:
     """A stored record's canonical JSON (`InboundRecord.payload_sealed`), opened."""
     found: dict[str, Any] = orjson.loads(keyring().open(tenant_id, sealed))
@@ -203,7 +216,10 @@ def accept(
 
     results: list[ItemResult | None] = [None] * len(items)
     tally = quality.Tally(kind.name)
-    valid: list[tuple[int, M, dict[str, Any], bytes, str, tuple[str, str]]] = []
+    keys = keyring()
+    # Everything that does not depend on what is stored is done before the records' locks are taken
+    # (`_lock_keys`): a batch holding them makes the batches that carry other versions of its records wait.
+    valid: list[_Valid[M]] = []
     for index, raw in enumerate(items):
         try:
             record = raw if isinstance(raw, kind.model) else kind.adapter.validate_python(raw)
@@ -217,26 +233,33 @@ def accept(
         body_hash = hashlib.sha256(canonical).hexdigest()
         source: str = body["source"]
         valid.append(
-            (index, record, body, canonical, body_hash, (source, kind.external_id(record, body_hash)))
+            _Valid(
+                index,
+                record,
+                body_hash,
+                (source, kind.external_id(record, body_hash)),
+                # What a new version stores (sealed) and publishes (its JSON, for the event's payload).
+                keys.seal(tenant_id, canonical.decode()),
+                orjson.Fragment(orjson.dumps(body)),
+                kind.kafka_key(tenant_id, record),
+            )
         )
         tally.valid(body)
 
-    erased = suppression.suppressed(session, tenant_id, [(v[0], v[1]) for v in valid])
+    erased = suppression.suppressed(session, tenant_id, [(v.position, v.record) for v in valid])
     if erased:
         for index in erased:
             results[index] = ItemResult(index, Outcome.suppressed)
             tally.outcome(Outcome.suppressed.value)
-        valid = [v for v in valid if v[0] not in erased]
-    record_keys = {key for *_, key in valid}
+        valid = [v for v in valid if v.position not in erased]
+    record_keys = {v.key for v in valid}
     _lock_keys(session, tenant_id, kind.name, record_keys)
     states = _load_states(session, tenant_id, kind.name, record_keys)
     outbox: list[dict[str, Any]] = []
-    keys = keyring()
-    for index, record, body, canonical, body_hash, key in valid:
+    for index, record, body_hash, key, sealed, body_json, kafka_key in valid:
         state = states.get(key)
         updated_at = kind.updated_at(record)
         if state is None:
-            sealed = keys.seal(tenant_id, canonical.decode())
             state = states[key] = _State(
                 uuid4(), 1, body_hash, updated_at, new=True, changed=True, sealed=sealed
             )
@@ -246,7 +269,7 @@ def accept(
             if outcome == Outcome.updated:
                 state.version += 1
                 state.body_hash, state.source_updated_at = body_hash, updated_at
-                state.sealed = keys.seal(tenant_id, canonical.decode())
+                state.sealed = sealed
                 state.changed = True
         results[index] = ItemResult(index, outcome, state.id, state.version)
         tally.outcome(outcome.value)
@@ -254,9 +277,9 @@ def accept(
             outbox.append(
                 outbox_row(
                     kind.event_type,
-                    kind.payload(state.id, state.version, body),
+                    kind.payload(state.id, state.version, body_json),
                     tenant_id=tenant_id,
-                    key=kind.kafka_key(tenant_id, record),
+                    key=kafka_key,
                     correlation_id=cid(index),
                 )
             )
