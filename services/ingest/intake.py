@@ -173,7 +173,7 @@ class _Valid(NamedTuple, Generic[M]):
     body_hash: str
     key: tuple[str, str]  # (source, external_id)
     sealed: str  # the canonical JSON, sealed
-    body_json: orjson.Fragment  # the record's JSON as the event's payload carries it
+    body_json: orjson.Fragment  # the canonical JSON, as the event's payload carries it
     kafka_key: str
 
 
@@ -238,9 +238,9 @@ def accept(
                 record,
                 body_hash,
                 (source, kind.external_id(record, body_hash)),
-                # What a new version stores (sealed) and publishes (its JSON, for the event's payload).
+                # What a new version stores (sealed) and publishes: the same canonical JSON, serialised once.
                 keys.seal(tenant_id, canonical.decode()),
-                orjson.Fragment(orjson.dumps(body)),
+                orjson.Fragment(canonical),
                 kind.kafka_key(tenant_id, record),
             )
         )
