@@ -260,8 +260,8 @@ def any_of(session: OrmSession, column: Any, values: Collection[Any]) -> sa.Colu
 
 
 def write_columns(session: OrmSession, objects: list[Any], columns: tuple[str, ...]) -> None:
-    """Write these `columns` of these loaded ORM objects (one model, single-column primary key `id`)
-    now, whatever each changed, and mark them unchanged. The ORM's flush groups UPDATEs by the set of
+    """Write these `columns` of these loaded ORM objects (one model, a single-column primary key) now,
+    whatever each changed, and mark them unchanged. The ORM's flush groups UPDATEs by the set of
     columns that changed, so objects changed in different ways cost a statement each; the other columns'
     changes are left to the flush.
 
@@ -270,18 +270,22 @@ def write_columns(session: OrmSession, objects: list[Any], columns: tuple[str, .
     time, most of it SQLAlchemy processing each row's parameters. Elsewhere, that executemany."""
     if not objects:
         return
-    unique = list({row.id: row for row in objects}.values())
-    table = table_of(type(unique[0]))
+    table = table_of(type(objects[0]))
+    (key,) = (column.key for column in table.primary_key.columns)
+    unique = list({getattr(row, key): row for row in objects}.values())
     with session.no_autoflush:
         if session.get_bind().dialect.name == "postgresql":
-            _update_from_copy(session, table, unique, columns)
+            _update_from_copy(session, table, key, unique, columns)
         else:
             statement = (
                 table.update()
-                .where(table.c.id == sa.bindparam("_id"))
+                .where(table.c[key] == sa.bindparam("_key"))
                 .values({name: sa.bindparam(name) for name in columns})
             )
-            rows = [{"_id": row.id, **{name: getattr(row, name) for name in columns}} for row in unique]
+            rows = [
+                {"_key": getattr(row, key), **{name: getattr(row, name) for name in columns}}
+                for row in unique
+            ]
             session.execute(statement, rows)
     for row in unique:
         for name in columns:
@@ -289,7 +293,7 @@ def write_columns(session: OrmSession, objects: list[Any], columns: tuple[str, .
 
 
 def _update_from_copy(
-    session: OrmSession, table: sa.Table, objects: list[Any], columns: tuple[str, ...]
+    session: OrmSession, table: sa.Table, key: str, objects: list[Any], columns: tuple[str, ...]
 ) -> None:
     """`write_columns` on PostgreSQL: COPY into a temporary table of the connection (emptied by the
     statement that reads it), then one UPDATE."""
@@ -297,18 +301,18 @@ def _update_from_copy(
     # changes to these columns are what this writes, and the flush would write them apart
     connection = session.connection()
     scratch = f"_write_{table.name}_{zlib.crc32(','.join(columns).encode()):08x}"
-    names = ", ".join(f'"{c}"' for c in ("id", *columns))
+    names = ", ".join(f'"{c}"' for c in (key, *columns))
     # Created by the first call of the connection (kept until it closes); a rollback drops it again.
     connection.exec_driver_sql(
         f'CREATE TEMPORARY TABLE IF NOT EXISTS "{scratch}" ON COMMIT DELETE ROWS AS '  # noqa: S608 - names of the model
         f'SELECT {names} FROM "{table.name}" WITH NO DATA'
     )
-    rows = ([row.id, *(getattr(row, c) for c in columns)] for row in objects)
-    _copy(connection, scratch, table, ["id", *columns], rows)
+    rows = ([getattr(row, key), *(getattr(row, c) for c in columns)] for row in objects)
+    _copy(connection, scratch, table, [key, *columns], rows)
     assignments = ", ".join(f'"{c}" = w."{c}"' for c in columns)
     connection.exec_driver_sql(
         f'WITH w AS (DELETE FROM "{scratch}" RETURNING {names}) '  # noqa: S608 - names of the model
-        f'UPDATE "{table.name}" AS t SET {assignments} FROM w WHERE t.id = w.id'
+        f'UPDATE "{table.name}" AS t SET {assignments} FROM w WHERE t."{key}" = w."{key}"'
     )
 
 

@@ -23,7 +23,7 @@ from sqlmodel import Session, col, select
 
 from services.segmentation.models import ErasedProfile, ProfileProjection, ProfileTag, Segment, SegmentMember
 from services.segmentation.rules import InvalidRule, Rule, depends_on, load_rule
-from shared.db import bulk_insert, table_of
+from shared.db import bulk_insert, copy_new_rows, table_of, write_columns
 from shared.events import Envelope, Event, ProfilesMerged, ProfileUpdated, ProfileUpdatedV2
 
 log = logging.getLogger("clientela.segments")
@@ -33,6 +33,8 @@ CHUNK = 1000
 
 tag_table = table_of(ProfileTag)
 member_table = table_of(SegmentMember)
+# What a profile event sets of a stored projection (every column but its key), written by `sync`.
+PROJECTED = tuple(c.key for c in table_of(ProfileProjection).columns if not c.primary_key)
 
 Tags = dict[str, dict[str, datetime | None]]
 
@@ -169,7 +171,20 @@ class Batch:
 
     # -- writing -----------------------------------------------------------------------------------------
     def sync(self, session: Session) -> None:
-        """Write the projections (ORM flush), then the tags and memberships that differ from the tables."""
+        """Write the projections, then the tags and memberships that differ from the tables. The stored
+        projections the batch changed go in one statement (`write_columns`): the ORM's flush writes each
+        run of projections changed in the same columns apart, an UPDATE per run; new ones are copied in
+        with the flush (`copy_new_rows`, set up by `ProfilesBatch.prepare`)."""
+        deleted = session.deleted  # an IdentitySet: table models are not hashable
+        changed = [
+            projection
+            for projection in self.projections.values()
+            if projection is not None
+            and projection not in deleted
+            and (state := sa.inspect(projection)).persistent
+            and state.modified
+        ]
+        write_columns(session, changed, PROJECTED)
         session.flush()
         deletes: list[dict[str, Any]] = []
         inserts: list[dict[str, Any]] = []
@@ -261,6 +276,7 @@ class ProfilesBatch:
         )
         batch.load_segments(session, [e.tenant_id for e, _ in updated + merged])
         session.info[KEY] = batch
+        copy_new_rows(session, ProfileProjection)  # a poll's new profiles: COPY, not an INSERT each
 
     def finish(self, session: Session) -> None:
         batch = session.info.pop(KEY, None)

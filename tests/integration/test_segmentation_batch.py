@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from uuid import UUID, uuid4
 
+import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from services.segmentation.models import ProfileProjection, ProfileTag
@@ -85,3 +86,31 @@ def test_merges_in_one_poll_with_profiles_new_to_it(seg: Service) -> None:  # no
     seg.deliver(ProfilesMerged(survivor_id=one, merged_id=four, merge_id=uuid4(), rule="email"))
     assert seg.members(buyers) == {one}
     assert _tags(seg, four) == set()
+
+
+def test_a_poll_writes_new_projections_with_copy_and_stored_ones_in_one_update(seg: Service) -> None:  # noqa: F811
+    """The projections of a poll: the new ones copied in, the stored ones changed (in different columns)
+    written by one UPDATE from a scratch table (`write_columns`), not an UPDATE per run of projections
+    changed alike; what is read back is what each event said."""
+    old = [uuid4() for _ in range(3)]
+    seg.deliver(*(_event(p, 1, 1, ["a"]) for p in old))
+    statements: list[str] = []
+    sa.event.listen(seg.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    new = uuid4()
+    moved = _event(old[1], 2, 1, ["a"]).model_copy(update={"state": "RJ"})  # another column than old[0]'s
+    seg.deliver(_event(old[0], 2, 5, ["a"]), moved, _event(new, 1, 2, ["b"]))
+    # COPY goes to the driver itself (no statement event): the new row shows below, read back.
+    writes = [
+        s for s in statements if s.startswith(("INSERT", "UPDATE", "WITH")) and "profile_projection" in s
+    ]
+    assert len(writes) == 1, writes
+    assert writes[0].startswith("WITH w AS (DELETE FROM")
+    assert 'UPDATE "profile_projection"' in writes[0]
+    with Session(seg.engine) as session:
+        rows = {
+            p.profile_id: (p.profile_version, p.orders_count, p.state)
+            for p in session.exec(
+                select(ProfileProjection).where(col(ProfileProjection.profile_id).in_([*old, new]))
+            )
+        }
+    assert rows == {old[0]: (2, 5, "SP"), old[1]: (2, 1, "RJ"), old[2]: (1, 1, "SP"), new: (1, 2, "SP")}

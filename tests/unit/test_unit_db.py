@@ -17,7 +17,12 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import StatementError
 from sqlmodel import Session, col, select
 
-from services.segmentation.models import Segment, SegmentMembershipEvent, segmentation_registry
+from services.segmentation.models import (
+    ProfileProjection,
+    Segment,
+    SegmentMembershipEvent,
+    segmentation_registry,
+)
 from shared.db import UTCDateTime, any_of, make_engine, new_row, stage_insert, utcnow, write_columns
 
 metadata = sa.MetaData()
@@ -244,6 +249,32 @@ def test_write_columns_writes_every_object_in_one_statement_and_leaves_them_clea
         ]
         assert stored[2] is not None
         assert stored[2].rule["op"] == "eq"
+
+
+def test_write_columns_by_a_primary_key_not_named_id(segments_db: Engine) -> None:
+    with Session(segments_db) as session:
+        ids = [uuid4(), uuid4()]
+        tenant_id = uuid4()
+        session.add_all(
+            ProfileProjection(
+                profile_id=p, tenant_id=tenant_id, profile_version=1, orders_count=1, total_spent_minor=0
+            )
+            for p in ids
+        )
+        session.commit()
+        rows = [session.get(ProfileProjection, p) for p in ids]
+        assert rows[0] is not None
+        assert rows[1] is not None
+        rows[0].orders_count, rows[1].city = 7, "Recife"
+        statements: list[str] = []
+        sa.event.listen(segments_db, "before_cursor_execute", lambda *a: statements.append(a[2]))
+        write_columns(session, [rows[0], rows[1]], ("orders_count", "city"))
+        assert len(statements) == 1
+        assert "WHERE profile_projection.profile_id = ?" in statements[0]
+        session.commit()
+    with Session(segments_db) as session:
+        stored = [session.get(ProfileProjection, p) for p in ids]
+        assert [(r.orders_count, r.city) for r in stored if r is not None] == [(7, None), (1, "Recife")]
 
 
 def test_write_columns_leaves_other_changes_to_the_flush(segments_db: Engine) -> None:
