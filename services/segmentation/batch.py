@@ -21,9 +21,16 @@ from uuid import UUID
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from services.segmentation.models import ErasedProfile, ProfileProjection, ProfileTag, Segment, SegmentMember
+from services.segmentation.models import (
+    ErasedProfile,
+    Opened,
+    ProfileProjection,
+    ProfileTag,
+    Segment,
+    SegmentMember,
+)
 from services.segmentation.rules import InvalidRule, Rule, depends_on, load_rule
-from shared.db import bulk_insert, copy_new_rows, table_of, write_columns
+from shared.db import any_of, bulk_insert, copy_new_rows, table_of, write_columns
 from shared.events import Envelope, Event, ProfilesMerged, ProfileUpdated, ProfileUpdatedV2
 
 log = logging.getLogger("clientela.segments")
@@ -75,6 +82,7 @@ class Batch:
     stored_members: dict[UUID, set[UUID]] = field(default_factory=dict)
     segments: dict[UUID, list[Rules]] = field(default_factory=dict)  # tenant -> its segments
     erased: set[UUID] = field(default_factory=set)  # profiles erased at the person's request (LGPD)
+    opened: Opened = field(default_factory=dict)  # sealed tokens' clear values, for this poll only
 
     # -- loading ---------------------------------------------------------------------------------------
     def load(self, session: Session, profile_ids: Iterable[UUID]) -> None:
@@ -88,7 +96,7 @@ class Batch:
         for chunk in _chunks(ids):
             query = (
                 select(ProfileProjection)
-                .where(col(ProfileProjection.profile_id).in_(chunk))
+                .where(any_of(session, col(ProfileProjection.profile_id), chunk))
                 .order_by(col(ProfileProjection.profile_id))
             )
             if postgres:
@@ -98,7 +106,11 @@ class Batch:
                 self.projections[projection.profile_id] = projection
                 self.tenants[projection.profile_id] = projection.tenant_id
             self.erased.update(
-                session.exec(select(ErasedProfile.profile_id).where(col(ErasedProfile.profile_id).in_(chunk)))
+                session.exec(
+                    select(ErasedProfile.profile_id).where(
+                        any_of(session, col(ErasedProfile.profile_id), chunk)
+                    )
+                )
             )
         for profile_id in ids:
             self.stored_tags[profile_id], self.members[profile_id] = {}, {}
@@ -106,14 +118,14 @@ class Batch:
         for chunk in _chunks(ids):
             rows = session.execute(
                 sa.select(tag_table.c.profile_id, tag_table.c.kind, tag_table.c.value, tag_table.c.at).where(
-                    tag_table.c.profile_id.in_(chunk)
+                    any_of(session, tag_table.c.profile_id, chunk)
                 )
             )
             for profile_id, kind, value, at in rows:
                 self.stored_tags[profile_id].setdefault(kind, {})[value] = at
             rows = session.execute(
                 sa.select(member_table.c.profile_id, member_table.c.segment_id).where(
-                    member_table.c.profile_id.in_(chunk)
+                    any_of(session, member_table.c.profile_id, chunk)
                 )
             )
             for profile_id, segment_id in rows:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
@@ -76,10 +77,7 @@ class ProfileProjection(SegmentationTable, table=True):
 
     @birth_date.setter
     def birth_date(self, value: date | None) -> None:
-        if value != self.birth_date:
-            self.birth_date_sealed = seal_value(self.tenant_id, value)
-            self.birth_year = None if value is None else value.year
-            self.birth_month = None if value is None else value.month
+        self.set_sealed(birth_date=value, zip=self.zip)
 
     @property
     def zip(self) -> str | None:
@@ -87,20 +85,60 @@ class ProfileProjection(SegmentationTable, table=True):
 
     @zip.setter
     def zip(self, value: str | None) -> None:
-        if value != self.zip:
-            self.zip_sealed = seal_value(self.tenant_id, value)
-            self.zip_prefix = None if value is None else value[:5]
+        self.set_sealed(birth_date=self.birth_date, zip=value)
 
-    def columns(self) -> dict[str, Any]:
+    def set_sealed(self, *, birth_date: date | None, zip: str | None, opened: Opened | None = None) -> None:
+        """Set both sealed columns (and their generalised copies) where they differ from what is stored.
+        `opened`: the clear values of tokens already opened or sealed (a consumer batch's, see `Opened`)."""
+        if birth_date != _opened(opened, self.tenant_id, self.birth_date_sealed, open_date):
+            self.birth_date_sealed = _sealed(opened, self.tenant_id, birth_date)
+            self.birth_year = None if birth_date is None else birth_date.year
+            self.birth_month = None if birth_date is None else birth_date.month
+        if zip != _opened(opened, self.tenant_id, self.zip_sealed, open_text):
+            self.zip_sealed = _sealed(opened, self.tenant_id, zip)
+            self.zip_prefix = None if zip is None else zip[:5]
+
+    def columns(self, opened: Opened | None = None) -> dict[str, Any]:
         """The traits by column name as the evaluators read them: the sealed ones opened (under their
         own names, `birth_date` and `zip`), the generalised copies left out."""
-        found = self.model_dump(exclude=_SEALED_STORAGE)
-        found["birth_date"], found["zip"] = self.birth_date, self.zip
+        found = {name: getattr(self, name) for name in _SHOWN}
+        found["birth_date"] = _opened(opened, self.tenant_id, self.birth_date_sealed, open_date)
+        found["zip"] = _opened(opened, self.tenant_id, self.zip_sealed, open_text)
         return found
+
+
+# The clear values of sealed tokens (each token opens to one value: its nonce is its own), kept by a
+# consumer batch for its poll: an event compares the stored values with its own and shows both, before and
+# after, and each time opening a token costs an AES-GCM decryption. Dropped with the batch.
+Opened = dict[str, Any]
+
+
+def _opened(
+    opened: Opened | None, tenant_id: UUID, token: str | None, opener: Callable[[UUID, str], Any]
+) -> Any:
+    if token is None:
+        return None
+    if opened is None:
+        return opener(tenant_id, token)
+    found = opened.get(token, _UNKNOWN)
+    if found is _UNKNOWN:
+        found = opened[token] = opener(tenant_id, token)
+    return found
+
+
+def _sealed(opened: Opened | None, tenant_id: UUID, value: str | date | None) -> str | None:
+    token = seal_value(tenant_id, value)
+    if opened is not None and token is not None:
+        opened[token] = value
+    return token
+
+
+_UNKNOWN = object()
 
 
 # How the projection stores the birth date and the CEP (`ProfileProjection.columns` shows them opened).
 _SEALED_STORAGE = {"birth_date_sealed", "birth_year", "birth_month", "zip_sealed", "zip_prefix"}
+_SHOWN = tuple(name for name in ProfileProjection.model_fields if name not in _SEALED_STORAGE)
 
 
 class TagKind(StrEnum):

@@ -17,7 +17,7 @@ from sqlmodel import Session, col, select
 
 from services.segmentation import batch as batches
 from services.segmentation.evaluate import Traits
-from services.segmentation.models import ErasedProfile, ProfileProjection, ProfileTag, TagKind
+from services.segmentation.models import ErasedProfile, Opened, ProfileProjection, ProfileTag, TagKind
 from services.segmentation.rules import CONSENT_TAGS
 from shared.db import assign, new_row, utcnow
 from shared.events import ProfileUpdated, ProfileUpdatedV2, TenantMismatch
@@ -65,9 +65,13 @@ def apply_event(
 
 
 def _refreshed(
-    projection: ProfileProjection | None, tenant_id: UUID, event: ProfileUpdated | ProfileUpdatedV2
+    projection: ProfileProjection | None,
+    tenant_id: UUID,
+    event: ProfileUpdated | ProfileUpdatedV2,
+    opened: Opened | None = None,
 ) -> tuple[ProfileProjection, dict[str, Elements]]:
-    """The projection (created if new) with the event's scalars, and the event's tags."""
+    """The projection (created if new) with the event's scalars, and the event's tags. `opened`: a
+    consumer batch's clear values of sealed tokens (`models.Opened`)."""
     if projection is None:
         projection = new_row(
             ProfileProjection,
@@ -78,7 +82,7 @@ def _refreshed(
             total_spent_minor=to_minor(event.total_spent),
         )
     if isinstance(event, ProfileUpdatedV2):
-        _scalars_v2(projection, event)
+        _scalars_v2(projection, event, opened)
         tags = _tags_v2(event)
     else:
         _scalars_v1(projection, event)
@@ -101,16 +105,16 @@ def _apply_batched(
     before = (
         None
         if projection is None
-        else Traits(columns=projection.columns(), tags=batch.tags[event.profile_id])
+        else Traits(columns=projection.columns(batch.opened), tags=batch.tags[event.profile_id])
     )
-    projection, tags = _refreshed(projection, tenant_id, event)
+    projection, tags = _refreshed(projection, tenant_id, event, batch.opened)
     if projection not in session:
         session.add(projection)
     batch.set_projection(projection)
     kept = {kind: elements for kind, elements in batch.tags[event.profile_id].items() if kind not in tags}
     kept.update((kind, dict(elements)) for kind, elements in tags.items() if elements)
     batch.tags[event.profile_id] = kept
-    after = Traits(columns=projection.columns(), tags=kept)
+    after = Traits(columns=projection.columns(batch.opened), tags=kept)
     return Applied(projection, after, None if before is None else _differences(before, after), before)
 
 
@@ -151,9 +155,9 @@ def _rfm_scores(score: str | None) -> tuple[int | None, int | None, int | None]:
     return int(score[0]), int(score[1]), int(score[2])
 
 
-def _scalars_v2(projection: ProfileProjection, event: ProfileUpdatedV2) -> None:
+def _scalars_v2(projection: ProfileProjection, event: ProfileUpdatedV2, opened: Opened | None = None) -> None:
     aov = event.average_order_value
-    projection.birth_date, projection.zip = event.birth_date, event.zip  # sealed: see the model
+    projection.set_sealed(birth_date=event.birth_date, zip=event.zip, opened=opened)  # see the model
     assign(
         projection,
         orders_count=event.orders_count,
