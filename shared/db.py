@@ -23,7 +23,7 @@ from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.orm import ORMExecuteState, make_transient_to_detached, registry
 from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm import instrumentation as sa_instrumentation
-from sqlalchemy.orm.attributes import set_attribute, set_committed_value
+from sqlalchemy.orm.attributes import set_attribute
 from sqlmodel import Session, SQLModel
 
 
@@ -287,9 +287,12 @@ def write_columns(session: OrmSession, objects: list[Any], columns: tuple[str, .
                 for row in unique
             ]
             session.execute(statement, rows)
+    # What `set_committed_value(row, name, <its value>)` does for each column, once per row: the values
+    # stay, their change history goes (0.6 µs a column and a row less; the consumers write some twenty
+    # columns of thousands of rows a poll). `InstanceState._commit` is SQLAlchemy's own (the lock pins it).
     for row in unique:
-        for name in columns:
-            set_committed_value(row, name, getattr(row, name))
+        state = sa.inspect(row)
+        state._commit(state.dict, columns)
 
 
 def _update_from_copy(
