@@ -23,7 +23,7 @@ from services.segmentation.models import (
     SegmentMembershipEvent,
     segmentation_registry,
 )
-from shared.db import UTCDateTime, any_of, make_engine, new_row, stage_insert, utcnow, write_columns
+from shared.db import UTCDateTime, any_of, assign, make_engine, new_row, stage_insert, utcnow, write_columns
 
 metadata = sa.MetaData()
 stamp = sa.Table(
@@ -249,6 +249,29 @@ def test_write_columns_writes_every_object_in_one_statement_and_leaves_them_clea
         ]
         assert stored[2] is not None
         assert stored[2].rule["op"] == "eq"
+
+
+def test_assign_records_only_what_changes(segments_db: Engine) -> None:
+    with Session(segments_db) as session:
+        segment = saved_segment(session)
+        session.refresh(segment)  # loaded, as the consumers' rows are
+        rule = dict(segment.rule)  # equal, not the same object
+        assign(segment, name=segment.name, rule=rule, purpose=None)
+        assert not session.is_modified(segment)  # equal values of the same type: nothing to write
+        assign(segment, name="Champions", purpose="marketing")
+        history = sa.inspect(segment).attrs
+        assert history.name.history.added == ["Champions"]
+        assert history.purpose.history.added == ["marketing"]
+        assert not history.rule.history.has_changes()
+        session.expire(segment, ["name"])  # not in the instance's dict: set, whatever it holds
+        assign(segment, name="Champions")
+        assert sa.inspect(segment).attrs.name.history.added == ["Champions"]
+        session.commit()
+        segment_id = segment.id
+    with Session(segments_db) as session:
+        stored = session.get(Segment, segment_id)
+        assert stored is not None
+        assert (stored.name, stored.purpose) == ("Champions", "marketing")
 
 
 def test_write_columns_by_a_primary_key_not_named_id(segments_db: Engine) -> None:
