@@ -20,7 +20,7 @@ from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect, Engine
-from sqlalchemy.orm import ORMExecuteState, make_transient_to_detached, registry
+from sqlalchemy.orm import ORMExecuteState, registry
 from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.orm import instrumentation as sa_instrumentation
 from sqlalchemy.orm.attributes import set_attribute
@@ -394,10 +394,11 @@ def _copy_new_rows(session: OrmSession, _context: Any, _instances: Any) -> None:
         names = [column.key for column in table_of(model).columns]
         # From each object's dict (where `new_row` put every field): no attribute access per column.
         bulk_insert(session, model, [{name: obj.__dict__.get(name) for name in names} for obj in objects])
-        for obj in objects:
-            session.expunge(obj)
-            make_transient_to_detached(obj)  # its values are what the row holds now
-            session.add(obj)
+        # Pending -> persistent as the flush itself registers the rows it inserted (`Session.
+        # _register_persistent`, SQLAlchemy's own; the lock pins it): identity key and map, values
+        # committed, and inserted in this transaction (a rollback expunges them again). It was expunge,
+        # `make_transient_to_detached` and `add`: three cascades and ~9.5 µs an object.
+        session._register_persistent({sa.inspect(obj) for obj in objects})
 
 
 _STAGED = "clientela.staged_rows"

@@ -173,3 +173,28 @@ def test_copy_new_rows_inserts_with_copy_and_keeps_the_objects_current(
             assert session.get(Profile, profile_id) is not None
     finally:
         engine.dispose()
+
+
+def test_copied_rows_leave_the_session_when_their_transaction_rolls_back(
+    clean_databases: dict[str, str],
+) -> None:
+    """As rows the ORM inserted itself: a rollback leaves no object standing for a row that is not there."""
+    from services.profile.models import Profile
+    from shared.db import copy_new_rows, new_row
+
+    sa.orm.configure_mappers()
+    engine = make_engine(clean_databases["profile"])
+    try:
+        with Session(engine) as session:
+            copy_new_rows(session, Profile)
+            profile = new_row(Profile, tenant_id=uuid4())
+            session.add(profile)
+            session.flush()
+            assert sa.inspect(profile).persistent
+            assert session.get(Profile, profile.id) is profile  # in the identity map
+            session.rollback()
+            assert profile not in session
+            assert sa.inspect(profile).transient
+            assert session.get(Profile, profile.id) is None
+    finally:
+        engine.dispose()
