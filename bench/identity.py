@@ -254,12 +254,7 @@ def run_clientela(records: Records, batch: int = BATCH) -> tuple[dict[str, str],
         assert isinstance(worker, ConsumerWorker)
         raws = records.envelopes
         tune_gc(settings)  # as the service's processes do once started
-        started = time.perf_counter()
-        cpu_started = time.process_time()
-        for start in range(0, len(raws), batch):
-            worker.apply(raws[start : start + batch])
-        seconds = time.perf_counter() - started
-        cpu = time.process_time() - cpu_started
+        seconds, cpu = report.apply_in_polls(worker, raws, batch)
         with engine.connect() as conn:
             owner = {
                 str(row.id): str(row.profile_id)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -48,6 +47,11 @@ def events(rows: list[dict[str, Any]], tenant_id: uuid.UUID) -> list[bytes]:
     return out
 
 
+def generated_rows(orders: int, seed: int) -> list[dict[str, Any]]:
+    """The first `orders` lines of `clientela generate --orders <orders> --seed <seed>`, parsed."""
+    return [orjson.loads(line) for line in orders_file(orders, seed).read_bytes().splitlines()[:orders]]
+
+
 def run_case(name: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
     url = f"{PG}/clientela_profile_bench"
     reset_database(url)
@@ -60,12 +64,7 @@ def run_case(name: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
         raws = events(rows, uuid.uuid4())
         batch = settings.consumer_max_poll_records
         tune_gc(settings)  # as the service's processes do once started
-        started = time.perf_counter()
-        cpu_started = time.process_time()
-        for start in range(0, len(raws), batch):
-            worker.apply(raws[start : start + batch])
-        seconds = time.perf_counter() - started
-        cpu = time.process_time() - cpu_started
+        seconds, cpu = report.apply_in_polls(worker, raws, batch)
         with engine.connect() as conn:
             profiles = conn.execute(
                 sa.text("SELECT count(*) FROM profile WHERE status = 'active'")
@@ -90,11 +89,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     CACHE.mkdir(parents=True, exist_ok=True)
-    generated = [orjson.loads(line) for line in orders_file(args.orders, args.seed).read_bytes().splitlines()]
+    generated = generated_rows(args.orders, args.seed)
     names = {role: OLIST_SUBSET / f"{stem}.csv.gz" for role, stem in importers.OLIST_FILES.items()}
     with tempfile.TemporaryDirectory() as tmp:
         olist = [row for _, row in importers.read_olist(names, Path(tmp))]
-    cases = [run_case("generated", generated[: args.orders]), run_case("olist-extract", olist)]
+    cases = [run_case("generated", generated), run_case("olist-extract", olist)]
     results = report.publish(
         "profiles",
         cases,

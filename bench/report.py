@@ -74,3 +74,13 @@ def reference_seconds() -> float:
         best = min(best, time.process_time() - started)
         del names
     return round(best, 3)
+
+
+def apply_in_polls(worker: Any, raws: list[bytes], batch: int) -> tuple[float, float]:
+    """Apply these Kafka record values through a consumer worker (`shared.consumer.ConsumerWorker.apply`)
+    `batch` at a time, as polls would deliver them; return the wall and CPU seconds it took."""
+    started = time.perf_counter()
+    cpu_started = time.process_time()
+    for start in range(0, len(raws), batch):
+        worker.apply(raws[start : start + batch])
+    return time.perf_counter() - started, time.process_time() - cpu_started

@@ -17,16 +17,15 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
-import time
 from typing import Any
 
-import orjson
 import sqlalchemy as sa
 from sqlmodel import Session
 
 from bench import report
-from bench.ingest import CACHE, PG, orders_file, reset_database
+from bench.ingest import CACHE, PG, reset_database
 from bench.pipeline import SEGMENTS
+from bench.profiles import generated_rows
 from bench.profiles import run_case as run_profiles
 from bench.report import ROOT
 from services.segmentation import segments
@@ -90,12 +89,7 @@ def run_case(name: str, raws: list[bytes]) -> dict[str, Any]:
         assert isinstance(worker, ConsumerWorker)
         batch = settings.consumer_max_poll_records
         tune_gc(settings)  # as the service's processes do once started
-        started = time.perf_counter()
-        cpu_started = time.process_time()
-        for start in range(0, len(raws), batch):
-            worker.apply(raws[start : start + batch])
-        seconds = time.perf_counter() - started
-        cpu = time.process_time() - cpu_started
+        seconds, cpu = report.apply_in_polls(worker, raws, batch)
         with engine.connect() as connection:
             member = SegmentMember.__table__  # type: ignore[attr-defined]
             sizes = dict.fromkeys(ids.values(), 0)
@@ -127,11 +121,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     CACHE.mkdir(parents=True, exist_ok=True)
-    generated = [orjson.loads(line) for line in orders_file(args.orders, args.seed).read_bytes().splitlines()]
+    generated = generated_rows(args.orders, args.seed)
     # The profile stage in a process of its own: this one measures the segmentation consumer alone, on a
     # heap without the profile run's objects (as the service's own process).
     with multiprocessing.get_context("spawn").Pool(1) as pool:
-        profiles = pool.apply(run_profiles, ("generated", generated[: args.orders]))
+        profiles = pool.apply(run_profiles, ("generated", generated))
     case = run_case(f"profile events of {args.orders:,} generated orders", profile_events())
     case["orders"], case["profiles"] = args.orders, profiles["profiles"]
     results = report.publish(

@@ -251,6 +251,14 @@ def test_write_columns_writes_every_object_in_one_statement_and_leaves_them_clea
         assert stored[2].rule["op"] == "eq"
 
 
+def name_and_purpose(engine: Engine, segment_id: UUID) -> tuple[str, str | None]:
+    """What the table holds of the segment, read in a session of its own."""
+    with Session(engine) as session:
+        stored = session.get(Segment, segment_id)
+        assert stored is not None
+        return stored.name, stored.purpose
+
+
 def test_assign_records_only_what_changes(segments_db: Engine) -> None:
     with Session(segments_db) as session:
         segment = saved_segment(session)
@@ -266,12 +274,9 @@ def test_assign_records_only_what_changes(segments_db: Engine) -> None:
         session.expire(segment, ["name"])  # not in the instance's dict: set, whatever it holds
         assign(segment, name="Champions")
         assert sa.inspect(segment).attrs.name.history.added == ["Champions"]
-        session.commit()
         segment_id = segment.id
-    with Session(segments_db) as session:
-        stored = session.get(Segment, segment_id)
-        assert stored is not None
-        assert (stored.name, stored.purpose) == ("Champions", "marketing")
+        session.commit()
+    assert name_and_purpose(segments_db, segment_id) == ("Champions", "marketing")
 
 
 def test_write_columns_by_a_primary_key_not_named_id(segments_db: Engine) -> None:
@@ -307,12 +312,9 @@ def test_write_columns_leaves_other_changes_to_the_flush(segments_db: Engine) ->
         segment.name, segment.purpose = "Champions", "marketing"
         write_columns(session, [segment], ("name",))
         assert session.is_modified(segment)  # purpose is still to be written
-        session.commit()
         segment_id = segment.id
-    with Session(segments_db) as session:
-        stored = session.get(Segment, segment_id)
-        assert stored is not None
-        assert (stored.name, stored.purpose) == ("Champions", "marketing")
+        session.commit()
+    assert name_and_purpose(segments_db, segment_id) == ("Champions", "marketing")
 
 
 # -- any_of: IN on SQLite, = ANY(array) on PostgreSQL --------------------------------------------------------
