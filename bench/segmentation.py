@@ -25,6 +25,7 @@ from sqlmodel import Session
 from bench import report
 from bench.ingest import CACHE, PG, reset_database
 from bench.pipeline import SEGMENTS
+from bench.profiles import DATABASE as PROFILES_DB
 from bench.profiles import generated_rows
 from bench.profiles import run_case as run_profiles
 from bench.report import ROOT
@@ -40,26 +41,17 @@ from shared.migrations import upgrade
 from shared.outbox import open_body
 from shared.web import tune_gc
 
-PROFILES_DB = f"{PG}/clientela_profile_bench"  # where `bench.profiles.run_case` leaves its profiles
 
-
-def profile_events() -> list[bytes]:
-    """The profile events `bench.profiles` left in its outbox, as the relay would publish them."""
+def from_profiles() -> tuple[list[bytes], dict[str, int]]:
+    """What `bench.profiles` left in its database: the profile events of its outbox, as the relay would
+    publish them, and each segment's size as that database says (the active profiles its rule's condition
+    selects)."""
     engine = make_engine(PROFILES_DB)
     try:
         with engine.connect() as connection:
             rows = connection.execute(sa.text("SELECT body FROM outbox_message ORDER BY id"))
-            return [open_body(bytes(body)) for (body,) in rows]
-    finally:
-        engine.dispose()
-
-
-def expected_sizes() -> dict[str, int]:
-    """Each segment's size as the profile database says: the active profiles its rule's condition selects."""
-    engine = make_engine(PROFILES_DB)
-    try:
-        with engine.connect() as connection:
-            return {
+            raws = [open_body(bytes(body)) for (body,) in rows]
+            sizes = {
                 name: connection.execute(
                     sa.text(f"SELECT count(*) FROM profile WHERE status = 'active' AND {condition}")  # noqa: S608
                 ).scalar_one()
@@ -67,9 +59,10 @@ def expected_sizes() -> dict[str, int]:
             }
     finally:
         engine.dispose()
+    return raws, sizes
 
 
-def run_case(name: str, raws: list[bytes]) -> dict[str, Any]:
+def run_case(name: str, raws: list[bytes], expected: dict[str, int]) -> dict[str, Any]:
     url = f"{PG}/clientela_segmentation_bench"
     reset_database(url)
     upgrade(ROOT / "services" / "segmentation", url)
@@ -101,7 +94,6 @@ def run_case(name: str, raws: list[bytes]) -> dict[str, Any]:
             assert segments_left == len(SEGMENTS)
     finally:
         engine.dispose()
-    expected = expected_sizes()
     if sizes != expected:
         raise SystemExit(f"segment sizes {sizes} differ from the profile database's {expected}")
     return {
@@ -126,7 +118,7 @@ def main() -> None:
     # heap without the profile run's objects (as the service's own process).
     with multiprocessing.get_context("spawn").Pool(1) as pool:
         profiles = pool.apply(run_profiles, ("generated", generated))
-    case = run_case(f"profile events of {args.orders:,} generated orders", profile_events())
+    case = run_case(f"profile events of {args.orders:,} generated orders", *from_profiles())
     case["orders"], case["profiles"] = args.orders, profiles["profiles"]
     results = report.publish(
         "segmentation",

@@ -186,15 +186,12 @@ class Batch:
         """Write the projections, then the tags and memberships that differ from the tables. The stored
         projections the batch changed go in one statement (`write_columns`): the ORM's flush writes each
         run of projections changed in the same columns apart, an UPDATE per run; new ones are copied in
-        with the flush (`copy_new_rows`, set up by `ProfilesBatch.prepare`)."""
-        deleted = session.deleted  # an IdentitySet: table models are not hashable
+        with the flush (`copy_new_rows`, set up by `ProfilesBatch.prepare`). A removed projection is None
+        here (`remove`)."""
         changed = [
             projection
             for projection in self.projections.values()
-            if projection is not None
-            and projection not in deleted
-            and (state := sa.inspect(projection)).persistent
-            and state.modified
+            if projection is not None and (state := sa.inspect(projection)).persistent and state.modified
         ]
         write_columns(session, changed, PROJECTED)
         session.flush()

@@ -77,7 +77,7 @@ class ProfileProjection(SegmentationTable, table=True):
 
     @birth_date.setter
     def birth_date(self, value: date | None) -> None:
-        self.set_sealed(birth_date=value, zip=self.zip)
+        self._set_birth_date(value, None)
 
     @property
     def zip(self) -> str | None:
@@ -85,18 +85,24 @@ class ProfileProjection(SegmentationTable, table=True):
 
     @zip.setter
     def zip(self, value: str | None) -> None:
-        self.set_sealed(birth_date=self.birth_date, zip=value)
+        self._set_zip(value, None)
 
     def set_sealed(self, *, birth_date: date | None, zip: str | None, opened: Opened | None = None) -> None:
         """Set both sealed columns (and their generalised copies) where they differ from what is stored.
         `opened`: the clear values of tokens already opened or sealed (a consumer batch's, see `Opened`)."""
-        if birth_date != _opened(opened, self.tenant_id, self.birth_date_sealed, open_date):
-            self.birth_date_sealed = _sealed(opened, self.tenant_id, birth_date)
-            self.birth_year = None if birth_date is None else birth_date.year
-            self.birth_month = None if birth_date is None else birth_date.month
-        if zip != _opened(opened, self.tenant_id, self.zip_sealed, open_text):
-            self.zip_sealed = _sealed(opened, self.tenant_id, zip)
-            self.zip_prefix = None if zip is None else zip[:5]
+        self._set_birth_date(birth_date, opened)
+        self._set_zip(zip, opened)
+
+    def _set_birth_date(self, value: date | None, opened: Opened | None) -> None:
+        if value != _opened(opened, self.tenant_id, self.birth_date_sealed, open_date):
+            self.birth_date_sealed = _sealed(opened, self.tenant_id, value)
+            self.birth_year = None if value is None else value.year
+            self.birth_month = None if value is None else value.month
+
+    def _set_zip(self, value: str | None, opened: Opened | None) -> None:
+        if value != _opened(opened, self.tenant_id, self.zip_sealed, open_text):
+            self.zip_sealed = _sealed(opened, self.tenant_id, value)
+            self.zip_prefix = None if value is None else value[:5]
 
     def columns(self, opened: Opened | None = None) -> dict[str, Any]:
         """The traits by column name as the evaluators read them: the sealed ones opened (under their
