@@ -47,14 +47,11 @@ import sqlalchemy as sa
 from pydantic import ValidationError
 
 from bench import report
-from bench.ingest import CACHE, PG, orders_file, reset_database
-from bench.report import ROOT
+from bench.ingest import CACHE, PG, migrated_database, orders_file
 from services.profile.consumer import workers
 from services.profile.settings import ProfileSettings
 from shared.consumer import ConsumerWorker
-from shared.db import make_engine
 from shared.events import BehaviourRecorded, CustomerRecorded, OrderIngested
-from shared.migrations import upgrade
 from shared.normalize import fold
 from shared.records import BehaviourEvent, Customer, CustomerRecord, CustomerRef, Order
 from shared.settings import MAX_POLL_RECORDS
@@ -245,9 +242,7 @@ def read_truth(folder: Path, keys: Mapping[str, object]) -> dict[str, str]:
 def run_clientela(records: Records, batch: int = BATCH) -> tuple[dict[str, str], dict[str, Any]]:
     """Apply the events through the records consumer; return record -> profile and the run's numbers."""
     url = f"{PG}/clientela_identity_bench"
-    reset_database(url)
-    upgrade(ROOT / "services" / "profile", url)
-    engine = make_engine(url)
+    engine = migrated_database(url, "profile")
     try:
         settings = ProfileSettings(database_url=url, topic_prefix="bench.")
         worker = dict(workers(engine, settings))["profile-records"]

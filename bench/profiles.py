@@ -21,15 +21,12 @@ import orjson
 import sqlalchemy as sa
 
 from bench import report
-from bench.ingest import CACHE, OLIST_SUBSET, PG, orders_file, reset_database
-from bench.report import ROOT
+from bench.ingest import CACHE, OLIST_SUBSET, PG, migrated_database, orders_file
 from services.ingest import importers
 from services.profile.consumer import workers
 from services.profile.settings import ProfileSettings
 from shared.consumer import ConsumerWorker
-from shared.db import make_engine
 from shared.events import OrderIngested
-from shared.migrations import upgrade
 from shared.records import Order
 from shared.web import tune_gc
 
@@ -56,9 +53,7 @@ DATABASE = f"{PG}/clientela_profile_bench"  # left as the last case made it (`be
 
 
 def run_case(name: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    reset_database(DATABASE)
-    upgrade(ROOT / "services" / "profile", DATABASE)
-    engine = make_engine(DATABASE)
+    engine = migrated_database(DATABASE, "profile")
     try:
         settings = ProfileSettings(database_url=DATABASE, topic_prefix="bench.")
         worker = dict(workers(engine, settings))["profile-records"]

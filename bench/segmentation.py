@@ -23,12 +23,11 @@ import sqlalchemy as sa
 from sqlmodel import Session
 
 from bench import report
-from bench.ingest import CACHE, PG, reset_database
+from bench.ingest import CACHE, PG, migrated_database
 from bench.pipeline import SEGMENTS
 from bench.profiles import DATABASE as PROFILES_DB
 from bench.profiles import generated_rows
 from bench.profiles import run_case as run_profiles
-from bench.report import ROOT
 from services.segmentation import segments
 from services.segmentation.consumer import workers
 from services.segmentation.models import Segment, SegmentMember
@@ -37,7 +36,6 @@ from services.segmentation.settings import SegmentationSettings
 from shared.consumer import ConsumerWorker
 from shared.db import make_engine
 from shared.events import Envelope
-from shared.migrations import upgrade
 from shared.outbox import open_body
 from shared.web import tune_gc
 
@@ -64,9 +62,7 @@ def from_profiles() -> tuple[list[bytes], dict[str, int]]:
 
 def run_case(name: str, raws: list[bytes], expected: dict[str, int]) -> dict[str, Any]:
     url = f"{PG}/clientela_segmentation_bench"
-    reset_database(url)
-    upgrade(ROOT / "services" / "segmentation", url)
-    engine = make_engine(url)
+    engine = migrated_database(url, "segmentation")
     try:
         settings = SegmentationSettings(database_url=url, topic_prefix="bench.")
         tenant_id = Envelope.from_bytes(raws[0]).tenant_id
