@@ -1,7 +1,9 @@
 """Accepting records — orders, customer records, behaviour events — one or a thousand at a time.
 
 Every record is validated and normalised on its own: one bad record never blocks the others. The valid
-ones are stored, with their outbox events, in one transaction (bulk inserts), so a 2xx means durable.
+ones are stored, with their outbox events, in one transaction (bulk inserts), so a 2xx means durable; in
+two when a concurrent batch holds some of them (another version of the same order in flight): the others
+do not wait for it (`accept`).
 
 A record is identified by (tenant, kind, source, external_id). Sent again it is
 - a *duplicate* when its canonical body is identical (no new event),
@@ -16,6 +18,7 @@ stored record, of the bytes already serialised for its hash; `open_payload` read
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -203,7 +206,6 @@ def accept(
     tenant_id: UUID,
     session: Session,
     correlation_id: str | Sequence[str | None] | None = None,
-    _attempt: int = 1,
 ) -> list[ItemResult]:
     """Validate, store and announce `items` (raw JSON values, or records already validated); a result per
     item, in order. `correlation_id`: the request's, or one per item (records of several requests
@@ -252,57 +254,102 @@ def accept(
             results[index] = ItemResult(index, Outcome.suppressed)
             tally.outcome(Outcome.suppressed.value)
         valid = [v for v in valid if v.position not in erased]
-    record_keys = {v.key for v in valid}
-    _lock_keys(session, tenant_id, kind.name, record_keys)
-    states = _load_states(session, tenant_id, kind.name, record_keys)
-    outbox: list[dict[str, Any]] = []
-    for index, record, body_hash, key, sealed, body_json, kafka_key in valid:
-        state = states.get(key)
-        updated_at = kind.updated_at(record)
-        if state is None:
-            state = states[key] = _State(
-                uuid4(), 1, body_hash, updated_at, new=True, changed=True, sealed=sealed
-            )
-            outcome = Outcome.accepted
-        else:
-            outcome = decide(state, body_hash, updated_at, immutable=kind.immutable)
-            if outcome == Outcome.updated:
-                state.version += 1
-                state.body_hash, state.source_updated_at = body_hash, updated_at
-                state.sealed = sealed
-                state.changed = True
-        results[index] = ItemResult(index, outcome, state.id, state.version)
-        tally.outcome(outcome.value)
-        if outcome in (Outcome.accepted, Outcome.updated):
-            outbox.append(
-                outbox_row(
-                    kind.event_type,
-                    kind.payload(state.id, state.version, body_json),
-                    tenant_id=tenant_id,
-                    key=kafka_key,
-                    correlation_id=cid(index),
-                )
-            )
-    try:
-        _write(session, tenant_id, kind.name, states, outbox)
-        quality.add(session, tenant_id, tally)
-        session.commit()
-    except (IntegrityError, OperationalError) as exc:
-        # The same record was inserted concurrently (or two batches deadlocked on it): decide again
-        # against the rows that won. Anything else (the database is down) is not ours to retry.
-        session.rollback()
-        retryable = isinstance(exc, IntegrityError) or isinstance(exc.orig, psycopg.errors.DeadlockDetected)
-        if not retryable or _attempt >= MAX_ATTEMPTS:
-            raise
-        return accept(
-            kind,
-            items,
-            tenant_id=tenant_id,
-            session=session,
-            correlation_id=correlation_id,
-            _attempt=_attempt + 1,
-        )
+    # The records no other transaction holds are stored now, without waiting; those a concurrent batch
+    # holds (another version of the same order in flight) after it committed, in a transaction of their own.
+    # A batch waiting with its other records' locks taken made every batch sharing one of those wait too.
+    held = _try_lock_keys(session, tenant_id, kind.name, {v.key for v in valid})
+    store = functools.partial(
+        _store, kind, tenant_id=tenant_id, session=session, results=results, correlation_id=cid
+    )
+    store([v for v in valid if v.key not in held], counts=tally, locked=True)
+    if held:
+        store([v for v in valid if v.key in held], counts=quality.Tally(kind.name), locked=False)
     return [r for r in results if r is not None]
+
+
+def _store(
+    kind: Kind[M],
+    part: list[_Valid[M]],
+    *,
+    tenant_id: UUID,
+    session: Session,
+    results: list[ItemResult | None],
+    correlation_id: Callable[[int], str | None],
+    counts: quality.Tally,
+    locked: bool,
+) -> None:
+    """Store these valid records (their results into `results`) and commit, with the quality `counts`
+    gathered so far and their outcomes. `locked`: this transaction holds their locks already."""
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        tally = quality.Tally(kind.name, counts.counts.copy())
+        record_keys = {v.key for v in part}
+        if not locked:
+            _lock_keys(session, tenant_id, kind.name, record_keys)
+        states = _load_states(session, tenant_id, kind.name, record_keys)
+        outbox: list[dict[str, Any]] = []
+        for index, record, body_hash, key, sealed, body_json, kafka_key in part:
+            state = states.get(key)
+            updated_at = kind.updated_at(record)
+            if state is None:
+                state = states[key] = _State(
+                    uuid4(), 1, body_hash, updated_at, new=True, changed=True, sealed=sealed
+                )
+                outcome = Outcome.accepted
+            else:
+                outcome = decide(state, body_hash, updated_at, immutable=kind.immutable)
+                if outcome == Outcome.updated:
+                    state.version += 1
+                    state.body_hash, state.source_updated_at = body_hash, updated_at
+                    state.sealed = sealed
+                    state.changed = True
+            results[index] = ItemResult(index, outcome, state.id, state.version)
+            tally.outcome(outcome.value)
+            if outcome in (Outcome.accepted, Outcome.updated):
+                outbox.append(
+                    outbox_row(
+                        kind.event_type,
+                        kind.payload(state.id, state.version, body_json),
+                        tenant_id=tenant_id,
+                        key=kafka_key,
+                        correlation_id=correlation_id(index),
+                    )
+                )
+        try:
+            _write(session, tenant_id, kind.name, states, outbox)
+            quality.add(session, tenant_id, tally)
+            session.commit()
+            return
+        except (IntegrityError, OperationalError) as exc:
+            # The same record was inserted concurrently (or two batches deadlocked on it): decide again
+            # against the rows that won. Anything else (the database is down) is not ours to retry.
+            session.rollback()
+            retryable = isinstance(exc, IntegrityError) or isinstance(
+                exc.orig, psycopg.errors.DeadlockDetected
+            )
+            if not retryable or attempt >= MAX_ATTEMPTS:
+                raise
+            locked = False  # the rollback released them
+
+
+def _try_lock_keys(
+    session: Session, tenant_id: UUID, kind: str, keys: set[tuple[str, str]]
+) -> set[tuple[str, str]]:
+    """Take the records' transaction locks that are free (PostgreSQL; see `_lock_keys`), without waiting;
+    return the keys another transaction holds."""
+    if not keys or session.get_bind().dialect.name != "postgresql":
+        return set()
+    by_hash = {_lock_hash(tenant_id, kind, key): key for key in keys}
+    held = session.execute(
+        sa.text("SELECT k FROM unnest(CAST(:keys AS bigint[])) AS k WHERE NOT pg_try_advisory_xact_lock(k)"),
+        {"keys": sorted(by_hash)},
+    ).scalars()
+    return {by_hash[k] for k in held}
+
+
+def _lock_hash(tenant_id: UUID, kind: str, key: tuple[str, str]) -> int:
+    source, external_id = key
+    digest_ = hashlib.blake2b(f"{tenant_id}|{kind}|{source}|{external_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest_, signed=True)
 
 
 def _lock_keys(session: Session, tenant_id: UUID, kind: str, keys: set[tuple[str, str]]) -> None:
@@ -312,14 +359,7 @@ def _lock_keys(session: Session, tenant_id: UUID, kind: str, keys: set[tuple[str
     never wait for each other. SQLite has a single writer anyway."""
     if not keys or session.get_bind().dialect.name != "postgresql":
         return
-    hashes = sorted(
-        {
-            int.from_bytes(
-                hashlib.blake2b(f"{tenant_id}|{kind}|{s}|{e}".encode(), digest_size=8).digest(), signed=True
-            )
-            for s, e in keys
-        }
-    )
+    hashes = sorted({_lock_hash(tenant_id, kind, key) for key in keys})
     session.execute(
         sa.text("SELECT pg_advisory_xact_lock(k) FROM unnest(CAST(:keys AS bigint[])) AS k ORDER BY k"),
         {"keys": hashes},

@@ -13,11 +13,12 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import Session, func, select
 
+from services.ingest import intake
 from services.ingest.group_commit import GroupCommit
 from services.ingest.models import IdempotencyRecord, InboundRecord
 from shared.db import make_engine
 from shared.events import Envelope
-from shared.infra import OutboxMessage
+from shared.infra import OutboxMessage, Tenant
 from shared.outbox import open_body
 from tests.support import ADMIN_TOKEN, Stack, auth, eventually, order_body
 
@@ -222,6 +223,35 @@ def test_fifty_identical_parallel_posts_create_exactly_one_order(
     assert codes.count(202) >= 1
     assert count(ingest_db, InboundRecord) == 1
     assert count(ingest_db, OutboxMessage, OutboxMessage.event_type == "order.ingested") == 1
+
+
+def test_a_batch_stores_its_other_records_while_another_transaction_holds_one(
+    stack: Stack, ingest_db: sa.Engine
+) -> None:
+    """A batch does not wait for a concurrent batch's records to store its own: the records nobody holds
+    commit at once, the held one once its holder has committed; the batch answers for all of them."""
+    key = stack.create_tenant()
+    with Session(ingest_db) as session:
+        tenant_id = session.exec(select(Tenant.id)).one()
+    items = [order_body(f"H-{n}", f"h{n}@example.com", "10.00") for n in (1, 2, 3)]
+    stored = InboundRecord.external_id.in_(["H-1", "H-2", "H-3"])  # type: ignore[attr-defined]
+    with Session(ingest_db) as holder, ThreadPoolExecutor(1) as pool:
+        intake._lock_keys(holder, tenant_id, "order", {("site", "H-2")})  # as a batch carrying H-2 would
+        answer = pool.submit(stack.ingest.post, "/v1/orders:batch", json={"items": items}, headers=auth(key))
+
+        def the_free_ones_are_stored() -> None:
+            assert count(ingest_db, InboundRecord, stored) == 2
+
+        eventually(the_free_ones_are_stored)
+        assert not answer.done()  # H-2 waits for its holder
+        holder.commit()
+        response = answer.result(timeout=30)
+    assert response.status_code == 200, response.text
+    assert [r["status"] for r in response.json()["results"]] == ["accepted"] * 3
+    assert count(ingest_db, InboundRecord, stored) == 3
+    assert count(ingest_db, OutboxMessage, OutboxMessage.event_type == "order.ingested") == 3
+    orders = stack.ingest.get("/v1/quality", headers=auth(key)).json()["kinds"]["order"]
+    assert (orders["received"], orders["accepted"]) == (3, 3)
 
 
 def test_quality_report_counts_outcomes_rejections_and_completeness(stack: Stack) -> None:
