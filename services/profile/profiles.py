@@ -536,12 +536,13 @@ def announce(session: Session, profile: Profile, *, correlation_id: str | None) 
     assign(profile, version=profile.version + 1, updated_at=utcnow())
     traits = segmentable_traits(profile)
     kept = as_announced(profile.tenant_id, traits)
+    before = profile.announced  # read once: an ORM attribute, for each of the traits
     event = ProfileUpdatedV2.model_validate(
         {
             **traits,
             "profile_id": profile.id,
             "profile_version": profile.version,
-            "changed": sorted(k for k, v in kept.items() if profile.announced.get(k, _UNSET) != v),
+            "changed": sorted(k for k, v in kept.items() if before.get(k, _UNSET) != v),
         }
     )
     assign(profile, announced=kept)
