@@ -198,10 +198,7 @@ def second_stage(
     _open({pid: sealed[pid] for pid in ids if pid in sealed}, readable)
     fields = {p.id: match_fields(p, readable.get(p.id, [])) for p in profiles}
     keys = {p.id: {hashed(p.tenant_id, k) for k in matching.blocking_keys(fields[p.id])} for p in profiles}
-    # Core statements, not ORM rows: thousands of keys per batch (inserted with COPY on PostgreSQL).
-    session.execute(sa.delete(_BLOCK_KEYS).where(any_of(session, _BLOCK_KEYS.c.profile_id, ids)))
-    rows = [{"tenant_id": p.tenant_id, "key": k, "profile_id": p.id} for p in profiles for k in keys[p.id]]
-    bulk_insert(session, ProfileBlockKey, rows)
+    _store_keys(session, profiles, keys)
 
     wanted = sorted({k for ks in keys.values() for k in ks})
     holders: dict[str, set[UUID]] = {}
@@ -256,6 +253,34 @@ def second_stage(
         )
     session.flush()
     return merges
+
+
+def _store_keys(session: Session, profiles: list[Profile], keys: dict[UUID, set[str]]) -> None:
+    """Store the profiles' blocking keys: delete those they no longer have and insert the new ones (most
+    of a changed profile's keys are the ones it had: a new order rarely brings a new name, CEP or phone).
+    Core statements, not ORM rows: thousands of keys per batch (inserted with COPY on PostgreSQL)."""
+    ids = [p.id for p in profiles]
+    stored: dict[UUID, set[str]] = {pid: set() for pid in ids}
+    for start in range(0, len(ids), 1000):
+        for key, holder in session.execute(
+            sa.select(_BLOCK_KEYS.c.key, _BLOCK_KEYS.c.profile_id).where(
+                any_of(session, _BLOCK_KEYS.c.profile_id, ids[start : start + 1000])
+            )
+        ):
+            stored[holder].add(key)
+    gone = [(pid, key) for pid in ids for key in sorted(stored[pid] - keys[pid])]
+    for start in range(0, len(gone), 1000):
+        session.execute(
+            sa.delete(_BLOCK_KEYS).where(
+                sa.tuple_(_BLOCK_KEYS.c.profile_id, _BLOCK_KEYS.c.key).in_(gone[start : start + 1000])
+            )
+        )
+    rows = [
+        {"tenant_id": p.tenant_id, "key": k, "profile_id": p.id}
+        for p in profiles
+        for k in keys[p.id] - stored[p.id]
+    ]
+    bulk_insert(session, ProfileBlockKey, rows)
 
 
 def _score_pairs(

@@ -9,10 +9,11 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from services.profile import identity, identity_rules, probabilistic, unmerge
+from services.profile import identity, identity_rules, matching, probabilistic, unmerge
 from services.profile.models import MergeRecord, MergeSuggestion, Profile
 from shared.consumer import ConsumerWorker
 from shared.errors import Conflict
@@ -202,6 +203,43 @@ def test_a_profile_whose_data_did_not_change_is_not_scored_again(
         session.commit()
     profile_records.apply([order(tenant, "F-4", **moved)])
     assert scored[2:] == [{profile.id}]
+
+
+def test_a_profiles_blocking_keys_follow_its_data_and_the_unchanged_ones_stay_as_stored(
+    engine: Engine, profile_records: ConsumerWorker
+) -> None:
+    tenant = uuid4()
+    maria = {"email": "maria.souza@example.com", "phone": "11987654321", **MARIA}
+    identifiers = [("email", "maria.souza@example.com"), ("phone", "+5511987654321")]
+
+    def stored(profile_id: UUID) -> dict[str, str]:
+        """The profile's stored keys, each with the transaction that wrote its row (`xmin`)."""
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.text("SELECT key, CAST(xmin AS text) FROM profile_block_key WHERE profile_id = :p"),
+                {"p": profile_id},
+            )
+            return {key: written for key, written in rows}
+
+    def expected(profile: Profile) -> set[str]:
+        fields = probabilistic.match_fields(profile, identifiers)
+        return {probabilistic.hashed(tenant, key) for key in matching.blocking_keys(fields)}
+
+    profile_records.apply([order(tenant, "K-1", **maria)])
+    [profile] = active(engine, tenant)
+    before = stored(profile.id)
+    assert set(before) == expected(profile)
+    # She moved: the keys of her old address go, those of the new one come, the others stay untouched.
+    moved = {**maria, "address": {"zip": "20040-020", "city": "Rio de Janeiro", "state": "RJ"}}
+    profile_records.apply([order(tenant, "K-2", **moved)])
+    [profile] = active(engine, tenant)
+    after = stored(profile.id)
+    assert set(after) == expected(profile)
+    kept = set(before) & set(after)
+    assert kept
+    assert set(before) - kept
+    assert set(after) - kept
+    assert {key: after[key] for key in kept} == {key: before[key] for key in kept}
 
 
 def _three_merged_in_one_go(
