@@ -220,7 +220,8 @@ def accept(
     tally = quality.Tally(kind.name)
     keys = keyring()
     # Everything that does not depend on what is stored is done before the records' locks are taken
-    # (`_lock_keys`): a batch holding them makes the batches that carry other versions of its records wait.
+    # (`_try_lock_keys`): a batch holding them makes the batches that carry other versions of its records
+    # wait.
     valid: list[_Valid[M]] = []
     for index, raw in enumerate(items):
         try:
