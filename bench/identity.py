@@ -50,12 +50,10 @@ from bench import report
 from bench.ingest import CACHE, PG, migrated_database, orders_file
 from services.profile.consumer import workers
 from services.profile.settings import ProfileSettings
-from shared.consumer import ConsumerWorker
 from shared.events import BehaviourRecorded, CustomerRecorded, OrderIngested
 from shared.normalize import fold
 from shared.records import BehaviourEvent, Customer, CustomerRecord, CustomerRef, Order
 from shared.settings import MAX_POLL_RECORDS
-from shared.web import tune_gc
 
 # As the consumer's polls deliver them (500 until 2026-11-30 13:30, 1,000 until 16:00).
 BATCH = MAX_POLL_RECORDS
@@ -245,11 +243,10 @@ def run_clientela(records: Records, batch: int = BATCH) -> tuple[dict[str, str],
     engine = migrated_database(url, "profile")
     try:
         settings = ProfileSettings(database_url=url, topic_prefix="bench.")
-        worker = dict(workers(engine, settings))["profile-records"]
-        assert isinstance(worker, ConsumerWorker)
         raws = records.envelopes
-        tune_gc(settings)  # as the service's processes do once started
-        seconds, cpu = report.apply_in_polls(worker, raws, batch)
+        seconds, cpu = report.apply_in_polls(
+            workers(engine, settings), "profile-records", settings, raws, batch
+        )
         with engine.connect() as conn:
             owner = {
                 str(row.id): str(row.profile_id)

@@ -25,10 +25,8 @@ from bench.ingest import CACHE, OLIST_SUBSET, PG, migrated_database, orders_file
 from services.ingest import importers
 from services.profile.consumer import workers
 from services.profile.settings import ProfileSettings
-from shared.consumer import ConsumerWorker
 from shared.events import OrderIngested
 from shared.records import Order
-from shared.web import tune_gc
 
 
 def events(rows: list[dict[str, Any]], tenant_id: uuid.UUID) -> list[bytes]:
@@ -56,12 +54,8 @@ def run_case(name: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
     engine = migrated_database(DATABASE, "profile")
     try:
         settings = ProfileSettings(database_url=DATABASE, topic_prefix="bench.")
-        worker = dict(workers(engine, settings))["profile-records"]
-        assert isinstance(worker, ConsumerWorker)
         raws = events(rows, uuid.uuid4())
-        batch = settings.consumer_max_poll_records
-        tune_gc(settings)  # as the service's processes do once started
-        seconds, cpu = report.apply_in_polls(worker, raws, batch)
+        seconds, cpu = report.apply_in_polls(workers(engine, settings), "profile-records", settings, raws)
         with engine.connect() as conn:
             profiles = conn.execute(
                 sa.text("SELECT count(*) FROM profile WHERE status = 'active'")

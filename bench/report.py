@@ -6,9 +6,13 @@ import json
 import os
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
+
+from shared.consumer import ConsumerWorker
+from shared.settings import ServiceSettings
+from shared.web import tune_gc
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -76,9 +80,21 @@ def reference_seconds() -> float:
     return round(best, 3)
 
 
-def apply_in_polls(worker: Any, raws: list[bytes], batch: int) -> tuple[float, float]:
-    """Apply these Kafka record values through a consumer worker (`shared.consumer.ConsumerWorker.apply`)
-    `batch` at a time, as polls would deliver them; return the wall and CPU seconds it took."""
+def apply_in_polls(
+    workers: Iterable[tuple[str, object]],
+    name: str,
+    settings: ServiceSettings,
+    raws: list[bytes],
+    batch: int | None = None,
+) -> tuple[float, float]:
+    """Apply these Kafka record values through the service's consumer `name` (one of its `workers(engine,
+    settings)`: `shared.consumer.ConsumerWorker.apply`) `batch` at a time (the settings' poll size unless
+    given), as polls would deliver them, the collector tuned as the service's processes tune it once
+    started; return the wall and CPU seconds it took."""
+    worker = dict(workers)[name]
+    assert isinstance(worker, ConsumerWorker)
+    batch = batch or settings.consumer_max_poll_records
+    tune_gc(settings)
     started = time.perf_counter()
     cpu_started = time.process_time()
     for start in range(0, len(raws), batch):

@@ -33,11 +33,9 @@ from services.segmentation.consumer import workers
 from services.segmentation.models import Segment, SegmentMember
 from services.segmentation.rules import parse_rule
 from services.segmentation.settings import SegmentationSettings
-from shared.consumer import ConsumerWorker
 from shared.db import make_engine
 from shared.events import Envelope
 from shared.outbox import open_body
-from shared.web import tune_gc
 
 
 def from_profiles() -> tuple[list[bytes], dict[str, int]]:
@@ -74,11 +72,9 @@ def run_case(name: str, raws: list[bytes], expected: dict[str, int]) -> dict[str
                 for segment, (rule, _) in SEGMENTS.items()
             }
             session.commit()
-        worker = dict(workers(engine, settings))["segmentation-profiles"]
-        assert isinstance(worker, ConsumerWorker)
-        batch = settings.consumer_max_poll_records
-        tune_gc(settings)  # as the service's processes do once started
-        seconds, cpu = report.apply_in_polls(worker, raws, batch)
+        seconds, cpu = report.apply_in_polls(
+            workers(engine, settings), "segmentation-profiles", settings, raws
+        )
         with engine.connect() as connection:
             member = SegmentMember.__table__  # type: ignore[attr-defined]
             sizes = dict.fromkeys(ids.values(), 0)
