@@ -1,8 +1,10 @@
-"""The idempotent consumer against real Kafka and PostgreSQL: duplicates, poison messages, dead letters."""
+"""The idempotent consumer against real Kafka and PostgreSQL: duplicates, poison messages, dead letters, a
+client that lost its heartbeat."""
 
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 from uuid import UUID, uuid4
 
 import orjson
@@ -11,8 +13,10 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, func, select
 
+import shared.kafka
 from services.profile.consumer import workers
 from services.profile.models import Profile, ProfileOrder
+from shared import consumer as consumer_module
 from shared.consumer import ConsumerWorker
 from shared.events import OrderIngested
 from shared.infra import OutboxMessage, ProcessedEvent
@@ -140,3 +144,53 @@ def test_poison_messages_go_to_the_dead_letter_topic_and_the_partition_keeps_flo
 def _two(letters: list[tuple[bytes, dict[str, bytes]]]) -> list[tuple[bytes, dict[str, bytes]]]:
     assert len(letters) == 2
     return letters
+
+
+def test_a_consumer_that_lost_its_heartbeat_joins_its_group_again(
+    engine: Engine,
+    settings: ServiceSettings,
+    producer: KafkaProducer,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """kafka-python 3.0.12 on a saturated machine: its heartbeat task off while it believes it is a stable
+    member, so the broker drops it and every poll spins. Made to happen here on the real client; the
+    worker must notice (its idle polls use the CPU), join again, and go on consuming."""
+    made: list[KafkaConsumer] = []
+    make_consumer = shared.kafka.make_consumer
+
+    def tracked(*args: Any, **kwargs: Any) -> KafkaConsumer:
+        made.append(make_consumer(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(consumer_module, "make_consumer", tracked)
+    monkeypatch.setattr(consumer_module, "SPIN_REJOIN_S", 3.0)  # a session timeout (10 s) in production
+    worker = orders_worker(engine, settings)
+    threads = WorkerThreads([("orders", worker)])
+    threads.start()
+    try:
+
+        def heartbeating() -> None:  # joined, and a heartbeat answered since (the join turns them on)
+            assert made
+            assert made[0].assignment()
+            heartbeat = made[0]._coordinator.heartbeat
+            assert heartbeat.last_receive > heartbeat.last_reset
+
+        eventually(heartbeating)
+        made[0]._coordinator._disable_heartbeat()  # the client's state in the runs where it happened
+
+        def joined_again() -> None:
+            assert len(made) == 2
+            assert made[1].assignment()
+
+        eventually(joined_again, timeout=30)
+        raw = order_event(uuid4(), "A-1", "maria@example.com", "100.00")
+        producer.send(ORDERS.full(settings.topic_prefix), key=b"k", value=raw).get(timeout=10)
+
+        def applied() -> None:
+            assert worker.applied_total == 1
+
+        eventually(applied)
+    finally:
+        threads.stop()
+    assert "idle polls keep using the CPU; joining the group again" in caplog.messages

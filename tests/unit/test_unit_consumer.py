@@ -1,10 +1,12 @@
 """shared.consumer: error descriptions for logs and DLQ headers quote no record data; a consumer whose
-commits keep failing joins its group again; service processes tune the garbage collector."""
+commits keep failing, or whose idle polls spin, joins its group again; service processes tune the garbage
+collector."""
 
 from __future__ import annotations
 
 import gc
 import threading
+import time
 from typing import Any
 
 import orjson
@@ -14,7 +16,15 @@ from pydantic import ValidationError
 from sqlalchemy import exc as sa_exc
 
 from shared import consumer as consumer_module
-from shared.consumer import MAX_COMMIT_FAILURES, ConsumerWorker, describe_error
+from shared.consumer import (
+    MAX_COMMIT_FAILURES,
+    SPIN_CPU_S,
+    SPIN_PAUSE_S,
+    SPIN_REJOIN_S,
+    ConsumerWorker,
+    SpinWatch,
+    describe_error,
+)
 from shared.events import Envelope
 from shared.records import Order
 from shared.settings import ServiceSettings
@@ -126,6 +136,95 @@ def test_a_consumer_whose_commits_keep_failing_joins_again(monkeypatch: pytest.M
     assert [c.commits for c in made] == [MAX_COMMIT_FAILURES, 1]
     assert [c.closed for c in made] == [True, True]
     assert len(handled) == MAX_COMMIT_FAILURES + 1
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+EXPENSIVE = SPIN_CPU_S * 3  # what a spinning client's idle poll used: about 70 ms of CPU for 200 ms
+CHEAP = SPIN_CPU_S / 40  # a healthy idle poll: 0.4 ms
+
+
+def test_idle_polls_that_use_the_cpu_pause_then_join_again() -> None:
+    clock = Clock()
+    watch = SpinWatch(clock)
+    assert watch.after_poll(CHEAP, records=False) == "ok"
+    assert watch.after_poll(EXPENSIVE, records=False) == "pause"
+    clock.now += SPIN_REJOIN_S / 2
+    assert watch.after_poll(CHEAP, records=False) == "ok"  # one poll that waited on a fetch ends nothing
+    assert watch.after_poll(EXPENSIVE, records=False) == "pause"
+    clock.now += SPIN_REJOIN_S / 2
+    assert watch.after_poll(EXPENSIVE, records=False) == "rejoin"  # a session timeout of spinning
+    assert watch.after_poll(EXPENSIVE, records=False) == "pause"  # the new consumer starts afresh
+
+
+def test_records_or_cheap_idle_polls_end_a_spell_of_spinning() -> None:
+    clock = Clock()
+    for healthy in ([(CHEAP, False)] * SpinWatch.HEALTHY_POLLS, [(EXPENSIVE, True)]):
+        watch = SpinWatch(clock)
+        assert watch.after_poll(EXPENSIVE, records=False) == "pause"
+        clock.now += SPIN_REJOIN_S - 1
+        for cpu, records in healthy:
+            assert watch.after_poll(cpu, records=records) == "ok"
+        clock.now += 1
+        assert watch.after_poll(EXPENSIVE, records=False) == "pause"  # a new spell, not the old one's end
+    # A batch's poll may use the CPU (decoding records): polls with records never count as spinning.
+    assert SpinWatch(clock).after_poll(EXPENSIVE, records=True) == "ok"
+
+
+class SpinningConsumer(StuckConsumer):
+    """kafka-python 3.0.12 without its heartbeat: every idle poll uses the CPU until its timeout. It stops
+    the worker after fifty polls, so a worker that never rejoins fails the test instead of hanging it."""
+
+    def poll(self, timeout_ms: int) -> dict[str, list[object]]:
+        self.polls += 1
+        if self.polls >= 50:
+            self.stop.set()
+        started = time.thread_time()
+        while time.thread_time() - started < EXPENSIVE:
+            pass
+        return {}
+
+
+class RecordingStop(threading.Event):
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits: list[float] = []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waits.append(timeout or 0.0)
+        return super().wait(0)
+
+
+def test_a_consumer_whose_idle_polls_spin_pauses_and_joins_again(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    stop = RecordingStop()
+    made: list[StuckConsumer] = []
+
+    def make_consumer(*_: object, **__: object) -> StuckConsumer:
+        made.append(SpinningConsumer(stop) if not made else StuckConsumer(stop))
+        if len(made) == 2:
+            stop.set()  # the worker stops after the new consumer's first poll
+        return made[-1]
+
+    monkeypatch.setattr(consumer_module, "make_consumer", make_consumer)
+    monkeypatch.setattr(consumer_module, "SPIN_REJOIN_S", EXPENSIVE * 4)
+    worker = stub_worker()
+    monkeypatch.setattr(worker, "handle", lambda records, _producer: None)
+    monkeypatch.setattr(worker, "measure_lag", lambda _consumer: None)
+    worker.run(stop)
+
+    assert made[0].polls >= 4
+    assert made[0].closed
+    assert stop.waits[: made[0].polls - 1] == [SPIN_PAUSE_S] * (made[0].polls - 1)  # a pause after each
+    assert len(made) == 2
+    assert "idle polls keep using the CPU; joining the group again" in caplog.messages
 
 
 class Record:
