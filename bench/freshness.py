@@ -60,6 +60,7 @@ from bench.ingest import (
     TICKS,
     Service,
     cpu_seconds,
+    drop_topics,
     machine_busy_seconds,
     proc_tree,
     reset_database,
@@ -439,7 +440,6 @@ def attack(
 
 def run_case(rate: int, seconds: int) -> dict[str, Any]:
     from bench.pipeline import (  # see the note on the imports
-        drop_topics,
         other_cpu_seconds,
         process_times,
     )

@@ -68,6 +68,7 @@ from bench.ingest import (
     Service,
     batches_of,
     cpu_seconds,
+    drop_topics,
     machine_busy_seconds,
     olist_lines,
     orders_file,
@@ -77,7 +78,7 @@ from bench.ingest import (
     start_service,
 )
 from shared.records import OrderStatus
-from shared.topics import ALL_TOPICS, BEHAVIOUR, CUSTOMERS, ORDERS, PRIVACY_REQUESTS, PROFILES, ensure_topics
+from shared.topics import BEHAVIOUR, CUSTOMERS, ORDERS, PRIVACY_REQUESTS, PROFILES, ensure_topics
 
 log = logging.getLogger("bench.pipeline")
 
@@ -601,20 +602,6 @@ class Pipeline:
                         found[f"dead-lettered {topic}"] = sample.value
             counts[service] = found
         return counts
-
-
-def drop_topics(prefix: str) -> None:
-    """Delete the benchmark's topics (`prefix` + every topic name)."""
-    admin = KafkaAdminClient(bootstrap_servers=KAFKA, client_id="bench-pipeline")
-    try:
-        existing = set(admin.list_topics())
-        mine = [t.full(prefix) for t in ALL_TOPICS if t.full(prefix) in existing]
-        if mine:
-            admin.delete_topics(mine)
-    except Exception:  # leftover topics are harmless: never fail a measured run for them
-        log.warning("could not delete the topics under %s", prefix)
-    finally:
-        admin.close()
 
 
 # -- the floor ---------------------------------------------------------------------------------------------
