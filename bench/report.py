@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from bench import targets
 from shared.consumer import ConsumerWorker
 from shared.settings import ServiceSettings
 from shared.web import tune_gc
@@ -57,7 +58,16 @@ def publish(
     else:
         text = text.rstrip() + f"\n\n{section}\n\n" + block + "\n"
     readme.write_text(text)
+    refresh_glance()
     return results
+
+
+def refresh_glance() -> None:
+    """The *At a glance* table of bench/README.md (`bench.targets`), from every bench/results/*.json."""
+    readme = ROOT / "bench" / "README.md"
+    if readme.exists():
+        results = {path.stem: json.loads(path.read_text()) for path in sorted(RESULTS.glob("*.json"))}
+        readme.write_text(targets.with_table(readme.read_text(), results))
 
 
 def _cell(value: object) -> str:
