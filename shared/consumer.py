@@ -315,6 +315,15 @@ class ConsumerWorker:
         lag_measured = 0.0
         commit_failures = 0
         spin = SpinWatch()
+
+        def rejoin(why: str) -> None:
+            """Leave the group (the client's state is not to be trusted) for a new consumer to join it."""
+            nonlocal consumer, commit_failures
+            log.warning(why, extra={"group": self.group_id})
+            if consumer is not None:
+                consumer.close(autocommit=False)
+            consumer, commit_failures = None, 0
+
         try:
             while not stop.is_set():
                 try:
@@ -331,12 +340,7 @@ class ConsumerWorker:
                         if verdict == "pause":
                             stop.wait(SPIN_PAUSE_S)
                         elif verdict == "rejoin":
-                            log.warning(
-                                "idle polls keep using the CPU; joining the group again",
-                                extra={"group": self.group_id},
-                            )
-                            consumer.close(autocommit=False)
-                            consumer = None
+                            rejoin("idle polls keep using the CPU; joining the group again")
                         continue
                     self.handle(records, dlq_producer)
                     consumer.commit()
@@ -358,12 +362,7 @@ class ConsumerWorker:
                         },
                     )
                     if commit_failures >= MAX_COMMIT_FAILURES and consumer is not None:
-                        log.warning(
-                            "commits keep failing; joining the group again", extra={"group": self.group_id}
-                        )
-                        consumer.close(autocommit=False)
-                        consumer = None
-                        commit_failures = 0
+                        rejoin("commits keep failing; joining the group again")
                 except (KafkaError, SQLAlchemyError) as exc:
                     log.warning(
                         "consumer error; reconnecting",
