@@ -301,7 +301,7 @@ def olist_lines() -> list[bytes]:
 
 def drop_topics(prefix: str) -> None:
     """Delete a benchmark's topics (`prefix` + every topic name) once it is done with them: left behind,
-    they kept every run's orders on the broker (880 topics, 11 GB after eighty ingest runs)."""
+    they kept every run's orders on the broker (880 topics, about 10 GB after eighty ingest runs)."""
     admin = KafkaAdminClient(bootstrap_servers=KAFKA, client_id="bench")
     try:
         existing = set(admin.list_topics())

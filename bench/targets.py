@@ -20,9 +20,9 @@ class Target:
     benchmark: str  # bench/results/<benchmark>.json
     case: Callable[[Case], bool]  # which of its cases
     value: str  # the case's field
-    goal: float | str  # a number, or the field of another case: `other case's value` (`versus`)
+    goal: float | str  # a number, or (with `versus`) the field of the other case that is the goal
     at_least: bool  # met when value >= goal (else value <= goal)
-    versus: Callable[[Case], bool] | None = None  # the case whose `goal` field is the goal
+    versus: tuple[str, Callable[[Case], bool]] | None = None  # the other case: (its name, which case)
 
 
 def _is(**fields: Any) -> Callable[[Case], bool]:
@@ -56,7 +56,7 @@ TARGETS = [
         "f1",
         "f1",
         True,
-        versus=lambda case: str(case.get("case", "")).startswith("splink"),
+        versus=("Splink", lambda case: str(case.get("case", "")).startswith("splink")),
     ),
     Target(
         4,
@@ -137,14 +137,14 @@ def row(target: Target, results: Mapping[str, Mapping[str, Any]]) -> str:
     case = _first(cases, target.case)
     goal: Any = target.goal
     if target.versus is not None:
-        other = _first(cases, target.versus)
+        other = _first(cases, target.versus[1])
         goal = None if other is None else other.get(str(target.goal))
     value = None if case is None else case.get(target.value)
     if found is None or value is None or goal is None:
         cells = ["not measured", f"{sign} {_number(goal) if goal is not None else '?'}", "—", "—"]
     else:
         met = value >= goal if target.at_least else value <= goal
-        label = f"{sign} {_number(goal)}" + (" (Splink)" if target.versus is not None else "")
+        label = f"{sign} {_number(goal)}" + (f" ({target.versus[0]})" if target.versus is not None else "")
         cells = [
             _number(value),
             label,
