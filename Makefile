@@ -6,7 +6,7 @@ SHELL := /bin/bash
 UV := $(shell deploy/uv.sh)
 SERVICES := ingest profile segmentation
 
-.PHONY: deploy-check bench bench-ingest bench-profiles bench-segmentation bench-identity bench-segments bench-freshness bench-privacy bench-pipeline bench-api help setup lint fmt test test-unit test-integration test-e2e run migrate topics kafka-up kafka-down db-up db-down clean
+.PHONY: deploy-check bench bench-stack bench-ingest bench-profiles bench-segmentation bench-identity bench-segments bench-freshness bench-privacy bench-pipeline bench-api help setup lint fmt test test-unit test-integration test-e2e run migrate topics kafka-up kafka-down db-up db-down clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -65,10 +65,13 @@ deploy-check: setup ## Validate the deployment files: docker compose config, Kub
 clean: ## Delete local SQLite data and caches (not Kafka's or PostgreSQL's data)
 	rm -rf .data .pytest_cache .mypy_cache .ruff_cache
 
-bench: bench-ingest bench-profiles bench-segmentation bench-identity bench-segments bench-freshness bench-privacy bench-pipeline bench-api ## Run every benchmark (results in bench/results/, summary in bench/README.md)
+bench: bench-ingest bench-profiles bench-segmentation bench-identity bench-segments bench-freshness bench-privacy bench-pipeline bench-api bench-stack ## Run every benchmark (results in bench/results/, summary in bench/README.md)
 
 bench-ingest: setup kafka-up db-up ## 100,000 generated orders and the Olist extract through the batch API into Kafka
 	$(UV) run --no-sync python -m bench.ingest
+
+bench-stack: setup kafka-up db-up ## What pydantic and kafka-python alone cost per order: the least time of any pipeline on this stack
+	$(UV) run --no-sync python -m bench.stack
 
 bench-profiles: setup db-up ## 100,000 generated orders and the Olist extract through the profile consumer
 	$(UV) run --no-sync python -m bench.profiles
