@@ -10,10 +10,11 @@ look every `outbox_poll_interval_s` for rows other processes wrote (another repl
 Event bodies carry personal data (an `order.ingested` holds the whole order, customer included), so they
 are stored sealed (AES-GCM, `shared.crypto`, under the key the keyring derives for no tenant in
 particular: the relay publishes every tenant's rows), opened by the relay as it publishes them
-(`open_body`; a body an older release wrote in clear is published as it is). And the outbox is not an
-archive: the relay deletes published rows once they are older than `outbox_retention_minutes` (default
-60: time to look into a consumer's problem), checking at most once a minute; `purge_published` deletes
-every published row at once (an erasure calls it). Kafka keeps its own copy for the topics' retention.
+(`open_body`; a body an older release wrote in clear or sealed as text is published as it is). And the
+outbox is not an archive: the relay deletes published rows once they are older than
+`outbox_retention_minutes` (default 60: time to look into a consumer's problem), checking at most once a
+minute; `purge_published` deletes every published row at once (an erasure calls it). Kafka keeps its own
+copy for the topics' retention.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
-from shared.crypto import keyring
+from shared.crypto import BINARY, keyring
 from shared.db import bulk_insert, stage_insert, table_of, utcnow
 from shared.doorbell import Doorbell
 from shared.events import Event
@@ -60,14 +61,17 @@ _OUTBOX_KEY = UUID(int=0)
 
 
 def seal_body(body: bytes) -> bytes:
-    """An event's wire form as the outbox stores it."""
-    return keyring().seal(_OUTBOX_KEY, body.decode()).encode()
+    """An event's wire form as the outbox stores it (`Keyring.seal_bytes`)."""
+    return keyring().seal_bytes(_OUTBOX_KEY, body)
 
 
 def open_body(stored: bytes) -> bytes:
     """An outbox row's body as it is published (the event's wire form, JSON)."""
+    if stored[:1] == BINARY:
+        return keyring().open_bytes(_OUTBOX_KEY, stored)
     if stored[:1] == b"{":  # written in clear by a release before bodies were sealed
         return stored
+    # Sealed as a text token by a release before bodies were sealed as bytes.
     return keyring().open(_OUTBOX_KEY, stored.decode()).encode()
 
 

@@ -73,3 +73,22 @@ def test_without_a_configured_secret_one_is_created_once(
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     second = keyring_from(settings)
     assert second.open(tenant, first.seal(tenant, "x")) == "x"
+
+
+def test_bytes_sealed_as_bytes_open_only_for_their_tenant_and_across_a_rotation() -> None:
+    before, tenant, other = Keyring(OLD), uuid4(), uuid4()
+    body = b'{"email":"ana@example.com"}'
+    token = before.seal_bytes(tenant, body)
+    assert b"ana@example.com" not in token
+    assert token != before.seal_bytes(tenant, body)  # a fresh nonce every time
+    assert len(token) == 1 + 8 + 12 + len(body) + 16  # marker, key id, nonce, ciphertext, tag: no encoding
+    assert before.open_bytes(tenant, token) == body
+    assert Keyring(NEW, [OLD]).open_bytes(tenant, token) == body
+    with pytest.raises(SecretError, match="wrong key or tenant"):
+        before.open_bytes(other, token)
+    with pytest.raises(SecretError, match="wrong key or tenant"):
+        before.open_bytes(tenant, token[:-1] + bytes([token[-1] ^ 1]))  # tampered
+    with pytest.raises(SecretError, match="unknown key"):
+        Keyring(NEW).open_bytes(tenant, token)
+    with pytest.raises(SecretError, match="not a binary"):
+        before.open_bytes(tenant, before.seal(tenant, "x").encode())
