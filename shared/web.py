@@ -84,9 +84,8 @@ class WorkerThreads:
             thread.join(timeout)
 
 
-async def read_json(request: Request, limit: int = MAX_BODY_BYTES) -> tuple[bytes, Any]:
-    """The raw body and its parsed JSON; 415 unless JSON, 413 past `limit` (chunked bodies too), 400 if
-    malformed."""
+async def read_body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
+    """The raw body of a JSON request; 415 unless JSON, 413 past `limit` (chunked bodies too)."""
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type != "application/json" and not media_type.endswith("+json"):
         raise UnsupportedMediaType("Send the body as `application/json`.")
@@ -95,10 +94,22 @@ async def read_json(request: Request, limit: int = MAX_BODY_BYTES) -> tuple[byte
         body += chunk
         if len(body) > limit:
             raise ContentTooLarge(f"The body limit is {limit} bytes.")
+    return bytes(body)
+
+
+def parse_json(raw: bytes) -> Any:
+    """The parsed JSON of a body; 400 if malformed."""
     try:
-        return bytes(body), orjson.loads(body)
+        return orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise MalformedRequest("The body is not valid JSON.") from None
+
+
+async def read_json(request: Request, limit: int = MAX_BODY_BYTES) -> tuple[bytes, Any]:
+    """The raw body and its parsed JSON; 415 unless JSON, 413 past `limit` (chunked bodies too), 400 if
+    malformed."""
+    raw = await read_body(request, limit)
+    return raw, parse_json(raw)
 
 
 def json_body(model: type[BaseModel]) -> dict[str, Any]:

@@ -167,9 +167,13 @@ def test_limits_give_clear_problems(stack: Stack) -> None:
         "/v1/orders", content=b'{"external_id": ', headers={**headers, "content-type": "application/json"}
     )
     assert broken.status_code == 400
+    broken_batch = stack.ingest.post(
+        "/v1/orders:batch", content=b'{"items": [', headers={**headers, "content-type": "application/json"}
+    )
+    assert broken_batch.status_code == 400
     not_object = stack.ingest.post("/v1/orders:batch", json=[1, 2], headers=headers)
     assert not_object.status_code == 422
-    for response in (too_many, form, broken, not_object):
+    for response in (too_many, form, broken, broken_batch, not_object):
         assert response.headers["content-type"] == "application/problem+json"
 
 
