@@ -43,10 +43,41 @@ def normalize_email(value: str) -> str:
     return f"{local}@{domain}"
 
 
+_PHONE_PUNCTUATION = str.maketrans("", "", " ()-")
+
+
+def _brazilian(value: str) -> str | None:
+    """`normalize_phone` for the shapes Brazilian numbers usually come in (digits, spaces, brackets and
+    hyphens; `+55`, `55` or the trunk `0` in front, or nothing), when valid; None for anything else (the
+    full parse decides). 2.4 against 13.5 µs: a fifth of validating an order went to parsing its phone.
+    Built on phonenumbers' own validity check; tests/unit/test_unit_normalize_br.py compares it with the
+    full parse."""
+    digits = value.strip().translate(_PHONE_PUNCTUATION)
+    if digits[:3] == "+55":
+        digits = digits[3:]
+    elif digits[:2] == "55" and len(digits) in (12, 13):  # the country code without its +
+        digits = digits[2:]
+    elif digits[:1] == "0" and len(digits) in (11, 12):  # the trunk prefix
+        digits = digits[1:]
+    if len(digits) not in (10, 11) or not (digits.isascii() and digits.isdigit()) or digits[0] == "0":
+        return None
+    if len(digits) == 10 and digits[2] in "6789":  # see _parsed_phone
+        digits = f"{digits[:2]}9{digits[2:]}"
+    number = phonenumbers.PhoneNumber(country_code=55, national_number=int(digits))
+    return f"+55{digits}" if phonenumbers.is_valid_number(number) else None
+
+
 @lru_cache(maxsize=65536)
 def normalize_phone(value: str, region: str = "BR") -> str:
     """E.164 (`+5511912345678`). Brazil is the default region; old 8-digit mobile numbers get the 9th
     digit that every Brazilian mobile has carried since 2016."""
+    if region == "BR" and (fast := _brazilian(value)) is not None:
+        return fast
+    return _parsed_phone(value, region)
+
+
+def _parsed_phone(value: str, region: str) -> str:
+    """`normalize_phone` by phonenumbers' full parse."""
     try:
         number = phonenumbers.parse(value, region)
     except phonenumbers.NumberParseException:

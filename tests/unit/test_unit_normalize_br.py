@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from shared.normalize import (
+    _brazilian,
+    _parsed_phone,
     check_birth_date,
     normalize_country,
     normalize_document,
@@ -172,3 +174,37 @@ def test_invalid_fields_are_pointed_at_without_their_values() -> None:
     messages = " ".join(e["msg"] for e in caught.value.errors())
     assert "111" not in messages
     assert "123" not in messages
+
+
+_DIGITS = st.text(alphabet="0123456789", min_size=8, max_size=11)
+_SHAPES = st.sampled_from(
+    ["{n}", "+55{n}", "+55 {n}", "55{n}", "0{n}", "0 {n}", "({d}) {r}", "+55 ({d}) {a}-{b}", "{d} {a} {b}",
+     " {d}-{a}-{b} ", "0{d}{r}", "+55 0{d} {r}", "90{n}", "015{n}", "()({n}", "+{n}", "55 {d} {r}"]
+)  # fmt: skip
+
+
+@settings(max_examples=3000, deadline=None)
+@given(digits=_DIGITS, shape=_SHAPES)
+def test_the_fast_path_for_brazilian_numbers_agrees_with_the_full_parse(digits: str, shape: str) -> None:
+    """`_brazilian` answers for the usual shapes of Brazilian numbers and leaves anything else to the full
+    parse: whenever it answers, the full parse gives the same number."""
+    raw = shape.format(n=digits, d=digits[:2], r=digits[2:], a=digits[2:-4], b=digits[-4:])
+    fast = _brazilian(raw)
+    if fast is not None:
+        assert fast == _parsed_phone(raw, "BR")
+
+
+@settings(max_examples=3000, deadline=None)
+@given(raw=st.text(alphabet="0123456789 ()-+", min_size=8, max_size=20))
+def test_the_fast_path_agrees_with_the_full_parse_on_any_digits_and_punctuation(raw: str) -> None:
+    fast = _brazilian(raw)
+    if fast is not None:
+        assert fast == _parsed_phone(raw, "BR")
+
+
+@pytest.mark.parametrize(
+    "raw", ["(11) 91234-5678", "+55 11 91234-5678", "5511912345678", "011 91234 5678", "1181234567"]
+)
+def test_the_usual_shapes_take_the_fast_path(raw: str) -> None:
+    assert _brazilian(raw) == normalize_phone(raw)
+    assert _brazilian(raw) is not None
