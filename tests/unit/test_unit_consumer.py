@@ -277,7 +277,7 @@ def test_the_records_per_poll_are_a_setting(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_service_processes_tune_the_garbage_collector(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert ServiceSettings().gc_thresholds == (10_000, 20, 100)
+    assert ServiceSettings().gc_thresholds == (100_000, 20, 100)
     monkeypatch.setenv("CLIENTELA_GC_THRESHOLDS", "[5000, 15, 50]")
     settings = ServiceSettings()
     before = gc.get_threshold()
