@@ -5,7 +5,9 @@ topics, posts the orders in batches of 1,000 from a few concurrent clients, and 
 - accepted: orders per second over HTTP until the last batch is answered (durable in PostgreSQL),
 - published: orders per second until the relay has published every outbox row to Kafka,
 - the ingest process's CPU time and peak RSS.
-Writes bench/results/ingest.json and refreshes the table in bench/README.md.
+The generated case runs three times (`--runs`), each on a fresh database: the table shows the run with the
+median orders/s accepted, the JSON every run's figures (the same code has measured 7,000 to 10,800 orders/s
+in one hour). Writes bench/results/ingest.json and refreshes the table in bench/README.md.
 """
 
 from __future__ import annotations
@@ -288,6 +290,18 @@ def run_case(name: str, lines: list[bytes], args: argparse.Namespace, prefix: st
     }
 
 
+RUN_FIGURES = ("accepted_per_s", "published_per_s", "ingest_cpu_seconds", "machine_cpu_seconds_accepted")
+
+
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median orders/s accepted (the lower of the two middle ones of an even number),
+    with every run's figures in `runs`: the same code has measured 7,000 to 10,800 orders/s in one hour."""
+    ordered = sorted(runs, key=lambda run: run["accepted_per_s"])
+    chosen = dict(ordered[(len(ordered) - 1) // 2])
+    chosen["runs"] = [{figure: run[figure] for figure in RUN_FIGURES} for run in runs]
+    return chosen
+
+
 def olist_lines() -> list[bytes]:
     """The Olist extract as canonical orders, through the importer's own join."""
     import tempfile
@@ -321,6 +335,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--web-workers", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=3, help="runs of the generated case (the median is kept)")
     args = parser.parse_args()
     CACHE.mkdir(parents=True, exist_ok=True)
     prefix = f"bench-{uuid.uuid4().hex[:8]}."
@@ -328,7 +343,7 @@ def main() -> None:
     generated = orders_file(args.orders, args.seed).read_bytes().splitlines()[: args.orders]
     try:
         cases = [
-            run_case("generated", generated, args, prefix),
+            median_run([run_case("generated", generated, args, prefix) for _ in range(args.runs)]),
             run_case("olist-extract", olist_lines(), args, prefix),
         ]
     finally:
@@ -344,10 +359,14 @@ def main() -> None:
             ("ingest CPU s", lambda c: c["ingest_cpu_seconds"]),
             ("peak RSS MB", lambda c: c["ingest_peak_rss_mb"]),
         ],
-        note=f"Batches of {args.batch}, {args.clients} clients, {args.web_workers} web worker(s). "
-        "Target: ≥ 10,000 orders/s accepted.",
+        note=f"Batches of {args.batch}, {args.clients} clients, {args.web_workers} web worker(s). The "
+        f"generated case is the median of {args.runs} runs (accepted/s: "
+        + ", ".join(f"{run['accepted_per_s']:,}" for run in cases[0]["runs"])
+        + "). Target: ≥ 10,000 orders/s accepted.",
         section="## Ingest (`make bench-ingest`)",
-        command=None if args.orders == 100_000 else f"uv run python -m bench.ingest --orders {args.orders}",
+        command=None
+        if (args.orders, args.runs) == (100_000, 3)
+        else f"uv run python -m bench.ingest --orders {args.orders} --runs {args.runs}",
     )
     print(json.dumps(results, indent=2))  # noqa: T201 - a benchmark's report goes to stdout
 
