@@ -57,10 +57,10 @@ from bench.ingest import (
     CACHE,
     KAFKA,
     PG,
-    TICKS,
     Service,
     cpu_seconds,
     drop_topics,
+    infra_cpu_seconds,
     machine_busy_seconds,
     proc_tree,
     reset_database,
@@ -390,25 +390,6 @@ def wait_for_webhooks(
         time.sleep(0.2)
         if receiver.count() > seen:
             seen, last = receiver.count(), time.monotonic()
-
-
-def infra_cpu_seconds(databases: str = "_freshness") -> dict[str, float]:
-    """CPU seconds so far of the PostgreSQL backends serving `databases` (their process title names the
-    database) and of the Kafka broker (`java`)."""
-    found = {"postgres": 0.0, "kafka": 0.0}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            head, rest = stat.read_text().rsplit(")", 1)
-            title = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        name, fields = head.split("(", 1)[1], rest.split()
-        used = (int(fields[11]) + int(fields[12])) / TICKS
-        if name == "postgres" and databases in title:
-            found["postgres"] += used
-        elif name == "java" and "kafka.Kafka" in title:
-            found["kafka"] += used
-    return found
 
 
 def attack(

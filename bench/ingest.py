@@ -48,6 +48,7 @@ CACHE = Path(os.environ.get("CLIENTELA_CACHE", Path.home() / ".cache" / "cliente
 OLIST_SUBSET = ROOT.parent / "shared" / "data" / "olist" / "subset_8135_orders"
 ADMIN = "bench-admin-token"
 TICKS = os.sysconf("SC_CLK_TCK")
+DATABASE = "clientela_ingest_bench"  # the benchmark's own, dropped and created again for every run
 
 
 def free_port() -> int:
@@ -89,6 +90,25 @@ def cpu_seconds(pids: list[int]) -> float:
         except (FileNotFoundError, IndexError):
             continue
     return total / TICKS
+
+
+def infra_cpu_seconds(databases: str = "_freshness") -> dict[str, float]:
+    """CPU seconds so far of the PostgreSQL backends serving `databases` (their process title names the
+    database) and of the Kafka broker (`java`)."""
+    found = {"postgres": 0.0, "kafka": 0.0}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            head, rest = stat.read_text().rsplit(")", 1)
+            title = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        name, fields = head.split("(", 1)[1], rest.split()
+        used = (int(fields[11]) + int(fields[12])) / TICKS
+        if name == "postgres" and databases in title:
+            found["postgres"] += used
+        elif name == "java" and "kafka.Kafka" in title:
+            found["kafka"] += used
+    return found
 
 
 def peak_rss_mb(pids: list[int]) -> float:
@@ -225,7 +245,7 @@ def unpublished(engine: sa.Engine) -> int:
 
 
 def run_case(name: str, lines: list[bytes], args: argparse.Namespace, prefix: str) -> dict[str, Any]:
-    database_url = f"{PG}/clientela_ingest_bench"
+    database_url = f"{PG}/{DATABASE}"
     reset_database(database_url)
     log = CACHE / f"ingest-{name}.log"
     ingest = start_ingest(database_url, prefix, args.web_workers, log)
@@ -239,6 +259,7 @@ def run_case(name: str, lines: list[bytes], args: argparse.Namespace, prefix: st
         bodies = batches_of(lines, args.batch)
         pids = proc_tree(ingest.process.pid)
         cpu_before = cpu_seconds(pids)
+        infra_before = infra_cpu_seconds(DATABASE)
         machine_before = machine_busy_seconds(Path("/proc/stat").read_text())
         client_before = time.process_time()
         outcomes: dict[str, int] = {}
@@ -258,6 +279,7 @@ def run_case(name: str, lines: list[bytes], args: argparse.Namespace, prefix: st
             list(pool.map(lambda ib: post(ib[1], clients[ib[0] % len(clients)]), enumerate(bodies)))
         accepted_s = time.perf_counter() - started
         machine_accepted = machine_busy_seconds(Path("/proc/stat").read_text()) - machine_before
+        infra = {name: used - infra_before[name] for name, used in infra_cpu_seconds(DATABASE).items()}
         client_cpu = time.process_time() - client_before
         while unpublished(engine):
             time.sleep(0.05)
@@ -287,10 +309,20 @@ def run_case(name: str, lines: list[bytes], args: argparse.Namespace, prefix: st
         # benchmark's clients) and the clients alone.
         "machine_cpu_seconds_accepted": round(machine_accepted, 1),
         "client_cpu_seconds": round(client_cpu, 1),
+        # Until the last batch was answered: the PostgreSQL backends of the benchmark's database and the
+        # broker (which also serves the relay's sends).
+        "postgres_cpu_seconds_accepted": round(infra["postgres"], 1),
+        "kafka_cpu_seconds_accepted": round(infra["kafka"], 1),
     }
 
 
-RUN_FIGURES = ("accepted_per_s", "published_per_s", "ingest_cpu_seconds", "machine_cpu_seconds_accepted")
+RUN_FIGURES = (
+    "accepted_per_s",
+    "published_per_s",
+    "ingest_cpu_seconds",
+    "machine_cpu_seconds_accepted",
+    "postgres_cpu_seconds_accepted",
+)
 
 
 def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:

@@ -14,6 +14,7 @@ def run(accepted: int, cpu: float) -> dict[str, Any]:
         "published_per_s": accepted - 50,
         "ingest_cpu_seconds": cpu,
         "machine_cpu_seconds_accepted": cpu + 5,
+        "postgres_cpu_seconds_accepted": cpu / 2,
         "outcomes": {"accepted": 100},
     }
 
@@ -28,6 +29,7 @@ def test_the_median_run_is_kept_with_every_runs_figures() -> None:
         "published_per_s": 6_950,
         "ingest_cpu_seconds": 16.0,
         "machine_cpu_seconds_accepted": 21.0,
+        "postgres_cpu_seconds_accepted": 8.0,
     }
 
 
