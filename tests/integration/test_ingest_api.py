@@ -258,6 +258,31 @@ def test_a_batch_stores_its_other_records_while_another_transaction_holds_one(
     assert (orders["received"], orders["accepted"]) == (3, 3)
 
 
+def test_with_several_web_workers_a_batch_answer_closes_its_connection(stack: Stack) -> None:
+    """So that the client's next batch goes to whichever worker process is free (`api.BALANCE`); a single
+    process keeps its connections."""
+    key = stack.create_tenant()
+    app = stack.ingest.app
+    body = {"items": [order_body("C-1", "c1@example.com", "10.00")]}
+    alone = stack.ingest.post("/v1/orders:batch", json=body, headers=auth(key))
+    assert alone.status_code == 200, alone.text
+    assert "close" not in alone.headers.get("connection", "")
+    settings = app.state.settings  # type: ignore[attr-defined]
+    app.state.settings = settings.model_copy(update={"web_workers": 2})  # type: ignore[attr-defined]
+    try:
+        for path in ("/v1/orders:batch", "/v1/customers:batch", "/v1/events:batch"):
+            response = stack.ingest.post(path, json={"items": []}, headers=auth(key))
+            assert response.status_code == 200, response.text
+            assert response.headers["connection"] == "close"
+        single = stack.ingest.post(
+            "/v1/orders", json=order_body("C-2", "c2@example.com", "1.00"), headers=auth(key)
+        )
+        assert single.status_code == 202, single.text
+        assert "close" not in single.headers.get("connection", "")  # single records keep their connection
+    finally:
+        app.state.settings = settings  # type: ignore[attr-defined]
+
+
 def test_quality_report_counts_outcomes_rejections_and_completeness(stack: Stack) -> None:
     key = stack.create_tenant()
     full = order_body("Q-1", "q@example.com", "10.00")
