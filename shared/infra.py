@@ -42,7 +42,8 @@ class OutboxMessage(InfraTable, table=True):
             sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True
         ),
     )
-    event_id: UUID = Field(sa_column=sa.Column(sa.Uuid(), nullable=False, unique=True))
+    # Not indexed: ids are random (uuid4) and made by `outbox_row`; nothing looks a row up by one.
+    event_id: UUID = Field(sa_column=sa.Column(sa.Uuid(), nullable=False))
     topic: str = Field(max_length=200)
     key: str = Field(max_length=200)
     event_type: str = Field(max_length=100)
