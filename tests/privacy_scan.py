@@ -12,7 +12,7 @@ from uuid import UUID
 import orjson
 import sqlalchemy as sa
 
-from shared.crypto import SecretError, keyring
+from shared.crypto import BINARY, SecretError, keyring
 
 _TOKEN = re.compile(r"[0-9a-f]{8}\.[A-Za-z0-9_-]{16,}")
 
@@ -29,11 +29,19 @@ class Hit:
         return f"{self.database}.{self.table}.{self.column} holds {masked}"
 
 
-def _texts(value: object) -> Iterator[str]:
+def _texts(value: object, tenants: Iterable[UUID] = ()) -> Iterator[str]:
     if value is None:
         return
     if isinstance(value, bytes | bytearray | memoryview):
-        yield bytes(value).decode("utf-8", "replace")
+        data = bytes(value)
+        yield data.decode("utf-8", "replace")
+        if data[:1] == BINARY:  # sealed as bytes (`Keyring.seal_bytes`): opened with the tenant's key
+            for tenant in tenants:
+                try:
+                    yield keyring().open_bytes(tenant, data).decode("utf-8", "replace")
+                except (SecretError, ValueError):
+                    continue
+                break
     elif isinstance(value, dict | list):
         yield orjson.dumps(value).decode()
     else:
@@ -74,7 +82,7 @@ def scan(
                         continue
                     for row in conn.execute(sa.select(table)):
                         for column, value in zip(table.columns.keys(), row, strict=True):
-                            for text in _texts(value):
+                            for text in _texts(value, tenant_ids if sealed else []):
                                 hits += _match(
                                     name, table.name, column, text, wanted, tenant_ids if sealed else []
                                 )

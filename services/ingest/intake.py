@@ -37,7 +37,7 @@ from sqlmodel import Session
 
 from services.ingest import quality, suppression
 from services.ingest.models import InboundRecord
-from shared.crypto import keyring
+from shared.crypto import BINARY, keyring
 from shared.db import bulk_insert, table_of, utcnow
 from shared.errors import field_errors
 from shared.events import BehaviourRecorded, CustomerRecorded, Event, OrderIngested
@@ -165,7 +165,7 @@ class _State:
     source_updated_at: datetime | None
     new: bool
     changed: bool = False
-    sealed: str | None = None  # the new version's canonical JSON, sealed
+    sealed: bytes | None = None  # the new version's canonical JSON, sealed
 
 
 class _Valid(NamedTuple, Generic[M]):
@@ -175,14 +175,18 @@ class _Valid(NamedTuple, Generic[M]):
     record: M
     body_hash: str
     key: tuple[str, str]  # (source, external_id)
-    sealed: str  # the canonical JSON, sealed
+    sealed: bytes  # the canonical JSON, sealed
     body_json: orjson.Fragment  # the canonical JSON, as the event's payload carries it
     kafka_key: str
 
 
-def open_payload(tenant_id: UUID, sealed: str) -> dict[str, Any]:
+def open_payload(tenant_id: UUID, sealed: bytes) -> dict[str, Any]:
     """A stored record's canonical JSON (`InboundRecord.payload_sealed`), opened."""
-    found: dict[str, Any] = orjson.loads(keyring().open(tenant_id, sealed))
+    keys = keyring()
+    if sealed[:1] == BINARY:
+        found: dict[str, Any] = orjson.loads(keys.open_bytes(tenant_id, sealed))
+    else:  # stored before migration 0009: a text token's bytes
+        found = orjson.loads(keys.open(tenant_id, bytes(sealed).decode()))
     return found
 
 
@@ -242,7 +246,7 @@ def accept(
                 body_hash,
                 (source, kind.external_id(record, body_hash)),
                 # What a new version stores (sealed) and publishes: the same canonical JSON, serialised once.
-                keys.seal(tenant_id, canonical.decode()),
+                keys.seal_bytes(tenant_id, canonical),
                 orjson.Fragment(canonical),
                 kind.kafka_key(tenant_id, record),
             )

@@ -38,9 +38,10 @@ class InboundRecord(IngestTable, table=True):
     source_updated_at: datetime | None = Field(
         default=None, sa_column=sa.Column(UTCDateTime(), nullable=True)
     )
-    payload_sealed: str = Field(
-        sa_column=sa.Column(sa.Text(), nullable=False),
-        description="The canonical JSON (sorted keys), AES-GCM sealed for the tenant (`shared.crypto`).",
+    payload_sealed: bytes = Field(
+        sa_column=sa.Column(sa.LargeBinary(), nullable=False),
+        description="The canonical JSON (sorted keys), AES-GCM sealed for the tenant (`Keyring.seal_bytes`; "
+        "records stored before migration 0009 hold the bytes of a `Keyring.seal` text token).",
     )
     received_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))

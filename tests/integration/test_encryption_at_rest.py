@@ -21,7 +21,7 @@ from services.ingest.intake import open_payload
 from services.ingest.models import InboundRecord
 from services.profile.models import Profile, ProfileOrder, ProfileRecord, open_snapshot
 from services.profile.profiles import as_announced
-from shared.crypto import keyring
+from shared.crypto import BINARY, keyring
 from shared.db import make_engine, utcnow
 from shared.migrations import downgrade, upgrade
 from shared.outbox import purge_published
@@ -279,7 +279,9 @@ def test_values_sealed_before_a_key_rotation_still_open_after_it(
     try:
         with Session(ingest) as session:
             stored = {r.external_id: r for r in session.exec(select(InboundRecord))}
-            assert {r.payload_sealed.split(".")[0] for r in stored.values()} == {old_id, keyring().current_id}
+            # Sealed as bytes (`Keyring.seal_bytes`): the marker, then the key's id.
+            assert {r.payload_sealed[:1] for r in stored.values()} == {BINARY}
+            assert {r.payload_sealed[1:9].decode() for r in stored.values()} == {old_id, keyring().current_id}
             assert open_payload(stored["R-1"].tenant_id, stored["R-1"].payload_sealed)["total"] == "150.00"
         with Session(profile_db) as session:
             person = session.get(Profile, UUID(first["id"]))
@@ -451,6 +453,23 @@ def test_inbound_payloads_are_sealed_by_the_migration_and_opened_by_its_downgrad
         with Session(engine) as session:
             stored = {r.external_id: r for r in session.exec(select(InboundRecord))}
             assert {k: open_payload(tenant, r.payload_sealed) for k, r in stored.items()} == payloads
+            # 0009 kept the text tokens as their bytes; a record stored since is sealed as bytes.
+            assert all(r.payload_sealed[:1] != BINARY for r in stored.values())
+            newer = stored["M-0"]
+            newer.payload_sealed = keyring().seal_bytes(
+                tenant, orjson.dumps(payloads["M-0"], option=orjson.OPT_SORT_KEYS)
+            )
+            session.add(newer)
+            session.commit()
+
+        downgrade(service_dir, url, "0008")  # the binary value is sealed again as a text token
+        with engine.connect() as conn:
+            tokens: dict[str, str] = dict(
+                conn.execute(sa.text("SELECT external_id, payload_sealed FROM inbound_record")).all()
+            )
+        assert all(isinstance(t, str) and "." in t for t in tokens.values())
+        assert {k: orjson.loads(keyring().open(tenant, t)) for k, t in tokens.items()} == payloads
+        upgrade(service_dir, url)
 
         downgrade(service_dir, url, "0003")
         meta = sa.MetaData()

@@ -167,7 +167,9 @@ def test_values_sealed_before_a_rotation_open_after_it_and_new_ones_use_the_new_
     profile = Profile(tenant_id=tenant)
     profile.name, profile.birth_date = "Ana Quintiliano", date(1990, 5, 20)
     stored = seal_snapshot(tenant, {"at": "2026-01-01T00:00:00+00:00", "name": "Ana Quintiliano"})
-    payload = keyring().seal(tenant, orjson.dumps({"customer": {"email": "ana@example.com"}}).decode())
+    payload = keyring().seal_bytes(tenant, orjson.dumps({"customer": {"email": "ana@example.com"}}))
+    # A record stored before migration 0009: the bytes of a text token.
+    older = keyring().seal(tenant, orjson.dumps({"customer": {"phone": "+5511912345678"}}).decode()).encode()
     announced = as_announced(tenant, {"birth_date": "1990-05-20", "zip": None, "city": "Recife"})
     old_id = keyring().current_id
 
@@ -176,6 +178,7 @@ def test_values_sealed_before_a_rotation_open_after_it_and_new_ones_use_the_new_
     assert (profile.name, profile.birth_date) == ("Ana Quintiliano", date(1990, 5, 20))
     assert open_snapshot(tenant, stored)["name"] == "Ana Quintiliano"
     assert open_payload(tenant, payload) == {"customer": {"email": "ana@example.com"}}
+    assert open_payload(tenant, older) == {"customer": {"phone": "+5511912345678"}}
     # The announced hashes use the index secret (the oldest): an unchanged birth date is no change.
     assert as_announced(tenant, {"birth_date": "1990-05-20", "zip": None, "city": "Recife"}) == announced
     profile.zip = "50030230"
