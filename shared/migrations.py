@@ -104,3 +104,17 @@ def rewrite_rows(
 
 def _uuid(value: Any) -> UUID:
     return value if isinstance(value, UUID) else UUID(str(value))
+
+
+def drop_outbox_event_id_unique() -> None:
+    """In a migration: the service's `outbox_message.event_id` without its unique index. Event ids are
+    random (uuid4), made by `shared.outbox`, and no query looks a row up by one; the index cost two random
+    index inserts per event (the row, and the row version its publication writes)."""
+    with op.batch_alter_table("outbox_message", schema=None) as batch_op:
+        batch_op.drop_constraint("uq_outbox_message_event_id", type_="unique")
+
+
+def add_outbox_event_id_unique() -> None:
+    """What `drop_outbox_event_id_unique` undoes."""
+    with op.batch_alter_table("outbox_message", schema=None) as batch_op:
+        batch_op.create_unique_constraint("uq_outbox_message_event_id", ["event_id"])

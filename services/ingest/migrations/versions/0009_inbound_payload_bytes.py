@@ -18,13 +18,12 @@ import sqlalchemy as sa
 from alembic import op
 
 from shared.crypto import BINARY, keyring
+from shared.migrations import rewrite_rows
 
 revision: str = "0009"
 down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
-
-CHUNK = 1000
 
 
 def upgrade() -> None:
@@ -38,46 +37,16 @@ def upgrade() -> None:
         )
 
 
-def _uuid(value: Any) -> UUID:
-    return value if isinstance(value, UUID) else UUID(str(value))
-
-
 def downgrade() -> None:
-    conn = op.get_bind()
     keys = keyring()
-    table = sa.table(
-        "inbound_record",
-        sa.column("id"),
-        sa.column("tenant_id"),
-        sa.column("payload_sealed", sa.LargeBinary()),
-    )
-    update = (
-        sa.update(table)
-        .where(table.c.id == sa.bindparam("row_id"))
-        .values(payload_sealed=sa.bindparam("token", type_=sa.LargeBinary()))
-    )
-    last: Any = None
-    while True:  # the binary values become text tokens again, a thousand at a time (keyset on the id)
-        query = (
-            sa.select(table.c.id, table.c.tenant_id, table.c.payload_sealed).order_by(table.c.id).limit(CHUNK)
-        )
-        if last is not None:
-            query = query.where(table.c.id > last)
-        rows = conn.execute(query).all()
-        if not rows:
-            break
-        resealed = [
-            {
-                "row_id": row_id,
-                "token": keys.seal(tenant, keys.open_bytes(tenant, bytes(sealed)).decode()).encode(),
-            }
-            for row_id, tenant_id, sealed in rows
-            if bytes(sealed)[:1] == BINARY
-            for tenant in (_uuid(tenant_id),)
-        ]
-        if resealed:
-            conn.execute(update, resealed)
-        last = rows[-1][0]
+
+    def as_token(tenant: UUID, row: dict[str, Any]) -> dict[str, Any]:
+        sealed = bytes(row["payload_sealed"])
+        if sealed[:1] == BINARY:  # sealed since 0009: sealed again as a text token
+            sealed = keys.seal(tenant, keys.open_bytes(tenant, sealed).decode()).encode()
+        return {"payload_sealed": sealed}
+
+    rewrite_rows("inbound_record", "id", {"payload_sealed": sa.LargeBinary()}, ["payload_sealed"], as_token)
     with op.batch_alter_table("inbound_record", schema=None) as batch_op:
         batch_op.alter_column(
             "payload_sealed",

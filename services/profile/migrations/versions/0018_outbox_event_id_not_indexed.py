@@ -1,6 +1,4 @@
-"""outbox_message.event_id without its unique index: event ids are random (uuid4) and made here, nothing
-looks a row up by one, and the index cost two random index inserts per event (the row, and the new row
-version its publication writes)
+"""outbox_message.event_id without its unique index (`shared.migrations.drop_outbox_event_id_unique`)
 
 Revision ID: 0018
 Revises: 0017
@@ -9,7 +7,7 @@ Create Date: 2026-12-01 10:40:00
 
 from collections.abc import Sequence
 
-from alembic import op
+from shared.migrations import add_outbox_event_id_unique, drop_outbox_event_id_unique
 
 revision: str = "0018"
 down_revision: str | None = "0017"
@@ -18,10 +16,8 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("outbox_message", schema=None) as batch_op:
-        batch_op.drop_constraint("uq_outbox_message_event_id", type_="unique")
+    drop_outbox_event_id_unique()
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("outbox_message", schema=None) as batch_op:
-        batch_op.create_unique_constraint("uq_outbox_message_event_id", ["event_id"])
+    add_outbox_event_id_unique()
