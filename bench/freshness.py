@@ -73,6 +73,7 @@ from shared.topics import ensure_topics
 
 SECRET = "bench-only-secret-key-0123456789abcdefghijklmnop"  # noqa: S105 - a throwaway bench database
 SERVICES = ("ingest", "profile", "segmentation")
+FRESHNESS_DATABASES = "_freshness"  # what the names of this benchmark's databases end with (`database`)
 FIRST_TOTAL_MINOR = 1000  # order n costs (1000 + n) cents: unique, so the webhook's total_spent names it
 STAGES = ("to ingest", "to profile", "to segmentation", "to receiver")
 TIMEOUT_S = 120  # vegeta's per-request timeout: long enough to see how long an overloaded ingest takes
@@ -242,7 +243,7 @@ def quantiles(values: list[float], digits: int = 3) -> dict[str, float | None]:
 
 
 def database(name: str) -> str:
-    return f"{PG}/clientela_{name}_freshness"
+    return f"{PG}/clientela_{name}{FRESHNESS_DATABASES}"
 
 
 def start(name: str, prefix: str, log_file: Path) -> Service:
@@ -439,7 +440,7 @@ def run_case(rate: int, seconds: int) -> dict[str, Any]:
             targets = Path(tmp) / "targets.jsonl"
             targets.write_bytes(order_targets(services["ingest"].url, api_key, run, count))
             pids = {name: proc_tree(s.process.pid) for name, s in services.items()}
-            cpu = {name: cpu_seconds(p) for name, p in pids.items()} | infra_cpu_seconds()
+            cpu = {name: cpu_seconds(p) for name, p in pids.items()} | infra_cpu_seconds(FRESHNESS_DATABASES)
             machine = machine_busy_seconds(Path("/proc/stat").read_text())
             own_cpu, started, others = time.process_time(), time.time(), process_times()
             log.info("%d orders/s for %d s", rate, seconds)
@@ -451,7 +452,7 @@ def run_case(rate: int, seconds: int) -> dict[str, Any]:
         window_s = max(ended - started, 1e-9)
         machine = machine_busy_seconds(Path("/proc/stat").read_text()) - machine
         cpu = {name: cpu_seconds(p) - cpu[name] for name, p in pids.items()} | {
-            name: used - cpu[name] for name, used in infra_cpu_seconds().items()
+            name: used - cpu[name] for name, used in infra_cpu_seconds(FRESHNESS_DATABASES).items()
         }
         own_cpu = time.process_time() - own_cpu
         mine = {os.getpid(), *(p for tree in pids.values() for p in tree)}

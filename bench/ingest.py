@@ -92,7 +92,7 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / TICKS
 
 
-def infra_cpu_seconds(databases: str = "_freshness") -> dict[str, float]:
+def infra_cpu_seconds(databases: str) -> dict[str, float]:
     """CPU seconds so far of the PostgreSQL backends serving `databases` (their process title names the
     database) and of the Kafka broker (`java`)."""
     found = {"postgres": 0.0, "kafka": 0.0}

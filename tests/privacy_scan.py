@@ -69,7 +69,7 @@ def scan(
     case-insensitively; digit-only needles also against the digits of each value), in clear or, with
     `sealed`, inside a sealed value."""
     wanted = [n for n in needles if n]
-    tenant_ids = list(tenants)
+    opening = list(tenants) if sealed else []  # the tenants whose keys open sealed values
     hits: list[Hit] = []
     for name, url in urls.items():
         engine = sa.create_engine(url)
@@ -82,10 +82,8 @@ def scan(
                         continue
                     for row in conn.execute(sa.select(table)):
                         for column, value in zip(table.columns.keys(), row, strict=True):
-                            for text in _texts(value, tenant_ids if sealed else []):
-                                hits += _match(
-                                    name, table.name, column, text, wanted, tenant_ids if sealed else []
-                                )
+                            for text in _texts(value, opening):
+                                hits += _match(name, table.name, column, text, wanted, opening)
         finally:
             engine.dispose()
     return hits

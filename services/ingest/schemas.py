@@ -53,9 +53,9 @@ class Accepted(BaseModel):
     errors: list[FieldError] | None = None
 
     @classmethod
-    def of(cls, result: ItemResult, **more: Any) -> Self:
+    def of(cls, result: ItemResult) -> Self:
         errors = [FieldError(**e) for e in result.errors] if result.errors else None
-        return cls(id=result.id, status=result.outcome, version=result.version, errors=errors, **more)
+        return cls(id=result.id, status=result.outcome, version=result.version, errors=errors)
 
 
 class BatchItemResult(Accepted):
