@@ -138,10 +138,12 @@ def whole_batch(kind: Kind[Any], tenant_id: UUID, raw: bytes) -> list[Any] | Non
 
 # BALANCE: with several web workers, a batch's answer closes its connection. A kept-alive connection stays
 # with the worker process that accepted it, and uvicorn's workers accept from one socket on a first-come
-# basis: four clients' connections were split 3 to 1 as often as 2 to 2, and the busier process, held to
-# one core by its GIL, set the pace (py-spy: 1,813 against 878 samples). The client's next batch opens a
-# new connection, which whichever worker is free accepts first (1,241 against 1,156). A connection costs
-# about 0.1 ms on the same network; a batch of 1,000 takes some 100 ms.
+# basis: the benchmark's four clients' connections were split unevenly (py-spy: 1,813 against 878 samples
+# for the two workers). The client's next batch opens a new connection, which whichever worker is free
+# accepts first (1,241 against 1,156). On the 2-core machine throughput did not change (six pairs: 9,310
+# against 9,265 orders/s; both cores are busy either way); where cores are left idle, a worker holding most
+# connections is held to one core by its GIL. A connection costs about 0.1 ms on the same network; a batch
+# of 1,000 takes some 100 ms.
 async def _batch(
     request: Request, tenant_id: UUID, session: Session, key: str | None, kind: Kind[Any]
 ) -> Response:
