@@ -222,11 +222,14 @@ def _chunked_owners(
     return found
 
 
+# Each pair is one probe of the primary key (LATERAL … LIMIT 1) whatever the statistics say: joined plainly,
+# a young tenant's statistics (one row estimated) made PostgreSQL hash all of the tenant's identifiers for
+# every batch (tests/integration/test_query_plans.py).
 _OWNERS_OF_PAIRS = sa.text(
-    "SELECT i.kind, i.value, i.profile_id"
+    "SELECT wanted.kind, wanted.value, i.profile_id"
     " FROM unnest(CAST(:kinds AS varchar[]), CAST(:values AS varchar[])) AS wanted(kind, value)"
-    " JOIN profile_identifier AS i"
-    " ON i.tenant_id = :tenant AND i.kind = wanted.kind AND i.value = wanted.value"
+    " JOIN LATERAL (SELECT profile_id FROM profile_identifier"
+    " WHERE tenant_id = :tenant AND kind = wanted.kind AND value = wanted.value LIMIT 1) AS i ON true"
 )
 
 
