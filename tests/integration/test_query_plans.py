@@ -48,7 +48,7 @@ def nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 
 def explained(
-    connection: Connection, statement: sa.Executable, params: dict[str, Any]
+    connection: Connection, statement: sa.ClauseElement, params: dict[str, Any]
 ) -> list[dict[str, Any]]:
     """The plan PostgreSQL chooses for `statement` with these values (EXPLAIN ANALYZE: what it did)."""
     compiled = statement.compile(dialect=connection.dialect)
