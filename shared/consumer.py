@@ -1,20 +1,23 @@
 """Idempotent Kafka consumer: effects and processed-event ids commit in one DB transaction, then offsets.
 
-A poll's records are applied in one transaction. If that fails, each record is retried alone (bounded),
-and a record that still fails goes to the service's dead-letter topic with its origin in the headers;
-the partition keeps flowing.
+A poll's records are applied in one transaction. A batch that met another member's concurrent write (a
+row it inserts too, or a deadlock) is applied again, whole. If it fails otherwise, each record is retried
+alone (bounded), and a record that still fails goes to the service's dead-letter topic with its origin in
+the headers; the partition keeps flowing.
 """
 
 from __future__ import annotations
 
 import gc
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeGuard
 
+import psycopg
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import (
     CommitFailedError,
@@ -111,6 +114,17 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     sa_exc.DisconnectionError,
     sa_exc.TimeoutError,
 )
+
+
+# A batch that met another member's concurrent write is applied again this many times (`handle`). After
+# that a deadlock is treated as any database error (the consumer reconnects, the batch is delivered again),
+# a unique violation as the records' own (each is tried alone).
+CONFLICT_RETRIES = 5
+
+
+def is_deadlock(exc: BaseException | None) -> TypeGuard[sa_exc.OperationalError]:
+    """PostgreSQL rolled the transaction back to break a deadlock (SQLAlchemy's wrapping of psycopg's)."""
+    return isinstance(exc, sa_exc.OperationalError) and isinstance(exc.orig, psycopg.errors.DeadlockDetected)
 
 
 def describe_error(exc: BaseException) -> str:
@@ -228,13 +242,23 @@ class ConsumerWorker:
         return applied
 
     def handle(self, records: Sequence[Any], dlq_producer: Callable[[], KafkaProducer]) -> None:
-        failure = self._apply_all(records)
-        if isinstance(failure, sa_exc.IntegrityError) and len(records) > 1:
-            # Most often another writer (a second member of the group) stored a row this batch stores too,
-            # e.g. the profile of a new shared identifier: once it has committed, the batch again, whole,
-            # finds that row and uses it. Only a second failure is the records' own.
-            log.info("batch met a concurrent write; retrying it", extra={"error": describe_error(failure)})
-            failure = self._apply_all(records)
+        failure = self._apply_all(records, deadlocks=True)
+        for attempt in range(1, CONFLICT_RETRIES + 1):
+            # Another member of the group wrote what this batch writes too: it inserted a row the batch
+            # inserts (the profile of an identifier both saw), or locked rows the batch locks in the other
+            # order and PostgreSQL rolled this one back (a deadlock). Applied again, whole, after a pause of
+            # random length (the two do not meet again in step), the batch finds the other's rows and uses
+            # them. Only a failure that outlasts the retries is the records' own.
+            if isinstance(failure, sa_exc.IntegrityError) and len(records) > 1:
+                log.info("batch met a concurrent write; retrying it", extra={"attempt": attempt})
+            elif is_deadlock(failure):
+                log.info("batch deadlocked with a concurrent one; retrying it", extra={"attempt": attempt})
+            else:
+                break
+            time.sleep(random.uniform(0.01, 0.05) * attempt)  # noqa: S311 - spreading retries, not security
+            failure = self._apply_all(records, deadlocks=True)
+        if is_deadlock(failure):
+            raise failure  # still: as any error of the database, the consumer reconnects and redelivers
         if failure is None:
             return
         if len(records) > 1:  # one bad record must not block the others: retry one by one
@@ -249,11 +273,14 @@ class ConsumerWorker:
             if error is not None:
                 self._dead_letter(record, error, dlq_producer())
 
-    def _apply_all(self, records: Sequence[Any]) -> Exception | None:
-        """Apply the records in one transaction; the error if that failed (infrastructure errors raise)."""
+    def _apply_all(self, records: Sequence[Any], *, deadlocks: bool = False) -> Exception | None:
+        """Apply the records in one transaction; the error if that failed (infrastructure errors raise;
+        a deadlock is returned when `deadlocks`, the caller applies the batch again)."""
         try:
             self.apply([r.value for r in records], [r.topic for r in records])
-        except TRANSIENT_ERRORS:
+        except TRANSIENT_ERRORS as exc:
+            if deadlocks and is_deadlock(exc):
+                return exc
             raise
         except Exception as exc:
             return exc

@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 import orjson
+import psycopg
 import pytest
 from kafka.errors import CommitFailedError
 from pydantic import ValidationError
@@ -17,6 +18,7 @@ from sqlalchemy import exc as sa_exc
 
 from shared import consumer as consumer_module
 from shared.consumer import (
+    CONFLICT_RETRIES,
     MAX_COMMIT_FAILURES,
     SPIN_CPU_S,
     SPIN_PAUSE_S,
@@ -257,9 +259,42 @@ def test_a_batch_that_met_a_concurrent_write_is_retried_whole(monkeypatch: pytes
     assert calls == [[b"a", b"b", b"c"], [b"a", b"b", b"c"]]
 
 
-def test_a_batch_failing_twice_is_retried_record_by_record(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls = records_worker(monkeypatch, [integrity_error(), integrity_error()])
-    assert calls == [[b"a", b"b", b"c"], [b"a", b"b", b"c"], [b"a"], [b"b"], [b"c"]]
+def test_a_batch_meeting_concurrent_writes_again_and_again_is_retried_whole_then_record_by_record(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("shared.consumer.time.sleep", lambda _s: None)
+    calls = records_worker(monkeypatch, [integrity_error() for _ in range(CONFLICT_RETRIES + 1)])
+    whole = [[b"a", b"b", b"c"]] * (CONFLICT_RETRIES + 1)
+    assert calls == [*whole, [b"a"], [b"b"], [b"c"]]
+
+
+def deadlock() -> sa_exc.OperationalError:
+    return sa_exc.OperationalError("UPDATE ...", {}, psycopg.errors.DeadlockDetected("deadlock detected"))
+
+
+def test_a_batch_that_deadlocked_with_another_members_is_retried_whole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pauses: list[float] = []
+    monkeypatch.setattr("shared.consumer.time.sleep", pauses.append)
+    calls = records_worker(monkeypatch, [deadlock(), integrity_error(), deadlock()])
+    assert calls == [[b"a", b"b", b"c"]] * 4
+    assert len(pauses) == 3
+    assert all(0.01 * n <= pause <= 0.05 * n for n, pause in enumerate(pauses, start=1))
+
+
+def test_a_batch_that_keeps_deadlocking_is_left_to_the_reconnect_and_never_dead_lettered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("shared.consumer.time.sleep", lambda _s: None)
+    with pytest.raises(sa_exc.OperationalError):
+        records_worker(monkeypatch, [deadlock() for _ in range(CONFLICT_RETRIES + 1)])
+
+
+def test_other_operational_errors_raise_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    gone = sa_exc.OperationalError("SELECT 1", {}, psycopg.OperationalError("server closed the connection"))
+    with pytest.raises(sa_exc.OperationalError):
+        records_worker(monkeypatch, [gone])
 
 
 def test_other_batch_failures_go_record_by_record_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
