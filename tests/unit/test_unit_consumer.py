@@ -259,13 +259,13 @@ def test_a_batch_that_met_a_concurrent_write_is_retried_whole(monkeypatch: pytes
     assert calls == [[b"a", b"b", b"c"], [b"a", b"b", b"c"]]
 
 
-def test_a_batch_meeting_concurrent_writes_again_and_again_is_retried_whole_then_record_by_record(
+def test_a_batch_meeting_concurrent_writes_again_and_again_is_retried_whole_then_in_halves(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr("shared.consumer.time.sleep", lambda _s: None)
     calls = records_worker(monkeypatch, [integrity_error() for _ in range(CONFLICT_RETRIES + 1)])
     whole = [[b"a", b"b", b"c"]] * (CONFLICT_RETRIES + 1)
-    assert calls == [*whole, [b"a"], [b"b"], [b"c"]]
+    assert calls == [*whole, [b"a"], [b"b", b"c"]]
 
 
 def deadlock() -> sa_exc.OperationalError:
@@ -297,9 +297,37 @@ def test_other_operational_errors_raise_at_once(monkeypatch: pytest.MonkeyPatch)
         records_worker(monkeypatch, [gone])
 
 
-def test_other_batch_failures_go_record_by_record_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_other_batch_failures_go_in_halves_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = records_worker(monkeypatch, [ValueError("impossible content")])
-    assert calls == [[b"a", b"b", b"c"], [b"a"], [b"b"], [b"c"]]
+    assert calls == [[b"a", b"b", b"c"], [b"a"], [b"b", b"c"]]
+
+
+def test_a_bad_record_is_found_in_halves_and_dead_lettered_and_the_others_applied_in_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("shared.consumer.time.sleep", lambda _s: None)
+    worker = stub_worker()
+    values = [str(i).encode() for i in range(1000)]
+    bad = values[637]
+    applied: list[bytes] = []
+    transactions = 0
+
+    def apply(batch: list[bytes], topics: list[str] | None = None) -> int:
+        nonlocal transactions
+        transactions += 1
+        if bad in batch:
+            raise ValueError("impossible content")
+        applied.extend(batch)
+        return len(batch)
+
+    dead: list[bytes] = []
+    monkeypatch.setattr(worker, "apply", apply)
+    monkeypatch.setattr(worker, "_dead_letter", lambda record, _error, _producer: dead.append(record.value))
+    worker.handle([Record(v) for v in values], lambda: None)
+    assert dead == [bad]
+    assert applied == [v for v in values if v != bad]  # in their order
+    attempts = worker.settings.consumer_max_attempts
+    assert transactions <= 1 + 2 * 10 + attempts  # the whole, two halves per level, the bad one's tries
 
 
 def test_the_records_per_poll_are_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
