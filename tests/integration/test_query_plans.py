@@ -9,7 +9,7 @@ that each key is one probe of the unique index whatever the statistics say; thes
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 from uuid import uuid4
 
@@ -28,17 +28,17 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def ingest_engine(clean_databases: dict[str, str]) -> Iterator[Engine]:
-    engine = make_engine(clean_databases["ingest"])
-    yield engine
-    engine.dispose()
+def engine_of(clean_databases: dict[str, str]) -> Iterator[Callable[[str], Engine]]:
+    """An engine on a service's (clean) test database."""
+    made: list[Engine] = []
 
+    def engine(service: str) -> Engine:
+        made.append(make_engine(clean_databases[service]))
+        return made[-1]
 
-@pytest.fixture
-def profile_engine(clean_databases: dict[str, str]) -> Iterator[Engine]:
-    engine = make_engine(clean_databases["profile"])
     yield engine
-    engine.dispose()
+    for engine_made in made:
+        engine_made.dispose()
 
 
 def nodes(plan: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -59,11 +59,23 @@ def explained(
     return list(nodes(found[0]["Plan"]))
 
 
+def one_probe_per_key(plan: list[dict[str, Any]], keys: int, index: str) -> None:
+    """The plan probed `index` once per key (no hash of the table, no scan of it); every key but the last
+    (stored by no row) found its row."""
+    kinds = [node["Node Type"] for node in plan]
+    assert "Hash Join" not in kinds, kinds
+    assert "Seq Scan" not in kinds, kinds
+    (probe,) = [node for node in plan if node["Node Type"] in ("Index Scan", "Index Only Scan")]
+    assert probe["Index Name"] == index
+    assert probe["Actual Loops"] == keys
+    assert plan[0]["Actual Rows"] == keys - 1
+
+
 def test_stored_versions_are_found_by_index_probes_while_the_statistics_say_the_tenant_is_empty(
-    ingest_engine: Engine,
+    engine_of: Callable[[str], Engine],
 ) -> None:
     tenant_id = uuid4()
-    with ingest_engine.begin() as connection:
+    with engine_of("ingest").begin() as connection:
         connection.exec_driver_sql("ANALYZE inbound_record")  # statistics of an empty table
         connection.execute(
             sa.text(
@@ -85,20 +97,14 @@ def test_stored_versions_are_found_by_index_probes_while_the_statistics_say_the_
                 "external_ids": wanted,
             },
         )
-    kinds = [node["Node Type"] for node in plan]
-    assert "Hash Join" not in kinds, kinds
-    assert "Seq Scan" not in kinds, kinds
-    (probe,) = [node for node in plan if node["Node Type"] in ("Index Scan", "Index Only Scan")]
-    assert probe["Index Name"] == "uq_inbound_record_tenant_id_kind_source_external_id"
-    assert probe["Actual Loops"] == len(wanted)  # one probe per key
-    assert plan[0]["Actual Rows"] == len(wanted) - 1  # every stored one found, the other not
+    one_probe_per_key(plan, len(wanted), "uq_inbound_record_tenant_id_kind_source_external_id")
 
 
 def test_identifiers_owners_are_found_by_index_probes_while_the_statistics_say_the_tenant_is_empty(
-    profile_engine: Engine,
+    engine_of: Callable[[str], Engine],
 ) -> None:
     tenant_id = uuid4()
-    with profile_engine.begin() as connection:
+    with engine_of("profile").begin() as connection:
         connection.exec_driver_sql("ANALYZE profile_identifier")  # statistics of an empty table
         with Session(connection) as session:
             profile = new_row(Profile, tenant_id=tenant_id)
@@ -120,9 +126,4 @@ def test_identifiers_owners_are_found_by_index_probes_while_the_statistics_say_t
             _OWNERS_OF_PAIRS,
             {"tenant": tenant_id, "kinds": ["email"] * len(wanted), "values": wanted},
         )
-    kinds = [node["Node Type"] for node in plan]
-    assert "Hash Join" not in kinds, kinds
-    assert "Seq Scan" not in kinds, kinds
-    (probe,) = [node for node in plan if node["Node Type"] in ("Index Scan", "Index Only Scan")]
-    assert probe["Actual Loops"] == len(wanted)
-    assert plan[0]["Actual Rows"] == len(wanted) - 1
+    one_probe_per_key(plan, len(wanted), "pk_profile_identifier")
