@@ -6,8 +6,8 @@ topics, posts the orders in batches of 1,000 from 8 concurrent clients (`--clien
 - published: orders per second until the relay has published every outbox row to Kafka,
 - the ingest process's CPU time and peak RSS.
 The generated case runs three times (`--runs`), each on a fresh database: the table shows the run with the
-median orders/s accepted, the JSON every run's figures (the same code has measured 7,000 to 10,800 orders/s
-in one hour). Writes bench/results/ingest.json and refreshes the table in bench/README.md.
+median orders/s accepted, the JSON every run's figures (runs of the same code have differed by a fifth in
+one hour). Writes bench/results/ingest.json and refreshes the table in bench/README.md.
 """
 
 from __future__ import annotations
@@ -327,7 +327,7 @@ RUN_FIGURES = (
 
 def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """The run with the median orders/s accepted (the lower of the two middle ones of an even number),
-    with every run's figures in `runs`: the same code has measured 7,000 to 10,800 orders/s in one hour."""
+    with every run's figures in `runs`: runs of the same code have differed by a fifth in one hour."""
     ordered = sorted(runs, key=lambda run: run["accepted_per_s"])
     chosen = dict(ordered[(len(ordered) - 1) // 2])
     chosen["runs"] = [{figure: run[figure] for figure in RUN_FIGURES} for run in runs]
