@@ -10,7 +10,6 @@ select on them in SQL, and without the rest they point to no one.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any
 from uuid import UUID, uuid4
@@ -19,7 +18,6 @@ import orjson
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
-from services.profile import traits
 from shared.crypto import keyring, open_date, open_text, seal_value
 from shared.db import UTCDateTime, new_registry, utcnow
 
@@ -172,52 +170,16 @@ def seal_snapshot(tenant_id: UUID, snapshot: dict[str, Any]) -> dict[str, Any]:
     personal.update(clear)
     stored = {k: v for k, v in snapshot.items() if k not in SEALED_ATTRIBUTES}
     stored["sealed"] = keyring().seal(tenant_id, orjson.dumps(personal).decode())
-    # Which attributes the token holds (not their values): `customer_traits_of` opens only the tokens that
-    # can still decide one. Snapshots sealed before this was recorded have none, and are opened.
-    stored[SEALED_HAS] = sorted(k for k, v in personal.items() if v is not None)
     return stored
-
-
-SEALED_HAS = "sealed_has"
 
 
 def open_snapshot(tenant_id: UUID, stored: dict[str, Any]) -> dict[str, Any]:
     """A stored snapshot in clear (as `profiles.snapshot` made it)."""
     if "sealed" not in stored:
         return stored
-    opened = {k: v for k, v in stored.items() if k not in ("sealed", SEALED_HAS)}
+    opened = {k: v for k, v in stored.items() if k != "sealed"}
     opened.update(orjson.loads(keyring().open(tenant_id, stored["sealed"])))
     return opened
-
-
-def customer_traits_of(tenant_id: UUID, stored: Sequence[tuple[dict[str, Any], str]]) -> dict[str, Any]:
-    """`traits.customer_traits` of these stored snapshots, each with its arrival (`seq`), opening only the
-    tokens that can still decide a sealed attribute: newest first, each attribute from the newest snapshot
-    that has it, so a profile's traits cost one or two openings however long its history (every one of
-    them, before: 976,558 for 100,000 orders in `make bench-profiles`)."""
-    clear = [
-        {**{k: v for k, v in snapshot.items() if k not in ("sealed", SEALED_HAS)}, "seq": seq}
-        for snapshot, seq in stored
-    ]
-    found = traits.customer_traits(clear)
-    missing = set(SEALED_ATTRIBUTES)
-    oldest_first = sorted(range(len(clear)), key=lambda i: (clear[i]["at"], clear[i]["seq"]))
-    for i in reversed(oldest_first):  # newest first; of equal times, the later in the list (as the traits)
-        snapshot = stored[i][0]
-        for name in [n for n in missing if snapshot.get(n) is not None]:  # in clear: written before 0015
-            found[name] = snapshot[name]
-            missing.discard(name)
-        has = snapshot.get(SEALED_HAS)
-        if "sealed" in snapshot and missing and (has is None or not missing.isdisjoint(has)):
-            opened = orjson.loads(keyring().open(tenant_id, snapshot["sealed"]))
-            for name in [n for n in missing if opened.get(n) is not None]:
-                found[name] = opened[name]
-                missing.discard(name)
-        if not missing:
-            break
-    for name in missing:
-        found[name] = None
-    return found
 
 
 class ProfileOrder(ProfileTable, table=True):

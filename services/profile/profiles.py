@@ -23,7 +23,7 @@ from services.profile.models import (
     ProfileOrder,
     ProfileRecord,
     SealedRow,
-    customer_traits_of,
+    open_snapshot,
     seal_snapshot,
 )
 from services.profile.suppression import suppressed
@@ -494,12 +494,18 @@ def recompute_full(
     ]
     computed = traits.purchase_traits(facts)
     tenant_id = profile.tenant_id
-    stored = [(o.customer, o.recorded_at.isoformat()) for o in rows if o.customer]
-    stored += [(r.customer, r.recorded_at.isoformat()) for r in records if r.kind == "customer"]
-    person = customer_traits_of(tenant_id, stored)
+    snapshots = [
+        {**open_snapshot(tenant_id, o.customer), "seq": o.recorded_at.isoformat()} for o in rows if o.customer
+    ]
+    snapshots += [
+        {**open_snapshot(tenant_id, r.customer), "seq": r.recorded_at.isoformat()}
+        for r in records
+        if r.kind == "customer"
+    ]
+    person = traits.customer_traits(snapshots)
     profile.name, profile.zip = person["name"], person["zip"]  # sealed: a new token only when changed
     profile.birth_date = date.fromisoformat(person["birth_date"]) if person["birth_date"] else None
-    times = [datetime.fromisoformat(snapshot["at"]) for snapshot, _ in stored]
+    times = [datetime.fromisoformat(s["at"]) for s in snapshots]
     seen = [
         traits.BehaviourFacts(r.type, r.occurred_at, r.properties.get("sku"), r.properties.get("category"))
         for r in records
