@@ -190,6 +190,9 @@ def second_stage(
             profile.match_fingerprint = now
             session.add(profile)
             changed.append(profile)
+    # One statement for all (the flush would write an UPDATE per profile). The profiles are stored: the
+    # consumer's batch flushed them before this stage.
+    write_columns(session, [p for p in changed if sa.inspect(p).persistent], ("match_fingerprint",))
     profiles = changed
     if not profiles:
         return []
