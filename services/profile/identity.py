@@ -327,8 +327,15 @@ def resolve(
     merges: list[MergeRecord] = []
     # A record that brings merge-grade identifiers nobody owns and shares only a phone with a profile is
     # somebody new (a relative on the family phone), not that profile's owner.
-    only_phones = not any(kind in MERGE_KINDS for kind, _ in owned) and any(
-        kind in MERGE_KINDS for kind, _ in identifiers
+    # A profile that holds no merge-grade identifier (records that carried a phone alone) is nobody known:
+    # the phone it shares is not somebody else's, and whichever record came first, the result is the same.
+    phone_only = {
+        pid for pid in set(owned.values()) if not any(k in MERGE_KINDS for k, _ in _identifiers(session, pid))
+    }
+    only_phones = (
+        not any(kind in MERGE_KINDS for kind, _ in owned)
+        and any(kind in MERGE_KINDS for kind, _ in identifiers)
+        and not set(owned.values()) <= phone_only
     )
     if not owned or only_phones or _brings_another_document(session, identifiers, owned, rules):
         # A new person: every identifier nobody holds is theirs.
@@ -357,7 +364,7 @@ def resolve(
             if other.id == target.id or other.status == "merged":  # the target, or already folded into it
                 continue
             links = sorted(
-                (i for i, p in owned.items() if p == other.id and i[0] in MERGE_KINDS),
+                (i for i, p in owned.items() if p == other.id and (i[0] in MERGE_KINDS or p in phone_only)),
                 key=lambda i: (rules.rank(i[0]), i[1]),
             )
             if not links:

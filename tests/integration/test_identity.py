@@ -5,6 +5,7 @@ Events are applied through the profile's own consumer (`ConsumerWorker.apply`), 
 
 from __future__ import annotations
 
+import itertools
 from datetime import date
 from decimal import Decimal
 from typing import Any
@@ -129,6 +130,22 @@ def test_a_shared_phone_alone_never_merges(engine: Engine, profile_records: Cons
     profile_records.apply([order("F-2", email="filha@example.com")])
     profile_records.apply([order("F-3", email="filha@example.com", phone="11977776666")])
     assert [p.orders_count for p in active(engine)] == [1, 2]
+
+
+@pytest.mark.parametrize("arrival", list(itertools.permutations(range(3))))
+def test_an_order_with_a_phone_alone_joins_its_person_whenever_it_arrives(
+    engine: Engine, profile_records: ConsumerWorker, arrival: tuple[int, ...]
+) -> None:
+    # Her e-mail; her e-mail and phone; her phone alone (another Kafka partition: it may come first). The
+    # phone-only order's profile holds nobody known, so the order that links its phone to her joins them.
+    orders = [
+        order("P-1", email="maria@example.com"),
+        order("P-2", email="maria@example.com", phone="11987654321"),
+        order("P-3", phone="+55 11 98765-4321"),
+    ]
+    for index in arrival:
+        profile_records.apply([orders[index]])
+    assert [p.orders_count for p in active(engine)] == [3]
 
 
 def test_placeholder_values_identify_nobody(engine: Engine, profile_records: ConsumerWorker) -> None:
