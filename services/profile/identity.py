@@ -326,16 +326,12 @@ def resolve(
         owned = _chunked_owners(session, tenant_id, identifiers)
     merges: list[MergeRecord] = []
     # A record that brings merge-grade identifiers nobody owns and shares only a phone with a profile is
-    # somebody new (a relative on the family phone), not that profile's owner.
-    # A profile that holds no merge-grade identifier (records that carried a phone alone) is nobody known:
-    # the phone it shares is not somebody else's, and whichever record came first, the result is the same.
-    phone_only = {
-        pid for pid in set(owned.values()) if not any(k in MERGE_KINDS for k, _ in _identifiers(session, pid))
-    }
+    # somebody new (a relative on the family phone), not that profile's owner; unless every such profile
+    # knows nobody (`_knows_nobody`): then it joins them, as it would have had it come first.
     only_phones = (
         not any(kind in MERGE_KINDS for kind, _ in owned)
         and any(kind in MERGE_KINDS for kind, _ in identifiers)
-        and not set(owned.values()) <= phone_only
+        and not all(_knows_nobody(session, pid) for pid in set(owned.values()))
     )
     if not owned or only_phones or _brings_another_document(session, identifiers, owned, rules):
         # A new person: every identifier nobody holds is theirs.
@@ -363,12 +359,12 @@ def resolve(
             other = profiles[other_id]
             if other.id == target.id or other.status == "merged":  # the target, or already folded into it
                 continue
-            links = sorted(
-                (i for i, p in owned.items() if p == other.id and (i[0] in MERGE_KINDS or p in phone_only)),
-                key=lambda i: (rules.rank(i[0]), i[1]),
-            )
+            links = [i for i, p in owned.items() if p == other.id and i[0] in MERGE_KINDS]
+            if not links and _knows_nobody(session, other.id):  # its phone links it, as merge-grade ones do
+                links = [i for i, p in owned.items() if p == other.id]
             if not links:
                 continue
+            links.sort(key=lambda i: (rules.rank(i[0]), i[1]))
             mine, theirs = _identifiers(session, target.id), _identifiers(session, other.id)
             if not can_merge(mine, theirs, target.merges + other.merges, rules) or is_blocked(
                 session, target.id, other.id
@@ -387,6 +383,12 @@ def resolve(
         target.phone = seal(tenant_id, contact_phone)
         session.add(target)
     return target, merges
+
+
+def _knows_nobody(session: Session, profile_id: UUID) -> bool:
+    """The profile holds no merge-grade identifier: its records carried a phone alone. The phone it shares
+    with somebody known is not another person's, so, whichever record came first, it ends with them."""
+    return not any(kind in MERGE_KINDS for kind, _ in _identifiers(session, profile_id))
 
 
 def _brings_another_document(
