@@ -16,9 +16,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, Protocol, TypeGuard
+from typing import Any, Protocol
 
-import psycopg
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import (
     CommitFailedError,
@@ -33,7 +32,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
-from shared.db import any_of, bulk_insert, utcnow
+from shared.db import any_of, bulk_insert, is_deadlock, utcnow
 from shared.errors import safe_loc
 from shared.events import Envelope, Event, decode
 from shared.infra import ProcessedEvent
@@ -121,11 +120,6 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 # that a deadlock is treated as any database error (the consumer reconnects, the batch is delivered again),
 # a unique violation as the records' own (each is tried alone).
 CONFLICT_RETRIES = 5
-
-
-def is_deadlock(exc: BaseException | None) -> TypeGuard[sa_exc.OperationalError]:
-    """PostgreSQL rolled the transaction back to break a deadlock (SQLAlchemy's wrapping of psycopg's)."""
-    return isinstance(exc, sa_exc.OperationalError) and isinstance(exc.orig, psycopg.errors.DeadlockDetected)
 
 
 def describe_error(exc: BaseException) -> str:

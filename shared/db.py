@@ -8,7 +8,7 @@ import zlib
 from collections.abc import AsyncIterator, Callable, Collection, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, TypeVar, cast
+from typing import Annotated, Any, TypeGuard, TypeVar, cast
 from uuid import UUID
 
 import orjson
@@ -145,6 +145,12 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
 
 def _json(value: Any) -> str:
     return orjson.dumps(value).decode()
+
+
+def is_deadlock(exc: BaseException | None) -> TypeGuard[sa_exc.OperationalError]:
+    """PostgreSQL rolled the transaction back to break a deadlock (SQLAlchemy's wrapping of psycopg's): the
+    other transaction goes on, and this one's work can be done again."""
+    return isinstance(exc, sa_exc.OperationalError) and isinstance(exc.orig, psycopg.errors.DeadlockDetected)
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:

@@ -28,7 +28,6 @@ from typing import Any, Generic, NamedTuple, TypeVar
 from uuid import UUID, uuid4
 
 import orjson
-import psycopg
 import sqlalchemy as sa
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from sqlalchemy.dialects import postgresql
@@ -38,7 +37,7 @@ from sqlmodel import Session
 from services.ingest import quality, suppression
 from services.ingest.models import InboundRecord
 from shared.crypto import BINARY, keyring
-from shared.db import bulk_insert, table_of, utcnow
+from shared.db import bulk_insert, is_deadlock, table_of, utcnow
 from shared.errors import field_errors
 from shared.events import BehaviourRecorded, CustomerRecorded, Event, OrderIngested
 from shared.outbox import insert_rows, outbox_row
@@ -328,9 +327,7 @@ def _store(
             # The same record was inserted concurrently (or two batches deadlocked on it): decide again
             # against the rows that won. Anything else (the database is down) is not ours to retry.
             session.rollback()
-            retryable = isinstance(exc, IntegrityError) or isinstance(
-                exc.orig, psycopg.errors.DeadlockDetected
-            )
+            retryable = isinstance(exc, IntegrityError) or is_deadlock(exc)
             if not retryable or attempt >= MAX_ATTEMPTS:
                 raise
             locked = False  # the rollback released them

@@ -31,7 +31,6 @@ from enum import StrEnum
 from typing import Any, Literal, TypeVar
 from uuid import UUID, uuid5
 
-import psycopg
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session, col, select
@@ -54,7 +53,7 @@ from services.segmentation.models import (
     TagKind,
 )
 from services.segmentation.rules import NOW, Rule, depends_on, dump_rule
-from shared.db import after_row, stage_insert, table_of, utcnow
+from shared.db import after_row, is_deadlock, stage_insert, table_of, utcnow
 from shared.errors import NotFound
 from shared.events import (
     Envelope,
@@ -626,10 +625,6 @@ def _pending(session: Session, segment_id: UUID) -> SegmentEvaluation | None:
     ).first()
 
 
-def _deadlock(exc: OperationalError | IntegrityError) -> bool:
-    return isinstance(exc.orig, psycopg.errors.DeadlockDetected)
-
-
 def _retrying(session: Session, work: Callable[[], T], attempts: int = 3) -> T:
     """Run `work` (which commits), again after a deadlock or a conflict: an evaluation within a request
     locks profile rows in id order while a consumer batch may lock them in any order, and PostgreSQL then
@@ -640,7 +635,7 @@ def _retrying(session: Session, work: Callable[[], T], attempts: int = 3) -> T:
             return work()
         except (OperationalError, IntegrityError) as exc:
             session.rollback()
-            retry = isinstance(exc, IntegrityError) or _deadlock(exc)
+            retry = isinstance(exc, IntegrityError) or is_deadlock(exc)
             if not retry or attempt == attempts:
                 raise
             log.warning(
