@@ -610,6 +610,51 @@ def _move_rows(session: Session, merged: UUID, survivor: UUID) -> tuple[list[str
     return orders, records
 
 
+# Many merges' moves in one round trip (`move_deferred_rows`): each merged profile's rows go straight to
+# the survivor it ends with; each row names the profile it left.
+_MOVE_MANY = sa.text(
+    "WITH m AS (SELECT * FROM unnest(CAST(:merged AS uuid[]), CAST(:survivor AS uuid[]))"
+    " AS m(merged, survivor)),"
+    " o AS (UPDATE profile_order t SET profile_id = m.survivor FROM m WHERE t.profile_id = m.merged"
+    " RETURNING m.merged, t.order_id),"
+    " r AS (UPDATE profile_record t SET profile_id = m.survivor FROM m WHERE t.profile_id = m.merged"
+    " RETURNING m.merged, t.id),"
+    " i AS (UPDATE profile_identifier t SET profile_id = m.survivor FROM m WHERE t.profile_id = m.merged"
+    " RETURNING m.merged, t.tenant_id, t.kind, t.value)"
+    " SELECT 'order', merged, CAST(order_id AS text), NULL, NULL FROM o"
+    " UNION ALL SELECT 'record', merged, CAST(id AS text), NULL, NULL FROM r"
+    " UNION ALL SELECT 'identifier', merged, CAST(tenant_id AS text), kind, value FROM i"
+)
+_DEFERRED = "clientela.deferred_moves"
+
+
+def move_deferred_rows(session: Session) -> None:
+    """Move the rows of the merges made with `defer_moves` (in the order they were made), in one statement,
+    and name in each merge record the orders and records its merge moved: what moving them merge by merge
+    would have moved (a profile merged into one that is merged later moves on with it)."""
+    merges: list[MergeRecord] = session.info.pop(_DEFERRED, [])
+    if not merges:
+        return
+    final = {m.merged_id: m.survivor_id for m in merges}
+    for merged_id in final:  # a survivor merged later: its rows and those it took in end with its survivor
+        while final[merged_id] in final:
+            final[merged_id] = final[final[merged_id]]
+    rows_of: dict[UUID, list[tuple[str, str]]] = {}
+    params = {"merged": list(final), "survivor": list(final.values())}
+    for what, left, key, kind, value in session.execute(_MOVE_MANY, params):
+        if what == "identifier":
+            row = session.identity_map.get(identity_key(ProfileIdentifier, (UUID(key), kind, value)))
+            if row is not None:
+                set_committed_value(row, "profile_id", final[left])
+        else:
+            rows_of.setdefault(left, []).append((what, key))
+    for record in merges:
+        moved = rows_of.pop(record.merged_id, [])
+        record.moved_orders = [key for what, key in moved if what == "order"]
+        record.moved_records = [key for what, key in moved if what == "record"]
+        rows_of.setdefault(record.survivor_id, []).extend(moved)
+
+
 def merge(
     session: Session,
     survivor: Profile,
@@ -622,6 +667,7 @@ def merge(
     merged_identifiers: list[Identifier] | None = None,
     flush: bool = True,
     in_no_block: bool = False,
+    defer_moves: bool = False,
 ) -> MergeRecord:
     """Fold `merged` into `survivor`: identifiers, orders and records move; `merged` keeps a pointer.
     `merged_identifiers`: the merged profile's identifiers as stored, when the caller has them.
@@ -629,12 +675,23 @@ def merge(
     flushes the merge's own changes (profiles, record) after, once for many merges (the probabilistic
     stage); the merge then flushes only where its statements would miss a change of an earlier merge.
     `in_no_block`: the caller knows `merged` is in no `MergeBlock` (none to move; the batch's graph knows it
-    of the profiles it loaded)."""
+    of the profiles it loaded). `defer_moves` (PostgreSQL): the orders, records and identifiers move later,
+    with those of the caller's other merges, in one statement (`move_deferred_rows`, which the caller runs
+    before anything reads them); nothing between the merges may read them."""
     if flush:
         session.flush()
     with session.no_autoflush:
         record = _merge(
-            session, survivor, merged, links, event_id, method, score, merged_identifiers, in_no_block
+            session,
+            survivor,
+            merged,
+            links,
+            event_id,
+            method,
+            score,
+            merged_identifiers,
+            in_no_block,
+            defer_moves and session.get_bind().dialect.name == "postgresql",
         )
     if flush:
         session.flush()
@@ -646,6 +703,19 @@ def merge(
         known.of_profile[survivor.id] = known.of_profile.get(survivor.id, []) + moved
         known.of_profile[merged.id] = []
     return record
+
+
+_MERGED_HERE = "clientela.merged_here"
+
+
+def _merged_here(session: Session) -> dict[UUID, list[Profile]]:
+    """The profiles merged in the session's current transaction, by the profile they point at."""
+    transaction = session.get_transaction()
+    kept = session.info.get(_MERGED_HERE)
+    if kept is None or kept[0] is not transaction:
+        kept = session.info[_MERGED_HERE] = (transaction, {})
+    found: dict[UUID, list[Profile]] = kept[1]
+    return found
 
 
 # The columns a merge changes: of the merged profile, and of the survivor.
@@ -663,6 +733,7 @@ def _merge(
     score: float | None,
     merged_identifiers: list[Identifier] | None,
     in_no_block: bool,
+    defer_moves: bool,
 ) -> MergeRecord:
     """`merge`'s statements and changes, without autoflush."""
     moved_identifiers = (
@@ -672,7 +743,7 @@ def _merge(
     # batch's own orders are kept current below; a record object of the session may keep the merged id
     # until the commit, where it only names the profile a newer version of it leaves (to recompute: a
     # merged profile is not).
-    moved_orders, moved_records = _move_rows(session, merged.id, survivor.id)
+    moved_orders, moved_records = ([], []) if defer_moves else _move_rows(session, merged.id, survivor.id)
     known_orders = session.info.get("known_orders")
     if isinstance(known_orders, dict):
         for stored in known_orders.values():
@@ -694,19 +765,25 @@ def _merge(
             session.info["unflushed_blocks"] = True
             if other != survivor.id:
                 add_block(session, survivor.tenant_id, survivor.id, other, merge_id=block.merge_id)
-    # Profiles merged into `merged` earlier now point straight at the survivor (no chains). Merged
-    # profiles are not read again in this transaction: the session's copies are left as they are.
+    # Profiles merged into `merged` earlier now point straight at the survivor (no chains): those merged
+    # in earlier transactions in the table (merged profiles are not read again in this transaction: the
+    # session's copies are left as they are), those merged in this one in the session, which writes them
+    # later (no flush here: in the probabilistic stage it would write each merge's profiles apart).
     # `merges` counts the profiles pointing at it (an unmerge recounts it): none, nothing to repoint.
+    merged_here = _merged_here(session)
     if merged.merges:
-        session.flush()  # profiles an earlier merge pointed at `merged`
         session.execute(
             sa.update(Profile)
             .where(col(Profile.merged_into) == merged.id)
             .values(merged_into=survivor.id)
             .execution_options(synchronize_session=False)
         )
+        for earlier in merged_here.pop(merged.id, []):
+            earlier.merged_into = survivor.id
+            merged_here.setdefault(survivor.id, []).append(earlier)
     merged.status = "merged"
     merged.merged_into = survivor.id
+    merged_here.setdefault(survivor.id, []).append(merged)
     merged.version += 1
     merged.updated_at = utcnow()
     survivor.merges += merged.merges + 1
@@ -729,4 +806,6 @@ def _merge(
         event_id=event_id,
     )
     session.add_all([merged, survivor, record])
+    if defer_moves:
+        session.info.setdefault(_DEFERRED, []).append(record)
     return record

@@ -240,6 +240,7 @@ def second_stage(
         merges = _score_pairs(
             session, sorted(pairs), known, identifiers, readable, fields, seen, blocked, weights
         )
+    identity.move_deferred_rows(session)  # the merges' orders, records and identifiers, in one statement
     if merges:
         # What the merges changed of the profiles, in two statements (before anything flushes them): the
         # ORM's flush writes each run of profiles changed in the same columns apart, and merged and
@@ -325,6 +326,7 @@ def _score_pairs(
                     merged_identifiers=identifiers[merged.id],
                     flush=False,
                     in_no_block=not any(merged.id in pair for pair in blocked),
+                    defer_moves=True,
                 )
             )
             identifiers[survivor.id] = identifiers[survivor.id] + identifiers[merged.id]

@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from services.profile import identity, identity_rules, matching, probabilistic, unmerge
-from services.profile.models import MergeRecord, MergeSuggestion, Profile
+from services.profile.models import MergeRecord, MergeSuggestion, Profile, ProfileIdentifier, ProfileOrder
 from shared.consumer import ConsumerWorker
 from shared.errors import Conflict
 from shared.events import OrderIngested
@@ -243,11 +243,12 @@ def test_a_profiles_blocking_keys_follow_its_data_and_the_unchanged_ones_stay_as
 
 
 def _three_merged_in_one_go(
-    engine: Engine, profile_records: ConsumerWorker, *, block_youngest: bool
+    engine: Engine, profile_records: ConsumerWorker, *, block_youngest: bool, defer_moves: bool = False
 ) -> tuple[list[Profile], UUID]:
     """Four profiles of a tenant (oldest first); the youngest merges into the middle one and the middle one
     into the oldest in one transaction, flushed once, as the probabilistic stage merges
-    (`identity.merge(flush=False)`). With `block_youngest`, the youngest and the fourth were kept apart."""
+    (`identity.merge(flush=False)`). With `block_youngest`, the youngest and the fourth were kept apart.
+    With `defer_moves`, their rows move after both merges, in one statement (`move_deferred_rows`)."""
     tenant = uuid4()
     people: list[dict[str, Any]] = [
         {"name": name, "address": {"city": city, "state": state}}
@@ -265,19 +266,44 @@ def _three_merged_in_one_go(
         with Session(engine) as session:
             identity.add_block(session, tenant, youngest.id, apart.id, merge_id=None)
             session.commit()
-    deferred: dict[str, Any] = {"links": [], "event_id": None, "method": "probabilistic", "flush": False}
+    deferred: dict[str, Any] = {
+        "links": [],
+        "event_id": None,
+        "method": "probabilistic",
+        "flush": False,
+        "defer_moves": defer_moves,
+    }
     with Session(engine) as session:
         profiles = {p.id: p for p in session.exec(select(Profile).where(Profile.tenant_id == tenant))}
+        orders = {
+            pid: {
+                str(o)
+                for o in session.exec(select(ProfileOrder.order_id).where(ProfileOrder.profile_id == pid))
+            }
+            for pid in (youngest.id, middle.id)
+        }
         first = identity.merge(session, profiles[middle.id], profiles[youngest.id], score=0.99, **deferred)
         second = identity.merge(session, profiles[oldest.id], profiles[middle.id], score=0.99, **deferred)
+        identity.move_deferred_rows(session)
         session.commit()
+        # What each merge moved, as merging one after the other moves it: the middle one took the youngest's
+        # order, then moved on with its own and that one.
+        assert set(first.moved_orders) == orders[youngest.id]
+        assert set(second.moved_orders) == orders[youngest.id] | orders[middle.id]
         assert (len(first.moved_orders), len(second.moved_orders)) == (1, 2)
+        three = [oldest.id, middle.id, youngest.id]
+        for table in (ProfileOrder, ProfileIdentifier):
+            owners = session.exec(select(table.profile_id).where(col(table.profile_id).in_(three))).all()
+            assert set(owners) == {oldest.id}, table.__name__
     return found, tenant
 
 
-def test_merges_flushed_once_leave_no_chain(engine: Engine, profile_records: ConsumerWorker) -> None:
+@pytest.mark.parametrize("defer_moves", [False, True], ids=["moved-per-merge", "moved-at-once"])
+def test_merges_flushed_once_leave_no_chain(
+    engine: Engine, profile_records: ConsumerWorker, defer_moves: bool
+) -> None:
     (oldest, middle, youngest, _), tenant = _three_merged_in_one_go(
-        engine, profile_records, block_youngest=False
+        engine, profile_records, block_youngest=False, defer_moves=defer_moves
     )
     with Session(engine) as session:
         stored = {p.id: p for p in session.exec(select(Profile).where(Profile.tenant_id == tenant))}
@@ -287,11 +313,37 @@ def test_merges_flushed_once_leave_no_chain(engine: Engine, profile_records: Con
         assert len(session.exec(select(MergeRecord).where(MergeRecord.tenant_id == tenant)).all()) == 2
 
 
-def test_merges_flushed_once_move_a_block_along(engine: Engine, profile_records: ConsumerWorker) -> None:
+@pytest.mark.parametrize("defer_moves", [False, True], ids=["moved-per-merge", "moved-at-once"])
+def test_merges_flushed_once_move_a_block_along(
+    engine: Engine, profile_records: ConsumerWorker, defer_moves: bool
+) -> None:
     (oldest, middle, youngest, apart), _ = _three_merged_in_one_go(
-        engine, profile_records, block_youngest=True
+        engine, profile_records, block_youngest=True, defer_moves=defer_moves
     )
     with Session(engine) as session:
         assert identity.is_blocked(session, oldest.id, apart.id)
         assert not identity.is_blocked(session, youngest.id, apart.id)
         assert not identity.is_blocked(session, middle.id, apart.id)
+
+
+@pytest.mark.parametrize("defer_moves", [False, True], ids=["moved-per-merge", "moved-at-once"])
+def test_a_merge_of_many_moved_at_once_unmerges_like_one_moved_alone(
+    engine: Engine, profile_records: ConsumerWorker, defer_moves: bool
+) -> None:
+    """Undoing the second merge gives the middle profile back with its own order and the youngest's, which
+    it had taken in first: the merge records name the same rows however the rows were moved."""
+    (oldest, middle, youngest, _), _ = _three_merged_in_one_go(
+        engine, profile_records, block_youngest=False, defer_moves=defer_moves
+    )
+    with Session(engine) as session:
+        record = session.exec(select(MergeRecord).where(MergeRecord.merged_id == middle.id)).one()
+        unmerge.unmerge(session, record)
+        session.commit()
+    with Session(engine) as session:
+        owners = {
+            pid: session.exec(select(sa.func.count()).where(ProfileOrder.profile_id == pid)).one()
+            for pid in (oldest.id, middle.id, youngest.id)
+        }
+        assert owners == {oldest.id: 1, middle.id: 2, youngest.id: 0}
+        assert session.get(Profile, middle.id).status == "active"  # type: ignore[union-attr]
+        assert session.get(Profile, youngest.id).merged_into == middle.id  # type: ignore[union-attr]
