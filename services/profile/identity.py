@@ -612,14 +612,19 @@ def _move_rows(session: Session, merged: UUID, survivor: UUID) -> tuple[list[str
 
 # Many merges' moves in one round trip (`move_deferred_rows`): each merged profile's rows go straight to
 # the survivor it ends with; each row names the profile it left.
+# (The `ANY` has the merged ids found by the index whatever the statistics say.)
 _MOVE_MANY = sa.text(
-    "WITH m AS (SELECT * FROM unnest(CAST(:merged AS uuid[]), CAST(:survivor AS uuid[]))"
-    " AS m(merged, survivor)),"
-    " o AS (UPDATE profile_order t SET profile_id = m.survivor FROM m WHERE t.profile_id = m.merged"
+    "WITH o AS (UPDATE profile_order t SET profile_id = m.survivor"
+    " FROM unnest(CAST(:merged AS uuid[]), CAST(:survivor AS uuid[])) AS m(merged, survivor)"
+    " WHERE t.profile_id = m.merged AND t.profile_id = ANY(CAST(:merged AS uuid[]))"
     " RETURNING m.merged, t.order_id),"
-    " r AS (UPDATE profile_record t SET profile_id = m.survivor FROM m WHERE t.profile_id = m.merged"
+    " r AS (UPDATE profile_record t SET profile_id = m.survivor"
+    " FROM unnest(CAST(:merged AS uuid[]), CAST(:survivor AS uuid[])) AS m(merged, survivor)"
+    " WHERE t.profile_id = m.merged AND t.profile_id = ANY(CAST(:merged AS uuid[]))"
     " RETURNING m.merged, t.id),"
-    " i AS (UPDATE profile_identifier t SET profile_id = m.survivor FROM m WHERE t.profile_id = m.merged"
+    " i AS (UPDATE profile_identifier t SET profile_id = m.survivor"
+    " FROM unnest(CAST(:merged AS uuid[]), CAST(:survivor AS uuid[])) AS m(merged, survivor)"
+    " WHERE t.profile_id = m.merged AND t.profile_id = ANY(CAST(:merged AS uuid[]))"
     " RETURNING m.merged, t.tenant_id, t.kind, t.value)"
     " SELECT 'order', merged, CAST(order_id AS text), NULL, NULL FROM o"
     " UNION ALL SELECT 'record', merged, CAST(id AS text), NULL, NULL FROM r"
@@ -641,7 +646,11 @@ def move_deferred_rows(session: Session) -> None:
             final[merged_id] = final[final[merged_id]]
     rows_of: dict[UUID, list[tuple[str, str]]] = {}
     params = {"merged": list(final), "survivor": list(final.values())}
-    for what, left, key, kind, value in session.execute(_MOVE_MANY, params):
+    with (
+        session.no_autoflush
+    ):  # the merges' own changes are the caller's to write (not the ORM's, row by row)
+        moved_rows = session.execute(_MOVE_MANY, params).all()
+    for what, left, key, kind, value in moved_rows:
         if what == "identifier":
             row = session.identity_map.get(identity_key(ProfileIdentifier, (UUID(key), kind, value)))
             if row is not None:
