@@ -237,6 +237,7 @@ def second_stage(
 
     session.flush()  # what the merges' statements read; their own changes are flushed once, at the end
     with session.no_autoflush:
+        _load_likely_merges(session, pairs, known, fields, weights)
         merges = _score_pairs(
             session, sorted(pairs), known, identifiers, readable, fields, seen, blocked, weights
         )
@@ -344,6 +345,33 @@ def _score_pairs(
                 )
             )
     return merges
+
+
+def _load_likely_merges(
+    session: Session,
+    pairs: set[tuple[UUID, UUID]],
+    known: dict[UUID, Profile | Candidate],
+    fields: dict[UUID, matching.MatchFields],
+    weights: matching.Weights,
+) -> None:
+    """Load as `Profile`s, a thousand to a query, the candidates of the pairs that score a merge as they
+    stand: a merge changes them, and `_loaded` would read them one by one. (The pairs are scored again in
+    `_score_pairs`, where an earlier merge may change the answer: any other is loaded there.)"""
+    wanted: set[UUID] = set()
+    for a_id, b_id in pairs:
+        a, b = known.get(a_id), known.get(b_id)
+        if a is None or b is None or (isinstance(a, Profile) and isinstance(b, Profile)):
+            continue
+        rules = identity_rules.rules_for(session, a.tenant_id)
+        match = matching.score(fields[a_id], fields[b_id], weights)
+        if matching.decide(match, rules.merge_threshold, rules.suggest_threshold) == "merge":
+            wanted.update(p.id for p in (a, b) if isinstance(p, Candidate))
+    ids = sorted(wanted)
+    for start in range(0, len(ids), 1000):
+        for profile in session.exec(
+            select(Profile).where(any_of(session, col(Profile.id), ids[start : start + 1000]))
+        ):
+            known[profile.id] = profile
 
 
 def _move_blocks(blocked: set[tuple[UUID, UUID]], merged: UUID, survivor: UUID) -> None:
