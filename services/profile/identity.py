@@ -371,7 +371,19 @@ def resolve(
             ):
                 continue
             survivor, merged = sorted((target, other), key=lambda p: (p.created_at, p.id))
-            merges.append(merge(session, survivor, merged, links=links, event_id=event_id))
+            # In a consumer batch the rows move at its end, with the other merges' (`move_deferred_rows`).
+            batched = known is not None and session.get_bind().dialect.name == "postgresql"
+            merges.append(
+                merge(
+                    session,
+                    survivor,
+                    merged,
+                    links=links,
+                    event_id=event_id,
+                    flush=not batched,
+                    defer_moves=batched,
+                )
+            )
             target = survivor
     _claim(session, tenant_id, target, owned, rules=rules, seen_at=seen_at)
     fresh = [i for i in identifiers if i not in owned]
@@ -659,7 +671,10 @@ def move_deferred_rows(session: Session) -> None:
             rows_of.setdefault(left, []).append((what, key))
     for record in merges:
         moved = rows_of.pop(record.merged_id, [])
-        record.moved_orders = [key for what, key in moved if what == "order"]
+        # With those the merge moved in the session (`_merge`: the batch's own orders), once each.
+        record.moved_orders = list(
+            dict.fromkeys([*record.moved_orders, *(k for w, k in moved if w == "order")])
+        )
         record.moved_records = [key for what, key in moved if what == "record"]
         rows_of.setdefault(record.survivor_id, []).extend(moved)
 
@@ -686,7 +701,8 @@ def merge(
     `in_no_block`: the caller knows `merged` is in no `MergeBlock` (none to move; the batch's graph knows it
     of the profiles it loaded). `defer_moves` (PostgreSQL): the orders, records and identifiers move later,
     with those of the caller's other merges, in one statement (`move_deferred_rows`, which the caller runs
-    before anything reads them); nothing between the merges may read them."""
+    after flushing the session, before anything reads them by profile); the merge itself then needs no
+    flush before it."""
     if flush:
         session.flush()
     with session.no_autoflush:
@@ -758,6 +774,10 @@ def _merge(
         for stored in known_orders.values():
             if stored is not None and stored.profile_id == merged.id:
                 set_committed_value(stored, "profile_id", survivor.id)
+                if (
+                    defer_moves
+                ):  # perhaps not written yet: then it is written with the survivor, and named here
+                    moved_orders.append(str(stored.order_id))
     # A block against the merged profile now holds against the survivor that took it in (those an earlier
     # merge moved are written first). A profile the batch knows to be in none has nothing to move.
     known = graph(session)

@@ -321,6 +321,8 @@ class ProfileBatch:
             identity.write_sightings(session, known)
             loaded = known.profiles
         session.info.pop("known_orders", None)
+        session.flush()
+        identity.move_deferred_rows(session)  # the batch's merges' rows, before anything reads them
         try:
             if dirty:
                 profiles = self._recompute(session, dirty, loaded)

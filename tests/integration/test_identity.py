@@ -95,6 +95,64 @@ def test_an_order_linking_two_profiles_merges_them_into_the_older(
     assert (again.orders_count, again.merges, again.version) == (3, 1, survivor.version)
 
 
+def test_merges_within_one_poll_move_what_each_merged_profile_held(
+    engine: Engine, profile_records: ConsumerWorker
+) -> None:
+    """Three profiles made and merged in one batch (their rows not yet written when they merge, and the
+    middle one merged on into the oldest): each merge record names the orders its merge moved, as merging
+    them one poll at a time does, and every order and identifier ends with the survivor."""
+    tenant_orders = [
+        order("P-1", "10.00", email="rita@example.com"),
+        order("P-2", "20.00", source="shopee", external_id="rita-s"),
+        order("P-3", "30.00", source="meli", external_id="rita-m"),
+        order("P-4", "40.00", source="shopee", external_id="rita-s", email="rita@example.com"),
+        order("P-5", "50.00", source="meli", external_id="rita-m", email="rita@example.com"),
+    ]
+    profile_records.apply(tenant_orders)
+    [survivor] = [p for p in active(engine) if p.id == owner(engine, "email", "rita@example.com")]
+    assert (survivor.orders_count, survivor.total_spent_minor, survivor.merges) == (5, 15000, 2)
+    with Session(engine) as session:
+        records = session.exec(select(MergeRecord).where(MergeRecord.survivor_id == survivor.id)).all()
+        assert sorted(len(r.moved_orders) for r in records) == [1, 1]
+        assert all(r.method == "deterministic" for r in records)
+        owners = session.exec(
+            select(ProfileIdentifier.profile_id).where(ProfileIdentifier.tenant_id == TENANT)
+        )
+        moved = {str(r.merged_id) for r in records}
+        assert moved.isdisjoint({str(pid) for pid in owners})
+    for kind, value in (("customer_id", "shopee:rita-s"), ("customer_id", "meli:rita-m")):
+        assert owner(engine, kind, value) == survivor.id
+
+
+def test_a_profile_merged_on_within_one_poll_takes_what_it_took_in_with_it(
+    engine: Engine, profile_records: ConsumerWorker
+) -> None:
+    """In one batch the Mercado Livre buyer's profile merges into the Shopee buyer's (one document), which
+    then merges into the oldest (one e-mail): the second merge moved the Shopee profile's orders, the one it
+    took in among them, as merging them one poll at a time does; nothing points at a merged profile."""
+    cpf = "529.982.247-25"
+    profile_records.apply(
+        [
+            order("Q-1", "10.00", email="lia@example.com"),
+            order("Q-2", "20.00", source="shopee", external_id="lia-s"),
+            order("Q-3", "30.00", source="meli", external_id="lia-m", document=cpf),
+            order("Q-4", "40.00", source="shopee", external_id="lia-s", document=cpf),
+            order("Q-5", "50.00", source="shopee", external_id="lia-s", email="lia@example.com"),
+        ]
+    )
+    survivor_id = owner(engine, "email", "lia@example.com")
+    with Session(engine) as session:
+        survivor = session.get(Profile, survivor_id)
+        assert survivor is not None
+        assert (survivor.orders_count, survivor.total_spent_minor, survivor.merges) == (5, 15000, 2)
+        first, second = session.exec(select(MergeRecord).order_by(col(MergeRecord.created_at))).all()
+        assert (len(first.moved_orders), first.survivor_id) == (1, second.merged_id)
+        assert (len(second.moved_orders), second.survivor_id) == (3, survivor_id)
+        assert set(first.moved_orders) < set(second.moved_orders)
+        merged = session.exec(select(Profile).where(Profile.status == "merged")).all()
+        assert {p.merged_into for p in merged if p.id in (first.merged_id, second.merged_id)} == {survivor_id}
+
+
 def test_two_different_documents_never_merge(engine: Engine, profile_records: ConsumerWorker) -> None:
     profile_records.apply([order("D-1", email="casa@example.com", document="529.982.247-25")])
     profile_records.apply([order("D-2", phone="11988887777", document="111.444.777-35")])
