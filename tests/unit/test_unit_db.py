@@ -249,6 +249,7 @@ def test_write_columns_writes_every_object_in_one_statement_and_leaves_them_clea
         assert len(statements) == 1
         assert statements[0].startswith("UPDATE segment")
         assert not any(session.is_modified(s) for s in segments)  # nothing left for the flush
+        assert not session.dirty  # not even to look at: clean, as after a flush
         session.flush()
         assert len(statements) == 1
         session.commit()
@@ -325,6 +326,7 @@ def test_write_columns_leaves_other_changes_to_the_flush(segments_db: Engine) ->
         segment.name, segment.purpose = "Champions", "marketing"
         write_columns(session, [segment], ("name",))
         assert session.is_modified(segment)  # purpose is still to be written
+        assert segment in session.dirty
         segment_id = segment.id
         session.commit()
     assert name_and_purpose(segments_db, segment_id) == ("Champions", "marketing")
