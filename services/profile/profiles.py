@@ -113,9 +113,19 @@ def apply_order(session: Session, envelope: Envelope, event: OrderIngested) -> N
 
 
 def _check_record_tenant(session: Session, envelope: Envelope, record_id: UUID) -> None:
-    known = session.get(ProfileRecord, record_id)
+    known = _stored_record(session, record_id)
     if known is not None and known.tenant_id != envelope.tenant_id:
         raise TenantMismatch("the record")
+
+
+def _stored_record(session: Session, record_id: UUID) -> ProfileRecord | None:
+    """The record stored under this id: from those the consumer batch loaded and stored (`known_records`,
+    no query and no flush per event), else read."""
+    known = session.info.get("known_records")
+    if isinstance(known, dict) and record_id in known:
+        found: ProfileRecord | None = known[record_id]
+        return found
+    return session.get(ProfileRecord, record_id)
 
 
 def _resolve(
@@ -176,15 +186,18 @@ def apply_customer_record(session: Session, envelope: Envelope, event: CustomerR
     profile, merges = _resolve(
         session, envelope, identifiers, record, record.updated_at or envelope.occurred_at
     )
-    stored = session.get(ProfileRecord, event.record_id)
+    stored = _stored_record(session, event.record_id)
     if stored is not None and stored.record_version >= event.record_version:
         if merges:
             recompute(session, profile, correlation_id=envelope.correlation_id)
         return  # an older version arriving late never overwrites a newer one
     if stored is not None:
         previous = session.get(Profile, stored.profile_id)
-        session.delete(stored)
-        session.flush()
+        if sa.inspect(stored).pending:  # stored by this batch, not written yet: replaced before it is
+            session.expunge(stored)
+        else:
+            session.delete(stored)
+            session.flush()
         if previous is not None and previous.id != profile.id:
             recompute(session, previous, correlation_id=envelope.correlation_id)
     at = record.updated_at or envelope.occurred_at
@@ -245,6 +258,9 @@ def _store_record(
         **fields,
     )
     session.add(record)
+    known = session.info.get("known_records")
+    if isinstance(known, dict):
+        known[record.id] = record  # a later version in the same batch finds it
     recompute(session, profile, correlation_id=envelope.correlation_id)
 
 
@@ -293,6 +309,7 @@ class ProfileBatch:
         graph = identity.Graph()
         wanted: dict[UUID, set[identity.Identifier]] = {}
         order_ids: list[UUID] = []
+        record_ids: list[UUID] = []
         for envelope, event in events:
             if isinstance(event, OrderIngested | CustomerRecorded | BehaviourRecorded):
                 wanted.setdefault(envelope.tenant_id, set()).update(
@@ -300,7 +317,16 @@ class ProfileBatch:
                 )
             if isinstance(event, OrderIngested):
                 order_ids.append(event.order_id)
+            elif isinstance(event, CustomerRecorded | BehaviourRecorded):
+                record_ids.append(event.record_id)
         graph.preload(session, wanted)
+        records: dict[UUID, ProfileRecord | None] = dict.fromkeys(record_ids)
+        for start in range(0, len(record_ids), 1000):
+            chunk = record_ids[start : start + 1000]
+            for record in session.exec(
+                select(ProfileRecord).where(any_of(session, col(ProfileRecord.id), chunk))
+            ):
+                records[record.id] = record
         known: dict[UUID, ProfileOrder | None] = dict.fromkeys(order_ids)
         if order_ids:
             for stored in session.exec(
@@ -309,7 +335,11 @@ class ProfileBatch:
                 known[stored.order_id] = stored
                 graph.keep.append(stored)
         session.info.update(
-            identity_graph=graph, known_orders=known, dirty={}, identity_defaults=self.defaults
+            identity_graph=graph,
+            known_orders=known,
+            known_records=records,
+            dirty={},
+            identity_defaults=self.defaults,
         )
         copy_new_rows(session, Profile, ProfileIdentifier, ProfileOrder)
 
@@ -321,6 +351,7 @@ class ProfileBatch:
             identity.write_sightings(session, known)
             loaded = known.profiles
         session.info.pop("known_orders", None)
+        session.info.pop("known_records", None)
         session.flush()
         identity.move_deferred_rows(session)  # the batch's merges' rows, before anything reads them
         try:

@@ -16,12 +16,12 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from services.profile import identity
-from services.profile.models import MergeRecord, Profile, ProfileIdentifier
+from services.profile.models import MergeRecord, Profile, ProfileIdentifier, ProfileRecord
 from shared.consumer import ConsumerWorker
-from shared.events import Envelope, OrderIngested, ProfileUpdatedV2, decode
+from shared.events import CustomerRecorded, Envelope, OrderIngested, ProfileUpdatedV2, decode
 from shared.infra import OutboxMessage
 from shared.outbox import open_body
-from shared.records import Order
+from shared.records import CustomerRecord, Order
 from shared.settings import ServiceSettings
 from tests.support import SettingsFactory, order_body
 
@@ -151,6 +151,32 @@ def test_a_profile_merged_on_within_one_poll_takes_what_it_took_in_with_it(
         assert set(first.moved_orders) < set(second.moved_orders)
         merged = session.exec(select(Profile).where(Profile.status == "merged")).all()
         assert {p.merged_into for p in merged if p.id in (first.merged_id, second.merged_id)} == {survivor_id}
+
+
+def test_a_customer_record_and_its_next_version_in_one_poll_keep_the_newest(
+    engine: Engine, profile_records: ConsumerWorker
+) -> None:
+    """Versions 1 and 2 of one CRM record in the same poll, then version 1 delivered again later: the
+    profile keeps one record, version 2 (its name), whatever the poll held (`known_records`)."""
+    record_id = uuid4()
+
+    def version(number: int, name: str) -> bytes:
+        customer = CustomerRecord.model_validate(
+            {"source": "crm", "external_id": "K-1", "email": "kai@example.com", "name": name}
+        )
+        event = CustomerRecorded(record_id=record_id, record_version=number, customer=customer)
+        return event.envelope(TENANT).to_bytes()
+
+    profile_records.apply(
+        [order("K-0", email="kai@example.com"), version(1, "Kai Souza"), version(2, "Kai Lima")]
+    )
+    profile_records.apply([version(1, "Kai Souza")])  # an older version, late (another event id)
+    with Session(engine) as session:
+        [stored] = session.exec(select(ProfileRecord).where(ProfileRecord.id == record_id)).all()
+        assert stored.record_version == 2
+        profile = session.get(Profile, owner(engine, "email", "kai@example.com"))
+        assert profile is not None
+        assert profile.name == "Kai Lima"
 
 
 def test_two_different_documents_never_merge(engine: Engine, profile_records: ConsumerWorker) -> None:
