@@ -658,9 +658,8 @@ def move_deferred_rows(session: Session) -> None:
             final[merged_id] = final[final[merged_id]]
     rows_of: dict[UUID, list[tuple[str, str]]] = {}
     params = {"merged": list(final), "survivor": list(final.values())}
-    with (
-        session.no_autoflush
-    ):  # the merges' own changes are the caller's to write (not the ORM's, row by row)
+    # No autoflush: the merges' own changes are the caller's to write (not the ORM's, row by row).
+    with session.no_autoflush:
         moved_rows = session.execute(_MOVE_MANY, params).all()
     for what, left, key, kind, value in moved_rows:
         if what == "identifier":
