@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from datetime import date, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar, cast
 from uuid import UUID, uuid4
 
 import sqlalchemy as sa
@@ -60,7 +60,7 @@ def profile_key(tenant_id: UUID, profile_id: UUID) -> str:
 def apply_order(session: Session, envelope: Envelope, event: OrderIngested) -> None:
     """Handler for OrderIngested: keep the order's latest version with its profile; the traits follow."""
     order = event.order
-    stored = _stored_order(session, event.order_id)
+    stored = _stored(session, ProfileOrder, event.order_id)
     if stored is not None and stored.tenant_id != envelope.tenant_id:
         raise TenantMismatch("the order")
     identifiers = identifiers_for(event)
@@ -100,9 +100,7 @@ def apply_order(session: Session, envelope: Envelope, event: OrderIngested) -> N
         assign(stored, **latest)
         if stored not in session:
             session.add(stored)
-    known = session.info.get("known_orders")
-    if isinstance(known, dict):
-        known[stored.order_id] = stored  # a later version in the same batch finds it
+    _keep(session, ProfileOrder, stored.order_id, stored)
 
     recompute(session, profile, correlation_id=envelope.correlation_id)
     if previous_profile_id is not None and previous_profile_id != profile.id:
@@ -113,19 +111,41 @@ def apply_order(session: Session, envelope: Envelope, event: OrderIngested) -> N
 
 
 def _check_record_tenant(session: Session, envelope: Envelope, record_id: UUID) -> None:
-    known = _stored_record(session, record_id)
+    known = _stored(session, ProfileRecord, record_id)
     if known is not None and known.tenant_id != envelope.tenant_id:
         raise TenantMismatch("the record")
 
 
-def _stored_record(session: Session, record_id: UUID) -> ProfileRecord | None:
-    """The record stored under this id: from those the consumer batch loaded and stored (`known_records`,
-    no query and no flush per event), else read."""
-    known = session.info.get("known_records")
-    if isinstance(known, dict) and record_id in known:
-        found: ProfileRecord | None = known[record_id]
-        return found
-    return session.get(ProfileRecord, record_id)
+# The orders and records a consumer batch's events name, loaded once (`ProfileBatch.prepare`) and kept
+# current by the handlers, in the session's `info` under these keys.
+_KNOWN_ROWS = {ProfileOrder: "known_orders", ProfileRecord: "known_records"}
+Row = TypeVar("Row", ProfileOrder, ProfileRecord)
+
+
+def _stored(session: Session, model: type[Row], key: UUID) -> Row | None:
+    """The row stored under this key: from those the consumer batch loaded and stored (no query and no
+    flush per event), else read."""
+    known = session.info.get(_KNOWN_ROWS[model])
+    if isinstance(known, dict) and key in known:
+        return cast(Row | None, known[key])
+    return session.get(model, key)
+
+
+def _keep(session: Session, model: type[Row], key: UUID, row: Row) -> None:
+    """`row` is now stored under `key`: a later version in the same batch finds it (`_stored`)."""
+    known = session.info.get(_KNOWN_ROWS[model])
+    if isinstance(known, dict):
+        known[key] = row
+
+
+def _load_stored(session: Session, model: type[Row], keys: list[UUID]) -> dict[UUID, Row | None]:
+    """The rows stored under these keys (primary keys), in one query: None for those not stored yet."""
+    (column,) = table_of(model).primary_key.columns
+    found: dict[UUID, Row | None] = dict.fromkeys(keys)
+    if keys:
+        for row in session.exec(select(model).where(any_of(session, column, keys))):
+            found[getattr(row, column.key)] = row
+    return found
 
 
 def _resolve(
@@ -186,7 +206,7 @@ def apply_customer_record(session: Session, envelope: Envelope, event: CustomerR
     profile, merges = _resolve(
         session, envelope, identifiers, record, record.updated_at or envelope.occurred_at
     )
-    stored = _stored_record(session, event.record_id)
+    stored = _stored(session, ProfileRecord, event.record_id)
     if stored is not None and stored.record_version >= event.record_version:
         if merges:
             recompute(session, profile, correlation_id=envelope.correlation_id)
@@ -258,9 +278,7 @@ def _store_record(
         **fields,
     )
     session.add(record)
-    known = session.info.get("known_records")
-    if isinstance(known, dict):
-        known[record.id] = record  # a later version in the same batch finds it
+    _keep(session, ProfileRecord, record.id, record)
     recompute(session, profile, correlation_id=envelope.correlation_id)
 
 
@@ -320,24 +338,12 @@ class ProfileBatch:
             elif isinstance(event, CustomerRecorded | BehaviourRecorded):
                 record_ids.append(event.record_id)
         graph.preload(session, wanted)
-        records: dict[UUID, ProfileRecord | None] = dict.fromkeys(record_ids)
-        for start in range(0, len(record_ids), 1000):
-            chunk = record_ids[start : start + 1000]
-            for record in session.exec(
-                select(ProfileRecord).where(any_of(session, col(ProfileRecord.id), chunk))
-            ):
-                records[record.id] = record
-        known: dict[UUID, ProfileOrder | None] = dict.fromkeys(order_ids)
-        if order_ids:
-            for stored in session.exec(
-                select(ProfileOrder).where(any_of(session, col(ProfileOrder.order_id), order_ids))
-            ):
-                known[stored.order_id] = stored
-                graph.keep.append(stored)
+        orders = _load_stored(session, ProfileOrder, order_ids)
+        graph.keep.extend(stored for stored in orders.values() if stored is not None)
         session.info.update(
             identity_graph=graph,
-            known_orders=known,
-            known_records=records,
+            known_orders=orders,
+            known_records=_load_stored(session, ProfileRecord, record_ids),
             dirty={},
             identity_defaults=self.defaults,
         )
@@ -350,8 +356,8 @@ class ProfileBatch:
         if isinstance(known, identity.Graph):
             identity.write_sightings(session, known)
             loaded = known.profiles
-        session.info.pop("known_orders", None)
-        session.info.pop("known_records", None)
+        for key in _KNOWN_ROWS.values():
+            session.info.pop(key, None)
         session.flush()
         identity.move_deferred_rows(session)  # the batch's merges' rows, before anything reads them
         try:
@@ -400,14 +406,6 @@ def after_manual_merge(session: Session, record: MergeRecord, *, correlation_id:
     survivor = session.get(Profile, record.survivor_id)
     if survivor is not None:
         recompute(session, survivor, correlation_id=correlation_id)
-
-
-def _stored_order(session: Session, order_id: UUID) -> ProfileOrder | None:
-    known = session.info.get("known_orders")
-    if isinstance(known, dict) and order_id in known:
-        found: ProfileOrder | None = known[order_id]
-        return found
-    return session.get(ProfileOrder, order_id)
 
 
 def recompute(session: Session, profile: Profile, *, correlation_id: str | None = None) -> None:
