@@ -104,6 +104,24 @@ def new_row(model: type[Row], /, **values: Any) -> Row:
     return row
 
 
+@functools.cache
+def _cascades(model: type[Any]) -> bool:
+    return bool(sa.inspect(model).relationships)
+
+
+def add_new(session: OrmSession, row: SQLModel) -> None:
+    """`session.add(row)` for a new row (`new_row`'s) of a model without relationships: pending in the
+    session the same way, without `Session.add`'s save-update cascade, which walks each of the mapper's
+    columns looking for relationships to follow (4 of its 7 µs; the profile consumer adds some 75,000 new
+    rows per 30,000 orders). `Session._save_or_update_impl` is SQLAlchemy's own (the lock pins it)."""
+    if _cascades(type(row)) or session._warn_on_events:
+        session.add(row)
+        return
+    state: InstanceState[Any] = sa.inspect(row)
+    state._orphaned_outside_of_session = False
+    session._save_or_update_impl(state)
+
+
 def assign(row: Any, /, **values: Any) -> None:
     """Set these columns of a table model's row as SQLAlchemy tracks changes (written by the next flush,
     or `write_columns`), without SQLModel's `__setattr__`: it sets each value through SQLAlchemy *and*

@@ -43,7 +43,7 @@ from services.profile.models import (
 )
 from shared import identifiers as shared_identifiers
 from shared.crypto import keyring
-from shared.db import any_of, new_row, table_of, utcnow
+from shared.db import add_new, any_of, new_row, table_of, utcnow
 from shared.records import Customer, CustomerRef
 
 Identifier = tuple[str, str]  # (kind, normalised value)
@@ -339,7 +339,7 @@ def resolve(
         target = new_row(
             Profile, tenant_id=tenant_id, email=contact_email, phone=seal(tenant_id, contact_phone)
         )
-        session.add(target)
+        add_new(session, target)
         if known is not None:
             known.of_profile[target.id] = []
             known.profiles[target.id] = target
@@ -451,7 +451,7 @@ def _attach(
             profile_id=profile.id,
             seen_at=seen_at,
         )
-        session.add(row)
+        add_new(session, row)
         have.append((kind, value))
         known = graph(session)
         if known is not None:

@@ -81,7 +81,11 @@ def _loaded(
 
 
 def _contact_phone(profile: Profile | Candidate) -> set[str]:
-    return {keyring().open(profile.tenant_id, profile.phone)} if profile.phone else set()
+    if isinstance(profile, Profile):
+        phone = profile.contact_phone
+    else:
+        phone = keyring().open(profile.tenant_id, profile.phone) if profile.phone else None
+    return {phone} if phone else set()
 
 
 def match_fields(
@@ -188,7 +192,8 @@ def second_stage(
         now = fingerprint(profile, identifiers[profile.id])
         if now != profile.match_fingerprint:
             profile.match_fingerprint = now
-            session.add(profile)
+            if profile not in session:
+                session.add(profile)
             changed.append(profile)
     # One statement for all (the flush would write an UPDATE per profile). The profiles are stored: the
     # consumer's batch flushed them before this stage.

@@ -28,7 +28,7 @@ from services.profile.models import (
 )
 from services.profile.suppression import suppressed
 from shared.crypto import keyring
-from shared.db import any_of, assign, copy_new_rows, new_row, table_of, utcnow, write_columns
+from shared.db import add_new, any_of, assign, copy_new_rows, new_row, table_of, utcnow, write_columns
 from shared.errors import Invalid, NotFound
 from shared.events import (
     BehaviourRecorded,
@@ -95,7 +95,7 @@ def apply_order(session: Session, envelope: Envelope, event: OrderIngested) -> N
         stored = new_row(
             ProfileOrder, order_id=event.order_id, tenant_id=envelope.tenant_id, source=order.source, **latest
         )
-        session.add(stored)
+        add_new(session, stored)
     else:
         assign(stored, **latest)
         if stored not in session:
@@ -269,7 +269,8 @@ def _store_record(
     **fields: Any,
 ) -> None:
     """Keep the record in the profile's history (traits are computed from it)."""
-    record = ProfileRecord(
+    record = new_row(
+        ProfileRecord,
         tenant_id=envelope.tenant_id,
         profile_id=profile.id,
         identifiers=[
@@ -277,7 +278,7 @@ def _store_record(
         ],
         **fields,
     )
-    session.add(record)
+    add_new(session, record)
     _keep(session, ProfileRecord, record.id, record)
     recompute(session, profile, correlation_id=envelope.correlation_id)
 
@@ -347,7 +348,7 @@ class ProfileBatch:
             dirty={},
             identity_defaults=self.defaults,
         )
-        copy_new_rows(session, Profile, ProfileIdentifier, ProfileOrder)
+        copy_new_rows(session, Profile, ProfileIdentifier, ProfileOrder, ProfileRecord)
 
     def finish(self, session: Session) -> None:
         dirty: dict[UUID, str | None] = session.info.pop("dirty", {})
@@ -534,8 +535,11 @@ def recompute_full(
         if r.kind == "customer"
     ]
     person = traits.customer_traits(snapshots)
-    profile.name, profile.zip = person["name"], person["zip"]  # sealed: a new token only when changed
-    profile.birth_date = date.fromisoformat(person["birth_date"]) if person["birth_date"] else None
+    profile.set_person(  # sealed: a new token only when changed
+        name=person["name"],
+        birth_date=date.fromisoformat(person["birth_date"]) if person["birth_date"] else None,
+        zip=person["zip"],
+    )
     times = [datetime.fromisoformat(s["at"]) for s in snapshots]
     seen = [
         traits.BehaviourFacts(r.type, r.occurred_at, r.properties.get("sku"), r.properties.get("category"))
@@ -620,7 +624,7 @@ def segmentable_traits(profile: Profile) -> dict[str, Any]:
         "categories": purchases.get("top_categories", []),
         "products": purchases.get("top_products", []),
         "preferred_payment_method": purchases.get("preferred_payment_method"),
-        "birth_date": profile.birth_date.isoformat() if profile.birth_date else None,
+        "birth_date": birth_date.isoformat() if (birth_date := profile.birth_date) else None,
         "gender": profile.gender,
         "city": profile.city,
         "state": profile.state,

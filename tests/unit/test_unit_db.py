@@ -27,6 +27,7 @@ from services.segmentation.models import (
 )
 from shared.db import (
     UTCDateTime,
+    add_new,
     any_of,
     assign,
     binary_types,
@@ -228,6 +229,23 @@ def test_a_new_row_is_inserted_changed_and_read_back_like_any_other(segments_db:
             "op": "gte",
             "value": 1,
         }
+
+
+def test_add_new_makes_a_new_row_pending_as_session_add_does(segments_db: Engine) -> None:
+    rule = {"field": "orders_count", "op": "gte", "value": 1}
+    with Session(segments_db) as session:
+        kept, dropped = (new_row(Segment, tenant_id=uuid4(), name=n, rule=rule) for n in ("VIP", "Gone"))
+        add_new(session, kept)
+        assert kept in session.new
+        session.commit()
+        add_new(session, dropped)
+        session.flush()
+        assert sa.inspect(dropped).persistent
+        session.rollback()  # a row inserted in a transaction that rolls back is transient again
+        assert sa.inspect(dropped).transient
+        assert sa.inspect(kept).persistent
+    with Session(segments_db) as session:
+        assert [s.name for s in session.exec(select(Segment))] == ["VIP"]
 
 
 # -- write_columns: one UPDATE for objects whose changed columns differ --------------------------------------

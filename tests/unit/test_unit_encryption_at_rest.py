@@ -160,6 +160,33 @@ def test_a_profile_reads_and_writes_its_sealed_fields_in_clear() -> None:
     assert profile.name_sealed is None
 
 
+def test_a_profile_remembers_what_it_opened_until_its_token_changes() -> None:
+    tenant = uuid4()
+    profile = Profile(tenant_id=tenant, phone=keyring().seal(tenant, "+5581987654321"))
+    profile.set_person(name="Ana Quintiliano", birth_date=date(1990, 5, 20), zip="50030230")
+    tokens = (profile.name_sealed, profile.birth_date_sealed, profile.zip_sealed)
+    assert (profile.name, profile.birth_date, profile.zip) == (
+        "Ana Quintiliano",
+        date(1990, 5, 20),
+        "50030230",
+    )
+    assert profile.contact_phone == "+5581987654321"
+    profile.set_person(name="Ana Quintiliano", birth_date=date(1990, 5, 20), zip="50030230")
+    assert (profile.name_sealed, profile.birth_date_sealed, profile.zip_sealed) == tokens  # not rewritten
+    # A token set behind the properties' back (a load, a refresh, another writer) is opened, not remembered.
+    profile.name_sealed = keyring().seal(tenant, "Bia Quintiliano")
+    profile.phone = keyring().seal(tenant, "+5581900000000")
+    assert profile.name == "Bia Quintiliano"
+    assert profile.contact_phone == "+5581900000000"
+    profile.set_person(name=None, birth_date=None, zip="50030231")
+    assert all(v is None for v in (profile.name, profile.name_sealed, profile.birth_date_sealed))
+    assert profile.zip == "50030231"
+    assert profile.zip_sealed != tokens[2]
+    # What it remembers is no field: never dumped, never written.
+    assert "Bia" not in str(profile.model_dump())
+    assert "50030231" not in str(profile.model_dump())
+
+
 def test_values_sealed_before_a_rotation_open_after_it_and_new_ones_use_the_new_key(
     rotate: Callable[[], None],
 ) -> None:
