@@ -212,11 +212,17 @@ def test_webhooks_arrive_signed_once_per_event_across_a_receiver_outage(
         for personal in ("@example.com", "webhook@", "ana.", "carla."):
             assert personal not in body
 
-        deliveries = segmentation.get(
-            f"/v1/webhook-endpoints/{endpoint_id}/deliveries", headers=auth(key)
-        ).json()["items"]
-        assert len(deliveries) == len(expected)
-        assert {d["status"] for d in deliveries} == {"delivered"}
+        def all_delivered() -> list[dict[str, Any]]:
+            # The receiver keeps an event when it arrives, before it answers: the delivery is marked
+            # delivered once the answer is back, a moment later.
+            found: list[dict[str, Any]] = segmentation.get(
+                f"/v1/webhook-endpoints/{endpoint_id}/deliveries", headers=auth(key)
+            ).json()["items"]
+            assert len(found) == len(expected)
+            assert {d["status"] for d in found} == {"delivered"}
+            return found
+
+        deliveries = eventually(all_delivered, timeout=30, interval=0.2)
         assert {d["message_id"] for d in deliveries} == {e["id"] for e in events}
         assert sum(1 for d in deliveries if d["attempts"] > 1) == 3  # the ones sent while it was down
 
