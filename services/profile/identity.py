@@ -23,10 +23,12 @@ indexes too.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from uuid import UUID
 
+import psycopg
 import sqlalchemy as sa
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
@@ -147,7 +149,7 @@ class Graph:
                 self.of_profile.setdefault(profile_id, []).append((kind, value))
                 self.owner[(tenant_id, kind, value)] = profile_id
                 self.rows[(tenant_id, kind, value)] = Seen(value, seen_at)
-            for profile in lock_profiles(session, list(owners)):
+            for profile in lock_all_at_once(session, list(owners)):
                 self.profiles[profile.id] = profile
             self.unblocked = owners - {pid for pair in blocks_of(session, owners) for pid in pair}
         return list(owners)
@@ -264,6 +266,41 @@ def lock_profiles(session: Session, profile_ids: list[UUID]) -> list[Profile]:
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update()
     return list(session.exec(query).all())
+
+
+# How long a batch tries to take its owners' locks all at once before it waits for them as other writers do.
+ALL_AT_ONCE_S = 60.0
+
+
+def lock_all_at_once(session: Session, profile_ids: list[UUID]) -> list[Profile]:
+    """`lock_profiles` for a consumer batch's owners: all of them, or none while another transaction holds
+    one (`NOWAIT` under a savepoint, tried again after a pause). Waiting for the rest while holding the first
+    ones is what made two consumers of one group deadlock: the other batch's probabilistic stage went on to
+    write survivors this one had just locked, then each waited for the other (PostgreSQL's log, 2026-12-01).
+    After `ALL_AT_ONCE_S` it waits for them as `lock_profiles` does."""
+    if session.get_bind().dialect.name != "postgresql" or not profile_ids:
+        return lock_profiles(session, profile_ids)
+    query = (
+        select(Profile)
+        .where(any_of(session, col(Profile.id), profile_ids))
+        .order_by(col(Profile.id))
+        .with_for_update(nowait=True)
+    )
+    deadline, pause = time.monotonic() + ALL_AT_ONCE_S, 0.02
+    while time.monotonic() < deadline:
+        savepoint = session.begin_nested()
+        try:
+            locked = list(session.exec(query).all())
+        except sa.exc.OperationalError as exc:
+            if not isinstance(exc.orig, psycopg.errors.LockNotAvailable):
+                raise
+            savepoint.rollback()  # and with it the locks this attempt took
+            time.sleep(pause)
+            pause = min(pause * 2, 0.5)
+            continue
+        savepoint.commit()
+        return locked
+    return lock_profiles(session, profile_ids)
 
 
 def is_blocked(session: Session, a: UUID, b: UUID) -> bool:

@@ -6,12 +6,15 @@ Events are applied through the profile's own consumer (`ConsumerWorker.apply`), 
 from __future__ import annotations
 
 import itertools
+import threading
+import time
 from datetime import date
 from decimal import Decimal
 from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
@@ -93,6 +96,41 @@ def test_an_order_linking_two_profiles_merges_them_into_the_older(
     profile_records.apply([link])  # redelivered: nothing changes
     [again] = active(engine)
     assert (again.orders_count, again.merges, again.version) == (3, 1, survivor.version)
+
+
+def test_a_batch_takes_its_owners_locks_all_at_once_or_waits_holding_none(
+    engine: Engine, profile_records: ConsumerWorker
+) -> None:
+    profile_records.apply([order("L-1", email="ana@example.com"), order("L-2", email="bia@example.com")])
+    low, high = sorted([owner(engine, "email", "ana@example.com"), owner(engine, "email", "bia@example.com")])
+    lock = sa.text("SELECT id FROM profile WHERE id = :id FOR UPDATE NOWAIT")
+    with engine.connect() as holder:
+        holder.execute(lock, {"id": high})  # another writer holds one of the batch's owners
+        batch = threading.Thread(
+            target=profile_records.apply,
+            args=([order("L-3", email="ana@example.com"), order("L-4", email="bia@example.com")],),
+        )
+        batch.start()
+        time.sleep(1.0)  # the batch has met the lock and waits
+        free = 0
+        for _ in range(10):
+            # While it waits, the owner it would take first is nobody's: a waiting batch holds none of its
+            # owners, so it cannot be one side of a deadlock. (Taking them in order and waiting at `high`,
+            # it would hold `low` all along.)
+            with engine.connect() as probe:
+                try:
+                    probe.execute(lock, {"id": low})
+                    free += 1
+                except sa.exc.OperationalError:
+                    pass
+                probe.rollback()
+            time.sleep(0.1)
+        assert batch.is_alive()
+        holder.rollback()
+    batch.join(timeout=30)
+    assert not batch.is_alive()
+    assert free >= 8
+    assert sorted(p.orders_count for p in active(engine)) == [2, 2]
 
 
 def test_merges_within_one_poll_move_what_each_merged_profile_held(
