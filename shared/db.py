@@ -172,6 +172,12 @@ def is_deadlock(exc: BaseException | None) -> TypeGuard[sa_exc.OperationalError]
     return isinstance(exc, sa_exc.OperationalError) and isinstance(exc.orig, psycopg.errors.DeadlockDetected)
 
 
+def is_lock_unavailable(exc: BaseException | None) -> TypeGuard[sa_exc.OperationalError]:
+    """A `NOWAIT` lock met a row another transaction holds (SQLAlchemy's wrapping of psycopg's): the
+    statement failed at once instead of waiting."""
+    return isinstance(exc, sa_exc.OperationalError) and isinstance(exc.orig, psycopg.errors.LockNotAvailable)
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """An engine for PostgreSQL (psycopg 3) or the embedded SQLite default; JSON columns use orjson."""
     kwargs.setdefault("json_serializer", _json)

@@ -28,11 +28,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from uuid import UUID
 
-import psycopg
 import sqlalchemy as sa
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
 from sqlmodel import Session, col, select
+from sqlmodel.sql.expression import SelectOfScalar
 
 from services.profile import identity_rules
 from services.profile.models import (
@@ -45,7 +45,7 @@ from services.profile.models import (
 )
 from shared import identifiers as shared_identifiers
 from shared.crypto import keyring
-from shared.db import add_new, any_of, new_row, table_of, utcnow
+from shared.db import add_new, any_of, is_lock_unavailable, new_row, table_of, utcnow
 from shared.records import Customer, CustomerRef
 
 Identifier = tuple[str, str]  # (kind, normalised value)
@@ -262,10 +262,14 @@ def lock_profiles(session: Session, profile_ids: list[UUID]) -> list[Profile]:
     known = graph(session)
     if known is not None and all(pid in known.profiles for pid in profile_ids):
         return [known.profiles[pid] for pid in sorted(profile_ids)]
-    query = select(Profile).where(any_of(session, col(Profile.id), profile_ids)).order_by(col(Profile.id))
+    query = _in_id_order(session, profile_ids)
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update()
     return list(session.exec(query).all())
+
+
+def _in_id_order(session: Session, profile_ids: list[UUID]) -> SelectOfScalar[Profile]:
+    return select(Profile).where(any_of(session, col(Profile.id), profile_ids)).order_by(col(Profile.id))
 
 
 # How long a batch tries to take its owners' locks all at once before it waits for them as other writers do.
@@ -280,19 +284,14 @@ def lock_all_at_once(session: Session, profile_ids: list[UUID]) -> list[Profile]
     After `ALL_AT_ONCE_S` it waits for them as `lock_profiles` does."""
     if session.get_bind().dialect.name != "postgresql" or not profile_ids:
         return lock_profiles(session, profile_ids)
-    query = (
-        select(Profile)
-        .where(any_of(session, col(Profile.id), profile_ids))
-        .order_by(col(Profile.id))
-        .with_for_update(nowait=True)
-    )
+    query = _in_id_order(session, profile_ids).with_for_update(nowait=True)
     deadline, pause = time.monotonic() + ALL_AT_ONCE_S, 0.02
     while time.monotonic() < deadline:
         savepoint = session.begin_nested()
         try:
             locked = list(session.exec(query).all())
         except sa.exc.OperationalError as exc:
-            if not isinstance(exc.orig, psycopg.errors.LockNotAvailable):
+            if not is_lock_unavailable(exc):
                 raise
             savepoint.rollback()  # and with it the locks this attempt took
             time.sleep(pause)

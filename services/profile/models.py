@@ -110,7 +110,7 @@ class Profile(ProfileTable, table=True):
     # about 4 µs. A different token (set, loaded or refreshed since) is opened again.
     @property
     def name(self) -> str | None:
-        return cast(str | None, self._clear("name_sealed", open_text))
+        return cast(str | None, self._clear("name_sealed"))
 
     @name.setter
     def name(self, value: str | None) -> None:
@@ -118,7 +118,7 @@ class Profile(ProfileTable, table=True):
 
     @property
     def birth_date(self) -> date | None:
-        return cast(date | None, self._clear("birth_date_sealed", open_date))
+        return cast(date | None, self._clear("birth_date_sealed"))
 
     @birth_date.setter
     def birth_date(self, value: date | None) -> None:
@@ -126,7 +126,7 @@ class Profile(ProfileTable, table=True):
 
     @property
     def zip(self) -> str | None:
-        return cast(str | None, self._clear("zip_sealed", open_text))
+        return cast(str | None, self._clear("zip_sealed"))
 
     @zip.setter
     def zip(self, value: str | None) -> None:
@@ -135,7 +135,7 @@ class Profile(ProfileTable, table=True):
     @property
     def contact_phone(self) -> str | None:
         """The contact phone in clear (`phone` holds it sealed)."""
-        return cast(str | None, self._clear("phone", open_text))
+        return cast(str | None, self._clear("phone"))
 
     def set_person(self, *, name: str | None, birth_date: date | None, zip: str | None) -> None:
         """`profile.name, profile.birth_date, profile.zip = …` without SQLModel's `__setattr__` (some
@@ -144,19 +144,19 @@ class Profile(ProfileTable, table=True):
         self._keep_clear("birth_date_sealed", birth_date)
         self._keep_clear("zip_sealed", zip)
 
-    def _clear(self, column: str, opener: Callable[[UUID, str | None], Any]) -> Any:
+    def _clear(self, column: str) -> Any:
         token = getattr(self, column)
         if token is None:
             return None
         remembered = self.__dict__.get(_CLEAR)
         if remembered is not None and (hit := remembered.get(column)) is not None and hit[0] == token:
             return hit[1]
-        value = opener(self.tenant_id, token)
+        value = _OPENERS[column](self.tenant_id, token)
         self._remember(column, token, value)
         return value
 
     def _keep_clear(self, column: str, value: str | date | None) -> None:
-        if value == self._clear(column, open_date if column == "birth_date_sealed" else open_text):
+        if value == self._clear(column):
             return
         token = seal_value(self.tenant_id, value)
         set_attribute(self, column, token)
@@ -170,6 +170,13 @@ class Profile(ProfileTable, table=True):
 
 
 _CLEAR = "_clientela_clear"  # Profile.__dict__ key of the sealed values opened or set (`Profile._clear`)
+# How each sealed column of `Profile` read in clear opens.
+_OPENERS: dict[str, Callable[[UUID, str | None], Any]] = {
+    "name_sealed": open_text,
+    "birth_date_sealed": open_date,
+    "zip_sealed": open_text,
+    "phone": open_text,
+}
 
 
 class SealedRow:
