@@ -105,6 +105,10 @@ class BatchHooks(Protocol):
 
     def finish(self, session: Session) -> None: ...
 
+    def after_commit(self, session: Session) -> None:
+        """After the batch's transaction committed: the session is free for work of its own (committed
+        by the hook), which sees what other transactions committed meanwhile."""
+
 
 # Failures of the infrastructure, not of the record: never dead-letter for these, reconnect and redeliver.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
@@ -229,6 +233,8 @@ class ConsumerWorker:
             # One statement for the batch, in its transaction (no ORM object per event).
             bulk_insert(session, ProcessedEvent, processed)
             session.commit()
+            if self.hooks is not None:
+                self.hooks.after_commit(session)
         applied = len(processed)
         self.applied_total += applied
         service = self.settings.service_name

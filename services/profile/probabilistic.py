@@ -5,9 +5,11 @@ accepts or rejects.
 After each consumer batch, every changed active profile gets its blocking keys stored (hashed: they hold
 personal data) and is scored against the profiles sharing a key. Above `merge_threshold` the two merge
 (recorded as probabilistic, with the score); between `suggest_threshold` and it, a `MergeSuggestion` is
-kept for `GET /v1/merge-suggestions`. A pair that was unmerged, rejected or already suggested is not
-scored again; the deterministic merge protection (one document, per-kind limits, merge limit) holds here
-too.
+kept for `GET /v1/merge-suggestions`. A pair that was unmerged, accepted or rejected is not scored again;
+a pending suggestion is, when one of the two changes (it then merges, shows the new score, or becomes
+obsolete). The deterministic merge protection (one document, per-kind limits, merge limit) holds here too.
+After the batch commits, its keys are read again (`missed_pairs`): look-alikes that another consumer of the
+group stored at the same time are scored then.
 """
 
 from __future__ import annotations
@@ -174,14 +176,21 @@ def fingerprint(profile: Profile, identifiers: Iterable[identity.Identifier]) ->
 _COMPARED = frozenset({"document", "email", "phone"})  # what `match_fields` reads
 
 
+# Per blocking key a consumer batch's second stage inserted: the tenant, the batch's profiles that inserted
+# it, and every holder the stage saw (`second_stage`'s `seen`, read again by `missed_pairs` after commit).
+SeenKeys = dict[str, tuple[UUID, set[UUID], set[UUID]]]
+
+
 def second_stage(
     session: Session,
     profiles: list[Profile],
     *,
     weights: matching.Weights = matching.DEFAULT_WEIGHTS,
+    seen: SeenKeys | None = None,
 ) -> list[MergeRecord]:
     """Index these (changed, active) profiles' blocking keys, score them against their candidates, merge or
-    suggest. Returns the merges made (their survivors need recomputing)."""
+    suggest. Returns the merges made (their survivors need recomputing). `seen`, when given, is filled with
+    the keys stored and the holders found: what `missed_pairs` checks after the transaction commits."""
     profiles = [p for p in profiles if p.status == "active"]
     if not profiles:
         return []
@@ -206,7 +215,7 @@ def second_stage(
     _open({pid: sealed[pid] for pid in ids if pid in sealed}, readable)
     fields = {p.id: match_fields(p, readable.get(p.id, [])) for p in profiles}
     keys = {p.id: {hashed(p.tenant_id, k) for k in matching.blocking_keys(fields[p.id])} for p in profiles}
-    _store_keys(session, profiles, keys)
+    added = _store_keys(session, profiles, keys)
 
     wanted = sorted({k for ks in keys.values() for k in ks})
     holders: dict[str, set[UUID]] = {}
@@ -221,13 +230,80 @@ def second_stage(
     for profile in profiles:
         for key in keys[profile.id]:
             found = holders.get(key, set())
+            if seen is not None and (profile.id, key) in added:
+                seen.setdefault(key, (profile.tenant_id, set(), found))[1].add(profile.id)
             if len(found) <= MAX_PROFILES_PER_KEY:
-                pairs.update(tuple(sorted((profile.id, other))) for other in found if other != profile.id)  # type: ignore[misc]
+                pairs.update(_pairs_with(profile.id, found))
     if not pairs:
         return []
+    return _merge_or_suggest(
+        session, pairs, {p.id: p for p in profiles}, identifiers, readable, fields, weights
+    )
 
-    others = sorted({pid for pair in pairs for pid in pair} - set(ids))
-    known: dict[UUID, Profile | Candidate] = {p.id: p for p in profiles}
+
+def _pairs_with(profile_id: UUID, others: Iterable[UUID]) -> Iterable[tuple[UUID, UUID]]:
+    """The pairs of a profile with each of the others, in their stored order (lower id first)."""
+    return ((min(profile_id, o), max(profile_id, o)) for o in others if o != profile_id)
+
+
+def missed_pairs(session: Session, seen: SeenKeys) -> set[tuple[UUID, UUID]]:
+    """The pairs a committed second stage could not see: each key's holders that it did not find then, with
+    the batch's profiles that inserted the key.
+
+    Two consumers of a group run their batches' second stages at the same time. Each stores its profiles'
+    new blocking keys, then reads who holds them; neither sees the other's new keys before the other
+    commits, and two look-alikes that both brought a key would never be scored
+    (`tests/integration/test_probabilistic.py` makes it happen). Read again after each commit, at least one
+    of the two batches finds the other's keys: the one that commits last reads after both commits, if it
+    did not see the other's keys the first time. Only the keys the batch inserted are read again: one
+    stored before was there for the other batch to see."""
+    keys = sorted(seen)
+    now: dict[str, set[UUID]] = {}
+    for start in range(0, len(keys), 1000):
+        for key, holder in session.execute(
+            sa.select(_BLOCK_KEYS.c.key, _BLOCK_KEYS.c.profile_id).where(
+                any_of(session, _BLOCK_KEYS.c.key, keys[start : start + 1000])
+            )
+        ):
+            now.setdefault(key, set()).add(holder)
+    pairs: set[tuple[UUID, UUID]] = set()
+    for key, holders in now.items():
+        _, mine, before = seen[key]
+        new = holders - before
+        if new and len(holders) <= MAX_PROFILES_PER_KEY:
+            for profile_id in mine:
+                pairs.update(_pairs_with(profile_id, new))
+    return pairs
+
+
+def score_missed(
+    session: Session,
+    pairs: set[tuple[UUID, UUID]],
+    *,
+    weights: matching.Weights = matching.DEFAULT_WEIGHTS,
+) -> list[MergeRecord]:
+    """Score `missed_pairs`' pairs as the second stage would have, their profiles locked first; merge or
+    suggest. Returns the merges made (their survivors need recomputing)."""
+    ids = sorted({pid for pair in pairs for pid in pair})
+    known: dict[UUID, Profile | Candidate] = {p.id: p for p in identity.lock_all_at_once(session, ids)}
+    readable: dict[UUID, list[identity.Identifier]] = {}
+    identifiers = _identifiers(session, list(known), readable)
+    fields = {pid: match_fields(p, readable.get(pid, [])) for pid, p in known.items()}
+    return _merge_or_suggest(session, pairs, known, identifiers, readable, fields, weights)
+
+
+def _merge_or_suggest(
+    session: Session,
+    pairs: set[tuple[UUID, UUID]],
+    known: dict[UUID, Profile | Candidate],
+    identifiers: dict[UUID, list[identity.Identifier]],
+    readable: dict[UUID, list[identity.Identifier]],
+    fields: dict[UUID, matching.MatchFields],
+    weights: matching.Weights,
+) -> list[MergeRecord]:
+    """Score the pairs, the profiles in `known` read already (with their identifiers, readable values and
+    fields) and the others read here as candidates; merge or suggest."""
+    others = sorted({pid for pair in pairs for pid in pair} - set(known))
     for start in range(0, len(others), 1000):
         for row in session.execute(
             _CANDIDATES.where(any_of(session, _PROFILES.c.id, others[start : start + 1000]))
@@ -237,14 +313,14 @@ def second_stage(
     for pid in others:
         if pid in known:
             fields[pid] = match_fields(known[pid], readable.get(pid, []))
-    seen = _decided_pairs(session, pairs)
+    suggested = _suggested_pairs(session, pairs)
     blocked = identity.blocks_of(session, {pid for pair in pairs for pid in pair})
 
     session.flush()  # what the merges' statements read; their own changes are flushed once, at the end
     with session.no_autoflush:
         _load_likely_merges(session, pairs, known, fields, weights)
         merges = _score_pairs(
-            session, sorted(pairs), known, identifiers, readable, fields, seen, blocked, weights
+            session, sorted(pairs), known, identifiers, readable, fields, suggested, blocked, weights
         )
     identity.move_deferred_rows(session)  # the merges' orders, records and identifiers, in one statement
     if merges:
@@ -265,10 +341,13 @@ def second_stage(
     return merges
 
 
-def _store_keys(session: Session, profiles: list[Profile], keys: dict[UUID, set[str]]) -> None:
+def _store_keys(
+    session: Session, profiles: list[Profile], keys: dict[UUID, set[str]]
+) -> set[tuple[UUID, str]]:
     """Store the profiles' blocking keys: delete those they no longer have and insert the new ones (most
-    of a changed profile's keys are the ones it had: a new order rarely brings a new name, CEP or phone).
-    Core statements, not ORM rows: thousands of keys per batch (inserted with COPY on PostgreSQL)."""
+        of a changed profile's keys are the ones it had: a new order rarely brings a new name, CEP or phone).
+        Core statements, not ORM rows: thousands of keys per batch (inserted with COPY on PostgreSQL). Returns
+    the keys inserted, with their profiles."""
     ids = [p.id for p in profiles]
     stored: dict[UUID, set[str]] = {pid: set() for pid in ids}
     for start in range(0, len(ids), 1000):
@@ -285,12 +364,14 @@ def _store_keys(session: Session, profiles: list[Profile], keys: dict[UUID, set[
                 sa.tuple_(_BLOCK_KEYS.c.profile_id, _BLOCK_KEYS.c.key).in_(gone[start : start + 1000])
             )
         )
-    rows = [
-        {"tenant_id": p.tenant_id, "key": k, "profile_id": p.id}
-        for p in profiles
-        for k in keys[p.id] - stored[p.id]
-    ]
-    bulk_insert(session, ProfileBlockKey, rows)
+    added = {(p.id, k) for p in profiles for k in keys[p.id] - stored[p.id]}
+    tenants = {p.id: p.tenant_id for p in profiles}
+    bulk_insert(
+        session,
+        ProfileBlockKey,
+        [{"tenant_id": tenants[pid], "key": k, "profile_id": pid} for pid, k in sorted(added)],
+    )
+    return added
 
 
 def _score_pairs(
@@ -300,15 +381,20 @@ def _score_pairs(
     identifiers: dict[UUID, list[identity.Identifier]],
     readable: dict[UUID, list[identity.Identifier]],
     fields: dict[UUID, matching.MatchFields],
-    seen: set[tuple[UUID, UUID]],
+    suggested: dict[tuple[UUID, UUID], MergeSuggestion],
     blocked: set[tuple[UUID, UUID]],
     weights: matching.Weights,
 ) -> list[MergeRecord]:
-    """Score each pair (in order: a merge changes what later pairs see), merge or suggest."""
+    """Score each pair (in order: a merge changes what later pairs see), merge or suggest. A pair suggested
+    before is scored again while the suggestion is pending (one of the two changed: new evidence may now
+    make the pair a merge, or no pair at all); one decided by a person is not."""
     merges: list[MergeRecord] = []
     for a_id, b_id in pairs:
         a, b = known.get(a_id), known.get(b_id)
-        if a is None or b is None or a.status != "active" or b.status != "active" or (a_id, b_id) in seen:
+        suggestion = suggested.get((a_id, b_id))
+        if a is None or b is None or a.status != "active" or b.status != "active":
+            continue
+        if suggestion is not None and suggestion.status != "pending":
             continue
         if a.tenant_id != b.tenant_id or (a_id, b_id) in blocked:
             continue
@@ -317,6 +403,8 @@ def _score_pairs(
             continue
         match = matching.score(fields[a_id], fields[b_id], weights)
         decision = matching.decide(match, rules.merge_threshold, rules.suggest_threshold)
+        if suggestion is not None:
+            _rescored(session, suggestion, match, decision)
         if decision == "merge":
             a, b = _loaded(session, known, a), _loaded(session, known, b)
             survivor, merged = sorted((a, b), key=lambda p: (p.created_at, p.id))
@@ -339,7 +427,7 @@ def _score_pairs(
             readable[survivor.id] = readable.get(survivor.id, []) + readable.get(merged.id, [])
             fields[survivor.id] = match_fields(survivor, readable[survivor.id])
             _move_blocks(blocked, merged.id, survivor.id)
-        elif decision == "suggest":
+        elif decision == "suggest" and suggestion is None:
             session.add(
                 MergeSuggestion(
                     tenant_id=a.tenant_id,
@@ -390,17 +478,33 @@ def _move_blocks(blocked: set[tuple[UUID, UUID]], merged: UUID, survivor: UUID) 
             blocked.add((min(other, survivor), max(other, survivor)))
 
 
-def _decided_pairs(session: Session, pairs: set[tuple[UUID, UUID]]) -> set[tuple[UUID, UUID]]:
-    """Pairs already suggested (pending, accepted or rejected): not scored again."""
+def _suggested_pairs(
+    session: Session, pairs: set[tuple[UUID, UUID]]
+) -> dict[tuple[UUID, UUID], MergeSuggestion]:
+    """The suggestions made of these pairs before (pending, or decided: those are not scored again)."""
     ids = sorted({pid for pair in pairs for pid in pair})
-    found: set[tuple[UUID, UUID]] = set()
+    found: dict[tuple[UUID, UUID], MergeSuggestion] = {}
     for start in range(0, len(ids), 1000):
         chunk = ids[start : start + 1000]
         for row in session.exec(
             select(MergeSuggestion).where(any_of(session, col(MergeSuggestion.profile_a), chunk))
         ):
-            found.add((row.profile_a, row.profile_b))
+            if (row.profile_a, row.profile_b) in pairs:
+                found[(row.profile_a, row.profile_b)] = row
     return found
+
+
+def _rescored(
+    session: Session, suggestion: MergeSuggestion, match: matching.Match, decision: str | None
+) -> None:
+    """A pending suggestion's pair scored again: still in the grey zone, it shows the new score; else it
+    is obsolete (the stage merges the pair, or the two no longer look alike)."""
+    if decision == "suggest":
+        suggestion.score = round(match.probability, 4)
+        suggestion.contributions = [asdict(c) for c in match.contributions]
+    else:
+        suggestion.status, suggestion.decided_at = "obsolete", utcnow()
+    session.add(suggestion)
 
 
 def list_suggestions(

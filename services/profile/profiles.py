@@ -6,6 +6,7 @@ Which profile a record belongs to, and merges, are decided in `identity`; here t
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from datetime import date, datetime
@@ -27,8 +28,19 @@ from services.profile.models import (
     seal_snapshot,
 )
 from services.profile.suppression import suppressed
+from shared.consumer import describe_error
 from shared.crypto import keyring
-from shared.db import add_new, any_of, assign, copy_new_rows, new_row, table_of, utcnow, write_columns
+from shared.db import (
+    add_new,
+    any_of,
+    assign,
+    copy_new_rows,
+    is_deadlock,
+    new_row,
+    table_of,
+    utcnow,
+    write_columns,
+)
 from shared.errors import Invalid, NotFound
 from shared.events import (
     BehaviourRecorded,
@@ -51,6 +63,8 @@ from shared.records import (
     from_minor,
     to_minor,
 )
+
+log = logging.getLogger(__name__)
 
 
 def profile_key(tenant_id: UUID, profile_id: UUID) -> str:
@@ -313,6 +327,12 @@ def identifiers_for(event: OrderIngested | CustomerRecorded | BehaviourRecorded)
     return found
 
 
+# The blocking keys a batch's second stage stored and the holders it saw (`probabilistic.SeenKeys`), for
+# `ProfileBatch.after_commit`; and how often that tries to score the pairs it finds.
+_SEEN_KEYS = "clientela.block_keys_seen"
+MISSED_PAIRS_ATTEMPTS = 3
+
+
 class ProfileBatch:
     """Batch hooks of the records consumer: the identity graph and the stored orders a poll's events
     touch are loaded in a few queries, and each touched profile is recomputed (and announced) once per
@@ -364,7 +384,11 @@ class ProfileBatch:
         try:
             if dirty:
                 profiles = self._recompute(session, dirty, loaded)
-                merges = probabilistic.second_stage(session, [profiles[pid] for pid in sorted(profiles)])
+                merges = probabilistic.second_stage(
+                    session,
+                    [profiles[pid] for pid in sorted(profiles)],
+                    seen=session.info.setdefault(_SEEN_KEYS, {}),
+                )
                 if merges:
                     announce_merges(session, merges, correlation_id=None)
                     survivors = {m.survivor_id: dirty.get(m.survivor_id) for m in merges}
@@ -372,6 +396,47 @@ class ProfileBatch:
         finally:
             session.info.pop("identity_rules", None)  # a rule change applies from the next batch
             session.info.pop("identity_defaults", None)
+
+    def after_commit(self, session: Session) -> None:
+        """Score the pairs the batch's second stage could not see (`probabilistic.missed_pairs`: another
+        consumer of the group stored look-alikes at the same time), in a transaction of their own. Most
+        batches find none: one query per thousand keys. Should this transaction fail, the pair is scored
+        the next time either profile changes."""
+        seen = session.info.pop(_SEEN_KEYS, None)
+        if not seen:
+            return
+        self.defaults_into(session)
+        pairs = probabilistic.missed_pairs(session, seen)
+        if not pairs:
+            session.rollback()  # only read: end the transaction
+            return
+        for attempt in range(1, MISSED_PAIRS_ATTEMPTS + 1):
+            try:
+                merges = probabilistic.score_missed(session, pairs)
+                announce_merges(session, merges, correlation_id=None)
+                for survivor_id in sorted({m.survivor_id for m in merges}):
+                    survivor = session.get(Profile, survivor_id)
+                    if survivor is not None and survivor.status == "active":
+                        recompute(session, survivor)
+                session.commit()
+                if merges:
+                    log.info("pairs a concurrent batch hid merged", extra={"merges": len(merges)})
+                return
+            except sa.exc.IntegrityError as exc:
+                failure: Exception = exc
+            except sa.exc.OperationalError as exc:
+                if not is_deadlock(exc):
+                    raise
+                failure = exc
+            session.rollback()
+            self.defaults_into(session)
+            log.info("scoring missed pairs met a concurrent write", extra={"attempt": attempt})
+        log.warning("missed pairs left for their next change", extra={"error": describe_error(failure)})
+
+    def defaults_into(self, session: Session) -> None:
+        """The service's identity rules, for the tenants without their own (`identity_rules.rules_for`)."""
+        session.info["identity_defaults"] = self.defaults
+        session.info.pop("identity_rules", None)
 
     @staticmethod
     def _recompute(

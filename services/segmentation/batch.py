@@ -291,3 +291,6 @@ class ProfilesBatch:
         batch = session.info.pop(KEY, None)
         if isinstance(batch, Batch):
             batch.sync(session)
+
+    def after_commit(self, session: Session) -> None:
+        """Nothing: the batch's work is all in its transaction."""

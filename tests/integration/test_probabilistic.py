@@ -14,7 +14,9 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from services.profile import identity, identity_rules, matching, probabilistic, unmerge
+from services.profile.consumer import workers as profile_workers
 from services.profile.models import MergeRecord, MergeSuggestion, Profile, ProfileIdentifier, ProfileOrder
+from services.profile.profiles import ProfileBatch
 from shared.consumer import ConsumerWorker
 from shared.errors import Conflict
 from shared.events import OrderIngested
@@ -74,6 +76,48 @@ def test_one_person_without_a_shared_identifier_merges_probabilistically(
     assert sorted(p.orders_count for p in active(engine, tenant)) == [1, 2]
 
 
+def test_look_alikes_new_in_two_concurrent_batches_merge_all_the_same(
+    engine: Engine,
+    settings: ServiceSettings,
+    profile_records: ConsumerWorker,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two members of a consumer group: while one batch's transaction, its second stage done, has not
+    committed yet, the other member applies and commits the same person's order from another marketplace.
+    Neither second stage could see the other's blocking keys; the pair is scored after the commit."""
+    tenant = uuid4()
+    other_member = dict(profile_workers(engine, settings))["profile-records"]
+    assert isinstance(other_member, ConsumerWorker)
+    hooks = profile_records.hooks
+    assert isinstance(hooks, ProfileBatch)
+    finish = hooks.finish
+    typo: dict[str, Any] = {**MARIA, "name": "MARIA APARECIDA SOUSA"}
+
+    def finish_while_the_other_member_commits(session: Session) -> None:
+        finish(session)
+        monkeypatch.setattr(hooks, "finish", finish)  # once
+        other_member.apply([order(tenant, "M-2", "shopee", email="cida85@example.com", **typo)])
+        assert len(active(engine, tenant)) == 1  # the other's: this batch's profile is not committed yet
+
+    monkeypatch.setattr(hooks, "finish", finish_while_the_other_member_commits)
+    profile_records.apply(
+        [order(tenant, "M-1", email="maria.souza@example.com", phone="11987654321", **MARIA)]
+    )
+    [maria] = active(engine, tenant)
+    assert maria.orders_count == 2
+    with Session(engine) as session:
+        [record] = session.exec(select(MergeRecord).where(MergeRecord.tenant_id == tenant)).all()
+        assert (record.method, record.survivor_id) == ("probabilistic", maria.id)
+        assert record.score is not None
+        assert record.score >= 0.95
+        assert sorted(
+            session.exec(select(ProfileOrder.profile_id).where(ProfileOrder.tenant_id == tenant))
+        ) == [
+            maria.id,
+            maria.id,
+        ]
+
+
 def test_a_family_sharing_phone_and_address_stays_apart(
     engine: Engine, profile_records: ConsumerWorker
 ) -> None:
@@ -129,6 +173,34 @@ def test_a_grey_zone_pair_is_suggested_and_a_person_decides(
             tenant_id=tenant, session=session, status="pending", after=None, limit=10
         )
         assert {s.id for s in again} <= pending_ids
+
+
+def test_a_pending_suggestion_becomes_a_merge_when_new_data_makes_the_pair_sure(
+    engine: Engine, profile_records: ConsumerWorker
+) -> None:
+    tenant = uuid4()
+    profile_records.apply([order(tenant, "P-1", "amazon", external_id="a1", **MARIA)])
+    city_only: dict[str, Any] = {"name": MARIA["name"], "address": {"city": "São Paulo", "state": "SP"}}
+    profile_records.apply([order(tenant, "P-2", "shopee", external_id="s1", **city_only)])
+    assert len(active(engine, tenant)) == 2
+    with Session(engine) as session:
+        [pending] = probabilistic.list_suggestions(
+            tenant_id=tenant, session=session, status="pending", after=None, limit=10
+        )
+    assert 0.6 <= pending.score < 0.95
+    # The Shopee buyer's next order brings her birth date and CEP: surely Maria now, whichever order the
+    # two marketplaces' records came in.
+    profile_records.apply([order(tenant, "P-3", "shopee", external_id="s1", **MARIA)])
+    [maria] = active(engine, tenant)
+    assert maria.orders_count == 3
+    with Session(engine) as session:
+        [record] = session.exec(select(MergeRecord).where(MergeRecord.tenant_id == tenant)).all()
+        assert record.method == "probabilistic"
+        assert record.score is not None
+        assert record.score >= 0.95
+        suggestion = session.get(MergeSuggestion, pending.id)
+        assert suggestion is not None
+        assert (suggestion.status, suggestion.decided_at is not None) == ("obsolete", True)
 
 
 def test_suggestions_over_http(stack: Any) -> None:
