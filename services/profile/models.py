@@ -95,6 +95,12 @@ class Profile(ProfileTable, table=True):
         description="Keyed hash of what the probabilistic stage last scored this profile on (its name, "
         "birth date, address, contact phone, identifiers and merges): unchanged, it is not scored again.",
     )
+    match_variants_sealed: str | None = Field(
+        default=None,
+        sa_column=sa.Column(sa.Text(), nullable=True),
+        description="Sealed JSON: the other names and addresses its records carried "
+        "(`traits.person_variants`), which the probabilistic stage compares too: see `match_variants`.",
+    )
     orders_count: int = 0
     total_spent_minor: int = Field(default=0, sa_column=sa.Column(sa.BigInteger(), nullable=False))
     first_order_at: datetime | None = Field(default=None, sa_column=sa.Column(UTCDateTime(), nullable=True))
@@ -137,12 +143,21 @@ class Profile(ProfileTable, table=True):
         """The contact phone in clear (`phone` holds it sealed)."""
         return cast(str | None, self._clear("phone"))
 
-    def set_person(self, *, name: str | None, birth_date: date | None, zip: str | None) -> None:
+    @property
+    def match_variants(self) -> str | None:
+        """The JSON of `traits.person_variants` in clear (`match_variants_sealed` holds it sealed)."""
+        return cast(str | None, self._clear("match_variants_sealed"))
+
+    def set_person(
+        self, *, name: str | None, birth_date: date | None, zip: str | None, variants: str | None = None
+    ) -> None:
         """`profile.name, profile.birth_date, profile.zip = …` without SQLModel's `__setattr__` (some
-        3 µs a property): what the consumer sets on every profile it recomputes."""
+        3 µs a property): what the consumer sets on every profile it recomputes; and the JSON of the other
+        names and addresses its records carried (`match_variants`)."""
         self._keep_clear("name_sealed", name)
         self._keep_clear("birth_date_sealed", birth_date)
         self._keep_clear("zip_sealed", zip)
+        self._keep_clear("match_variants_sealed", variants)
 
     def _clear(self, column: str) -> Any:
         token = getattr(self, column)
@@ -176,6 +191,7 @@ _OPENERS: dict[str, Callable[[UUID, str | None], Any]] = {
     "birth_date_sealed": open_date,
     "zip_sealed": open_text,
     "phone": open_text,
+    "match_variants_sealed": open_text,
 }
 
 

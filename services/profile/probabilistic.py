@@ -15,10 +15,11 @@ group stored at the same time are scored then.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, fields
-from datetime import datetime
+from dataclasses import asdict, dataclass, fields, replace
+from datetime import date, datetime
 from uuid import UUID
 
+import orjson
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
@@ -63,6 +64,13 @@ class Candidate(SealedRow):
     zip_sealed: str | None
     city: str | None
     state: str | None
+    match_variants_sealed: str | None
+
+    @property
+    def match_variants(self) -> str | None:
+        return (
+            keyring().open(self.tenant_id, self.match_variants_sealed) if self.match_variants_sealed else None
+        )
 
 
 _PROFILES = table_of(Profile)
@@ -90,11 +98,66 @@ def _contact_phone(profile: Profile | Candidate) -> set[str]:
     return {phone} if phone else set()
 
 
-def match_fields(
+# What the score compares of a profile: its own name, birth date and address, then each other combination of
+# them its records carried (`traits.person_variants`), each with the profile's identifiers. A pair scores the
+# best of its combinations (`_best`).
+Fields = list[matching.MatchFields]
+
+
+def match_fields(profile: Profile | Candidate, identifiers: Iterable[identity.Identifier]) -> Fields:
+    """What the score compares: the profile's name, birth date and address (and the other ones its records
+    carried), the readable values of its identifiers and its contact phone."""
+    own = _own_fields(profile, identifiers)
+    variants = orjson.loads(profile.match_variants) if profile.match_variants else []
+    return [
+        own,
+        *(
+            replace(
+                own,
+                name=name,
+                birth_date=date.fromisoformat(birth) if birth else None,
+                zip=zip,
+                city=city,
+                state=state,
+            )
+            for name, birth, zip, city, state in variants
+        ),
+    ]
+
+
+def _with_persons_of(fields: Fields, other: Fields) -> Fields:
+    """`fields`, and the names, birth dates and addresses of `other` with `fields`' identifiers (a merge's
+    survivor, until it is recomputed)."""
+    own = fields[0]
+    found = {_person(f): f for f in fields}
+    for f in other:
+        found.setdefault(
+            _person(f),
+            replace(own, name=f.name, birth_date=f.birth_date, zip=f.zip, city=f.city, state=f.state),
+        )
+    return list(found.values())
+
+
+def _person(fields: matching.MatchFields) -> tuple[object, ...]:
+    return (fields.name, fields.birth_date, fields.zip, fields.city, fields.state)
+
+
+def _best(a: Fields, b: Fields, weights: matching.Weights) -> matching.Match:
+    """The score of the two profiles' best matching combinations (their own ones first, on a tie)."""
+    best: matching.Match | None = None
+    for x in a:
+        for y in b:
+            match = matching.score(x, y, weights)
+            if best is None or match.probability > best.probability:
+                best = match
+    if best is None:  # pragma: no cover - match_fields gives at least the profile's own
+        raise ValueError("no fields to compare")
+    return best
+
+
+def _own_fields(
     profile: Profile | Candidate, identifiers: Iterable[identity.Identifier]
 ) -> matching.MatchFields:
-    """What the score compares: the profile's name, birth date and address, the readable values of its
-    identifiers and its contact phone."""
     found = list(identifiers)
     documents = [v for k, v in found if k == "document"]
     return matching.MatchFields(
@@ -156,9 +219,9 @@ def _open(sealed: Sealed, readable: dict[UUID, list[identity.Identifier]]) -> No
 
 def fingerprint(profile: Profile, identifiers: Iterable[identity.Identifier]) -> str:
     """What the score and the blocking keys of this profile depend on, as one keyed hash (it holds personal
-    data): name, birth date, address, contact phone and the identifiers' blind indexes; and the merges
-    count (the merge limit). Unchanged since the last scoring, the profile has nothing new to match: any
-    candidate that changed is scored from its own side."""
+    data): name, birth date, address (and the other ones its records carried), contact phone and the
+    identifiers' blind indexes; and the merges count (the merge limit). Unchanged since the last scoring,
+    the profile has nothing new to match: any candidate that changed is scored from its own side."""
     birth = profile.birth_date
     parts = [
         profile.name or "",
@@ -169,6 +232,7 @@ def fingerprint(profile: Profile, identifiers: Iterable[identity.Identifier]) ->
         *sorted(_contact_phone(profile)),
         *sorted(f"{kind}:{value}" for kind, value in identifiers),
         str(profile.merges),
+        profile.match_variants or "",
     ]
     return keyring().index(profile.tenant_id, "match", "\x1f".join(parts))
 
@@ -214,7 +278,10 @@ def second_stage(
     readable: dict[UUID, list[identity.Identifier]] = {}
     _open({pid: sealed[pid] for pid in ids if pid in sealed}, readable)
     fields = {p.id: match_fields(p, readable.get(p.id, [])) for p in profiles}
-    keys = {p.id: {hashed(p.tenant_id, k) for k in matching.blocking_keys(fields[p.id])} for p in profiles}
+    keys = {
+        p.id: {hashed(p.tenant_id, k) for f in fields[p.id] for k in matching.blocking_keys(f)}
+        for p in profiles
+    }
     added = _store_keys(session, profiles, keys)
 
     wanted = sorted({k for ks in keys.values() for k in ks})
@@ -298,7 +365,7 @@ def _merge_or_suggest(
     known: dict[UUID, Profile | Candidate],
     identifiers: dict[UUID, list[identity.Identifier]],
     readable: dict[UUID, list[identity.Identifier]],
-    fields: dict[UUID, matching.MatchFields],
+    fields: dict[UUID, Fields],
     weights: matching.Weights,
 ) -> list[MergeRecord]:
     """Score the pairs, the profiles in `known` read already (with their identifiers, readable values and
@@ -316,11 +383,13 @@ def _merge_or_suggest(
     suggested = _suggested_pairs(session, pairs)
     blocked = identity.blocks_of(session, {pid for pair in pairs for pid in pair})
 
+    # Each pair's score as the profiles stand; the pairs are decided best first (`_score_pairs`).
+    scored = {(a, b): _best(fields[a], fields[b], weights) for a, b in pairs if a in fields and b in fields}
     session.flush()  # what the merges' statements read; their own changes are flushed once, at the end
     with session.no_autoflush:
-        _load_likely_merges(session, pairs, known, fields, weights)
+        _load_likely_merges(session, scored, known)
         merges = _score_pairs(
-            session, sorted(pairs), known, identifiers, readable, fields, suggested, blocked, weights
+            session, scored, known, identifiers, readable, fields, suggested, blocked, weights
         )
     identity.move_deferred_rows(session)  # the merges' orders, records and identifiers, in one statement
     if merges:
@@ -376,20 +445,23 @@ def _store_keys(
 
 def _score_pairs(
     session: Session,
-    pairs: list[tuple[UUID, UUID]],
+    scored: dict[tuple[UUID, UUID], matching.Match],
     known: dict[UUID, Profile | Candidate],
     identifiers: dict[UUID, list[identity.Identifier]],
     readable: dict[UUID, list[identity.Identifier]],
-    fields: dict[UUID, matching.MatchFields],
+    fields: dict[UUID, Fields],
     suggested: dict[tuple[UUID, UUID], MergeSuggestion],
     blocked: set[tuple[UUID, UUID]],
     weights: matching.Weights,
 ) -> list[MergeRecord]:
-    """Score each pair (in order: a merge changes what later pairs see), merge or suggest. A pair suggested
-    before is scored again while the suggestion is pending (one of the two changed: new evidence may now
-    make the pair a merge, or no pair at all); one decided by a person is not."""
+    """Decide each pair, merge or suggest: best score first, so that a profile that looks like two others
+    that cannot both take it in (two documents, the merge limit) joins the likelier one, whatever the
+    profiles' ids. A pair with a profile an earlier merge changed is scored again. A pair suggested before
+    is scored again while the suggestion is pending (one of the two changed: new evidence may now make the
+    pair a merge, or no pair at all); one decided by a person is not."""
     merges: list[MergeRecord] = []
-    for a_id, b_id in pairs:
+    changed: set[UUID] = set()
+    for a_id, b_id in sorted(scored, key=lambda pair: (-scored[pair].probability, pair)):
         a, b = known.get(a_id), known.get(b_id)
         suggestion = suggested.get((a_id, b_id))
         if a is None or b is None or a.status != "active" or b.status != "active":
@@ -401,7 +473,11 @@ def _score_pairs(
         rules = identity_rules.rules_for(session, a.tenant_id)
         if not identity.can_merge(identifiers[a_id], identifiers[b_id], a.merges + b.merges, rules):
             continue
-        match = matching.score(fields[a_id], fields[b_id], weights)
+        match = (
+            _best(fields[a_id], fields[b_id], weights)
+            if a_id in changed or b_id in changed
+            else scored[(a_id, b_id)]
+        )
         decision = matching.decide(match, rules.merge_threshold, rules.suggest_threshold)
         if suggestion is not None:
             _rescored(session, suggestion, match, decision)
@@ -425,7 +501,10 @@ def _score_pairs(
             )
             identifiers[survivor.id] = identifiers[survivor.id] + identifiers[merged.id]
             readable[survivor.id] = readable.get(survivor.id, []) + readable.get(merged.id, [])
-            fields[survivor.id] = match_fields(survivor, readable[survivor.id])
+            fields[survivor.id] = _with_persons_of(
+                match_fields(survivor, readable[survivor.id]), fields[merged.id]
+            )
+            changed.add(survivor.id)
             _move_blocks(blocked, merged.id, survivor.id)
         elif decision == "suggest" and suggestion is None:
             session.add(
@@ -442,21 +521,18 @@ def _score_pairs(
 
 def _load_likely_merges(
     session: Session,
-    pairs: set[tuple[UUID, UUID]],
+    scored: dict[tuple[UUID, UUID], matching.Match],
     known: dict[UUID, Profile | Candidate],
-    fields: dict[UUID, matching.MatchFields],
-    weights: matching.Weights,
 ) -> None:
     """Load as `Profile`s, a thousand to a query, the candidates of the pairs that score a merge as they
-    stand: a merge changes them, and `_loaded` would read them one by one. (The pairs are scored again in
-    `_score_pairs`, where an earlier merge may change the answer: any other is loaded there.)"""
+    stand: a merge changes them, and `_loaded` would read them one by one. (An earlier merge may change a
+    pair's answer in `_score_pairs`: any other is loaded there.)"""
     wanted: set[UUID] = set()
-    for a_id, b_id in pairs:
+    for (a_id, b_id), match in scored.items():
         a, b = known.get(a_id), known.get(b_id)
         if a is None or b is None or (isinstance(a, Profile) and isinstance(b, Profile)):
             continue
         rules = identity_rules.rules_for(session, a.tenant_id)
-        match = matching.score(fields[a_id], fields[b_id], weights)
         if matching.decide(match, rules.merge_threshold, rules.suggest_threshold) == "merge":
             wanted.update(p.id for p in (a, b) if isinstance(p, Candidate))
     ids = sorted(wanted)

@@ -13,6 +13,7 @@ from datetime import date, datetime
 from typing import Any, Protocol, TypeVar, cast
 from uuid import UUID, uuid4
 
+import orjson
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
@@ -561,6 +562,7 @@ RECOMPUTED = (
     "city",
     "state",
     "zip_sealed",
+    "match_variants_sealed",
     "country",
     "consents",
     "attributes_at",
@@ -600,10 +602,12 @@ def recompute_full(
         if r.kind == "customer"
     ]
     person = traits.customer_traits(snapshots)
+    variants = traits.person_variants(snapshots, person)
     profile.set_person(  # sealed: a new token only when changed
         name=person["name"],
         birth_date=date.fromisoformat(person["birth_date"]) if person["birth_date"] else None,
         zip=person["zip"],
+        variants=orjson.dumps(variants).decode() if variants else None,
     )
     times = [datetime.fromisoformat(s["at"]) for s in snapshots]
     seen = [

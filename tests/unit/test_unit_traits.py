@@ -98,6 +98,34 @@ def test_customer_traits_take_each_field_from_the_newest_record_that_has_it() ->
     assert customer_traits(list(reversed(snapshots))) == found  # arrival order does not matter
 
 
+def test_person_variants_are_the_other_names_and_addresses_newest_first() -> None:
+    from services.profile.traits import MAX_VARIANTS, customer_traits, person_variants
+
+    def at(day: int, **fields: Any) -> dict[str, Any]:
+        return {"at": f"2026-01-{day:02d}T00:00:00+00:00", **fields}
+
+    erechim = {"zip": "99700921", "city": "Erechim", "state": "RS"}
+    snapshots: list[dict[str, Any]] = [
+        at(1, name="Beatriz Martins", birth_date="1990-05-04", **erechim),
+        at(2, name="Beatriz Martins", **erechim),  # no birth date: hers all the same, not another person
+        at(3, name="Bia Martins"),  # the address the profile has now
+        at(9, name="Beatriz Martins", zip="05857693", city="São Paulo", state="SP"),
+    ]
+    person = customer_traits(snapshots)
+    assert (person["name"], person["city"]) == ("Beatriz Martins", "São Paulo")
+    found = person_variants(snapshots, person)
+    assert found == [
+        ["Bia Martins", "1990-05-04", "05857693", "São Paulo", "SP"],
+        ["Beatriz Martins", "1990-05-04", "99700921", "Erechim", "RS"],
+    ]
+    assert person_variants(list(reversed(snapshots)), person) == found  # arrival order does not matter
+    many = [at(day, name=f"Name {day}") for day in range(10, 20)]
+    assert [v[0] for v in person_variants(many, customer_traits(many))] == [
+        f"Name {day}" for day in range(18, 18 - MAX_VARIANTS, -1)
+    ]
+    assert person_variants(snapshots[:1], customer_traits(snapshots[:1])) == []
+
+
 def test_behaviour_traits_count_views_and_carts() -> None:
     from datetime import UTC, datetime, timedelta
 
