@@ -68,3 +68,21 @@ def test_later_versions_of_an_order_follow_it_with_their_version() -> None:
         ("ML-2", 1),
         ("ML-1", 2),
     ]
+
+
+def test_an_orders_id_is_the_same_in_every_case() -> None:
+    """Two cases (tenants, numbers of members) give an order one id: their profiles compare order by order."""
+
+    def ids(share: list[bytes]) -> dict[str, uuid.UUID]:
+        found = {}
+        for raw in share:
+            event = decode(Envelope.from_bytes(raw))
+            assert isinstance(event, OrderIngested)
+            found[event.order.external_id] = event.order_id
+        return found
+
+    rows = [row(n) for n in range(50)]
+    (alone,) = events(rows, uuid.uuid4())
+    first, second = events(rows, uuid.uuid4(), 2)
+    assert ids(alone) == ids(first) | ids(second)
+    assert len(set(ids(alone).values())) == 50
