@@ -384,7 +384,11 @@ def _merge_or_suggest(
     blocked = identity.blocks_of(session, {pid for pair in pairs for pid in pair})
 
     # Each pair's score as the profiles stand; the pairs are decided best first (`_score_pairs`).
-    scored = {(a, b): _best(fields[a], fields[b], weights) for a, b in pairs if a in fields and b in fields}
+    scored = {
+        pair: _best(fields[pair[0]], fields[pair[1]], weights)
+        for pair in pairs
+        if _eligible(session, pair, known, identifiers, suggested, blocked)
+    }
     session.flush()  # what the merges' statements read; their own changes are flushed once, at the end
     with session.no_autoflush:
         _load_likely_merges(session, scored, known)
@@ -443,6 +447,28 @@ def _store_keys(
     return added
 
 
+def _eligible(
+    session: Session,
+    pair: tuple[UUID, UUID],
+    known: dict[UUID, Profile | Candidate],
+    identifiers: dict[UUID, list[identity.Identifier]],
+    suggested: dict[tuple[UUID, UUID], MergeSuggestion],
+    blocked: set[tuple[UUID, UUID]],
+) -> bool:
+    """May the pair be scored: both profiles active in one tenant, not split by an unmerge, not decided by a
+    person, and merge protection (documents, per-kind limits, merge limit) lets them be one."""
+    a, b = known.get(pair[0]), known.get(pair[1])
+    if a is None or b is None or a.status != "active" or b.status != "active":
+        return False
+    suggestion = suggested.get(pair)
+    if suggestion is not None and suggestion.status != "pending":
+        return False
+    if a.tenant_id != b.tenant_id or pair in blocked:
+        return False
+    rules = identity_rules.rules_for(session, a.tenant_id)
+    return identity.can_merge(identifiers[pair[0]], identifiers[pair[1]], a.merges + b.merges, rules)
+
+
 def _score_pairs(
     session: Session,
     scored: dict[tuple[UUID, UUID], matching.Match],
@@ -462,17 +488,11 @@ def _score_pairs(
     merges: list[MergeRecord] = []
     changed: set[UUID] = set()
     for a_id, b_id in sorted(scored, key=lambda pair: (-scored[pair].probability, pair)):
-        a, b = known.get(a_id), known.get(b_id)
+        if not _eligible(session, (a_id, b_id), known, identifiers, suggested, blocked):
+            continue  # an earlier merge took one of them in, or used up what merge protection allows
+        a, b = known[a_id], known[b_id]
         suggestion = suggested.get((a_id, b_id))
-        if a is None or b is None or a.status != "active" or b.status != "active":
-            continue
-        if suggestion is not None and suggestion.status != "pending":
-            continue
-        if a.tenant_id != b.tenant_id or (a_id, b_id) in blocked:
-            continue
         rules = identity_rules.rules_for(session, a.tenant_id)
-        if not identity.can_merge(identifiers[a_id], identifiers[b_id], a.merges + b.merges, rules):
-            continue
         match = (
             _best(fields[a_id], fields[b_id], weights)
             if a_id in changed or b_id in changed
