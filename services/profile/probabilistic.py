@@ -383,18 +383,27 @@ def _merge_or_suggest(
     suggested = _suggested_pairs(session, pairs)
     blocked = identity.blocks_of(session, {pid for pair in pairs for pid in pair})
 
-    # Each pair's score as the profiles stand; the pairs are decided best first (`_score_pairs`).
-    scored = {
-        pair: _best(fields[pair[0]], fields[pair[1]], weights)
-        for pair in pairs
-        if _eligible(session, pair, known, identifiers, suggested, blocked)
-    }
     session.flush()  # what the merges' statements read; their own changes are flushed once, at the end
+    merges: list[MergeRecord] = []
+    decided: set[tuple[UUID, UUID]] = set()
     with session.no_autoflush:
-        _load_likely_merges(session, scored, known)
-        merges = _score_pairs(
-            session, scored, known, identifiers, readable, fields, suggested, blocked, weights
-        )
+        while pairs:
+            decided |= pairs
+            # Each pair's score as the profiles stand; the pairs are decided best first (`_score_pairs`).
+            scored = {
+                pair: _best(fields[pair[0]], fields[pair[1]], weights)
+                for pair in pairs
+                if _eligible(session, pair, known, identifiers, suggested, blocked)
+            }
+            _load_likely_merges(session, scored, known)
+            merges += _score_pairs(
+                session, scored, known, identifiers, readable, fields, suggested, blocked, weights
+            )
+            # A pair one of whose profiles a merge took in is now a pair with the survivor, which has the
+            # names and addresses of both: scored in another round.
+            pairs = _after_merges(pairs, {m.merged_id: m.survivor_id for m in merges}) - decided
+            if pairs:
+                suggested.update(_suggested_pairs(session, pairs))
     identity.move_deferred_rows(session)  # the merges' orders, records and identifiers, in one statement
     if merges:
         # What the merges changed of the profiles, in two statements (before anything flushes them): the
@@ -412,6 +421,23 @@ def _merge_or_suggest(
         )
     session.flush()
     return merges
+
+
+def _after_merges(pairs: set[tuple[UUID, UUID]], into: dict[UUID, UUID]) -> set[tuple[UUID, UUID]]:
+    """The pairs with each profile merged (`into`: merged -> survivor) replaced by its last survivor."""
+
+    def last(profile_id: UUID) -> UUID:
+        while profile_id in into:
+            profile_id = into[profile_id]
+        return profile_id
+
+    found: set[tuple[UUID, UUID]] = set()
+    for a, b in pairs:
+        if a in into or b in into:
+            a, b = last(a), last(b)
+            if a != b:
+                found.add((min(a, b), max(a, b)))
+    return found
 
 
 def _store_keys(

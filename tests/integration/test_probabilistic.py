@@ -154,6 +154,38 @@ def test_an_order_from_before_a_move_finds_its_person_whenever_it_arrives(
     assert outcomes[0] == outcomes[1]
 
 
+def test_a_profile_that_looked_like_one_merged_away_is_scored_against_its_survivor(
+    engine: Engine, profile_records: ConsumerWorker
+) -> None:
+    """Antônio's shop order, then his Mercado Livre order with a typo in his name, which does not look enough
+    like the shop's; then his Amazon order, which looks like both. It joins the likelier (Mercado Livre's);
+    the shop's profile was a candidate of the Amazon one and is now scored against their survivor, which
+    has the Amazon name: all three are one person, as they are when the orders come in another order."""
+    home = {"zip": "03923-442", "city": "São Paulo", "state": "SP"}
+    outcomes = []
+    for arrival in (("site", "ml", "amazon"), ("site", "amazon", "ml")):
+        tenant = uuid4()
+        raws = {
+            "site": order(
+                tenant, "A-1", "site", email="antonio.p@example.com", name="Antônio Peixoto", address=home
+            ),
+            "ml": order(
+                tenant, "A-2", "mercadolivre", external_id="m1", name="Antnio Castro Peixoto", address=home
+            ),
+            "amazon": order(
+                tenant, "A-3", "amazon", external_id="a1", name="Antônio Castro Peixoto", address=home
+            ),
+        }
+        for name in arrival:
+            profile_records.apply([raws[name]])
+        with Session(engine) as session:
+            scores = sorted(
+                r.score or 0 for r in session.exec(select(MergeRecord).where(MergeRecord.tenant_id == tenant))
+            )
+        outcomes.append(([p.orders_count for p in active(engine, tenant)], scores))
+    assert outcomes[0][0] == outcomes[1][0] == [3], outcomes
+
+
 def test_a_family_sharing_phone_and_address_stays_apart(
     engine: Engine, profile_records: ConsumerWorker
 ) -> None:
