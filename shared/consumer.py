@@ -234,13 +234,25 @@ class ConsumerWorker:
             bulk_insert(session, ProcessedEvent, processed)
             session.commit()
             if self.hooks is not None:
-                self.hooks.after_commit(session)
+                self._after_commit(session, self.hooks)
         applied = len(processed)
         self.applied_total += applied
         service = self.settings.service_name
         for topic, outcome in zip(topics or ["unknown"] * len(outcomes), outcomes, strict=True):
             EVENTS_CONSUMED.labels(service, self.name, topic, outcome).inc()
         return applied
+
+    def _after_commit(self, session: Session, hooks: BatchHooks) -> None:
+        """The hooks' work after the batch committed. The batch stays applied whatever happens to it: an
+        infrastructure error still raises (the consumer reconnects; the events come again and are found
+        processed), any other is logged."""
+        try:
+            hooks.after_commit(session)
+        except TRANSIENT_ERRORS:
+            raise
+        except Exception as exc:
+            session.rollback()
+            log.error("work after the batch's commit failed", extra={"error": describe_error(exc)})
 
     def handle(self, records: Sequence[Any], dlq_producer: Callable[[], KafkaProducer]) -> None:
         failure = self._apply_all(records, deadlocks=True)

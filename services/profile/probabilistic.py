@@ -284,15 +284,7 @@ def second_stage(
     }
     added = _store_keys(session, profiles, keys)
 
-    wanted = sorted({k for ks in keys.values() for k in ks})
-    holders: dict[str, set[UUID]] = {}
-    for start in range(0, len(wanted), 1000):
-        for key, holder in session.execute(
-            sa.select(_BLOCK_KEYS.c.key, _BLOCK_KEYS.c.profile_id).where(
-                any_of(session, _BLOCK_KEYS.c.key, wanted[start : start + 1000])
-            )
-        ):
-            holders.setdefault(key, set()).add(holder)
+    holders = _holders(session, sorted({k for ks in keys.values() for k in ks}))
     pairs: set[tuple[UUID, UUID]] = set()
     for profile in profiles:
         for key in keys[profile.id]:
@@ -306,6 +298,19 @@ def second_stage(
     return _merge_or_suggest(
         session, pairs, {p.id: p for p in profiles}, identifiers, readable, fields, weights
     )
+
+
+def _holders(session: Session, keys: list[str]) -> dict[str, set[UUID]]:
+    """The profiles holding each of these blocking keys (a key nobody holds is left out)."""
+    found: dict[str, set[UUID]] = {}
+    for start in range(0, len(keys), 1000):
+        for key, holder in session.execute(
+            sa.select(_BLOCK_KEYS.c.key, _BLOCK_KEYS.c.profile_id).where(
+                any_of(session, _BLOCK_KEYS.c.key, keys[start : start + 1000])
+            )
+        ):
+            found.setdefault(key, set()).add(holder)
+    return found
 
 
 def _pairs_with(profile_id: UUID, others: Iterable[UUID]) -> Iterable[tuple[UUID, UUID]]:
@@ -324,17 +329,8 @@ def missed_pairs(session: Session, seen: SeenKeys) -> set[tuple[UUID, UUID]]:
     of the two batches finds the other's keys: the one that commits last reads after both commits, if it
     did not see the other's keys the first time. Only the keys the batch inserted are read again: one
     stored before was there for the other batch to see."""
-    keys = sorted(seen)
-    now: dict[str, set[UUID]] = {}
-    for start in range(0, len(keys), 1000):
-        for key, holder in session.execute(
-            sa.select(_BLOCK_KEYS.c.key, _BLOCK_KEYS.c.profile_id).where(
-                any_of(session, _BLOCK_KEYS.c.key, keys[start : start + 1000])
-            )
-        ):
-            now.setdefault(key, set()).add(holder)
     pairs: set[tuple[UUID, UUID]] = set()
-    for key, holders in now.items():
+    for key, holders in _holders(session, sorted(seen)).items():
         _, mine, before = seen[key]
         new = holders - before
         if new and len(holders) <= MAX_PROFILES_PER_KEY:

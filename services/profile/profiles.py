@@ -328,7 +328,7 @@ def identifiers_for(event: OrderIngested | CustomerRecorded | BehaviourRecorded)
     return found
 
 
-# The blocking keys a batch's second stage stored and the holders it saw (`probabilistic.SeenKeys`), for
+# The blocking keys a batch's second stage inserted and the holders it saw (`probabilistic.SeenKeys`), for
 # `ProfileBatch.after_commit`; and how often that tries to score the pairs it finds.
 _SEEN_KEYS = "clientela.block_keys_seen"
 MISSED_PAIRS_ATTEMPTS = 3

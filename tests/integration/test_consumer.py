@@ -194,3 +194,27 @@ def test_a_consumer_that_lost_its_heartbeat_joins_its_group_again(
     finally:
         threads.stop()
     assert "idle polls keep using the CPU; joining the group again" in caplog.messages
+
+
+def test_work_after_the_commit_that_fails_leaves_the_batch_applied(
+    engine: Engine,
+    settings: ServiceSettings,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    worker = orders_worker(engine, settings)
+    assert worker.hooks is not None
+
+    def fails(session: Session) -> None:
+        raise ValueError("a bug in the hook")
+
+    monkeypatch.setattr(worker.hooks, "after_commit", fails)
+    raw = order_event(uuid4(), "A-1", "maria@example.com", "100.00")
+    assert worker.apply([raw]) == 1
+    assert worker.applied_total == 1
+    assert count(engine, ProcessedEvent) == 1
+    assert count(engine, ProfileOrder) == 1
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == [
+        "work after the batch's commit failed"
+    ]
+    assert "maria" not in caplog.text
