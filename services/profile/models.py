@@ -403,6 +403,21 @@ class ProfileBlockKey(ProfileTable, table=True):
     profile_id: UUID = Field(sa_column=sa.Column(sa.Uuid(), primary_key=True, index=True))
 
 
+class BlockKeyCheck(ProfileTable, table=True):
+    """The blocking keys a consumer batch's second stage inserted, with the profiles that held them then
+    (`probabilistic.SeenKeys`, keyed hashes and ids: no personal data): read again after the batch commits
+    (`probabilistic.missed_pairs`), then deleted. One its consumer could not read again (it stopped, or
+    the scoring failed) is read by another batch once it is `STALE_CHECK_S` old."""
+
+    __tablename__ = "block_key_check"
+
+    id: UUID = Field(default_factory=uuid4, sa_column=sa.Column(sa.Uuid(), primary_key=True))
+    keys: dict[str, Any] = Field(sa_column=sa.Column(sa.JSON(), nullable=False))
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False, index=True)
+    )
+
+
 class MergeSuggestion(ProfileTable, table=True):
     """Two profiles that look like one person, in the grey zone of the probabilistic score: a person
     accepts (they merge) or rejects (never suggested again)."""

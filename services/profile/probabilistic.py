@@ -8,8 +8,8 @@ personal data) and is scored against the profiles sharing a key. Above `merge_th
 kept for `GET /v1/merge-suggestions`. A pair that was unmerged, accepted or rejected is not scored again;
 a pending suggestion is, when one of the two changes (it then merges, shows the new score, or becomes
 obsolete). The deterministic merge protection (one document, per-kind limits, merge limit) holds here too.
-After the batch commits, its keys are read again (`missed_pairs`): look-alikes that another consumer of the
-group stored at the same time are scored then.
+After the batch commits, the keys it inserted are read again (`missed_pairs`; kept until then in
+`BlockKeyCheck`): look-alikes that another consumer of the group stored at the same time are scored then.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import date, datetime
+from typing import Any
 from uuid import UUID
 
 import orjson
@@ -298,6 +299,28 @@ def second_stage(
     return _merge_or_suggest(
         session, pairs, {p.id: p for p in profiles}, identifiers, readable, fields, weights
     )
+
+
+def stored_seen(seen: SeenKeys) -> dict[str, Any]:
+    """`seen` as `BlockKeyCheck.keys` stores it: by tenant, each key's batch profiles and the other
+    holders it saw (most keys: none)."""
+    found: dict[str, dict[str, list[list[str]]]] = {}
+    for key, (tenant_id, mine, holders) in seen.items():
+        found.setdefault(str(tenant_id), {})[key] = [
+            sorted(str(p) for p in mine),
+            sorted(str(p) for p in holders - mine),
+        ]
+    return found
+
+
+def loaded_seen(stored: dict[str, Any]) -> SeenKeys:
+    """`stored_seen`'s inverse."""
+    seen: SeenKeys = {}
+    for tenant, keys in stored.items():
+        for key, (mine, others) in keys.items():
+            ours = {UUID(p) for p in mine}
+            seen[key] = (UUID(tenant), ours, ours | {UUID(p) for p in others})
+    return seen
 
 
 def _holders(session: Session, keys: list[str]) -> dict[str, set[UUID]]:

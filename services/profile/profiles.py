@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any, Protocol, TypeVar, cast
 from uuid import UUID, uuid4
 
@@ -19,6 +19,7 @@ from sqlmodel import Session, col, select
 
 from services.profile import identity, identity_rules, probabilistic, traits
 from services.profile.models import (
+    BlockKeyCheck,
     MergeRecord,
     Profile,
     ProfileIdentifier,
@@ -328,10 +329,14 @@ def identifiers_for(event: OrderIngested | CustomerRecorded | BehaviourRecorded)
     return found
 
 
-# The blocking keys a batch's second stage inserted and the holders it saw (`probabilistic.SeenKeys`), for
-# `ProfileBatch.after_commit`; and how often that tries to score the pairs it finds.
+# The batch's `BlockKeyCheck` id and the blocking keys its second stage inserted, with the holders it saw
+# (`probabilistic.SeenKeys`), for `ProfileBatch.after_commit`; and how often that tries to score the pairs
+# it finds.
 _SEEN_KEYS = "clientela.block_keys_seen"
 MISSED_PAIRS_ATTEMPTS = 3
+# A batch's `BlockKeyCheck` left this long is read again by another batch, a few at a time.
+STALE_CHECK_S = 60.0
+STALE_CHECKS_PER_BATCH = 5
 
 
 class ProfileBatch:
@@ -385,11 +390,14 @@ class ProfileBatch:
         try:
             if dirty:
                 profiles = self._recompute(session, dirty, loaded)
+                seen: probabilistic.SeenKeys = {}
                 merges = probabilistic.second_stage(
-                    session,
-                    [profiles[pid] for pid in sorted(profiles)],
-                    seen=session.info.setdefault(_SEEN_KEYS, {}),
+                    session, [profiles[pid] for pid in sorted(profiles)], seen=seen
                 )
+                if seen:  # kept with the batch: read again after it commits, by this consumer or another
+                    check = BlockKeyCheck(keys=probabilistic.stored_seen(seen))
+                    session.add(check)
+                    session.info[_SEEN_KEYS] = (check.id, seen)
                 if merges:
                     announce_merges(session, merges, correlation_id=None)
                     survivors = {m.survivor_id: dirty.get(m.survivor_id) for m in merges}
@@ -400,39 +408,55 @@ class ProfileBatch:
 
     def after_commit(self, session: Session) -> None:
         """Score the pairs the batch's second stage could not see (`probabilistic.missed_pairs`: another
-        consumer of the group stored look-alikes at the same time), in a transaction of their own. Most
-        batches find none: one query per thousand keys. Should this transaction fail, the pair is scored
-        the next time either profile changes."""
-        seen = session.info.pop(_SEEN_KEYS, None)
-        if not seen:
-            return
-        self.defaults_into(session)
-        pairs = probabilistic.missed_pairs(session, seen)
-        if not pairs:
+        consumer of the group stored look-alikes at the same time), in a transaction of their own, and
+        delete the batch's `BlockKeyCheck`; with those of batches whose consumer could not (stopped, or
+        failed here), once they are `STALE_CHECK_S` old. Most batches find no pair: one query per thousand
+        keys, and the delete."""
+        checks: list[tuple[UUID, probabilistic.SeenKeys]] = []
+        own = session.info.pop(_SEEN_KEYS, None)
+        if own is not None:
+            checks.append(own)
+        cutoff = utcnow() - timedelta(seconds=STALE_CHECK_S)
+        stale = (
+            select(BlockKeyCheck)
+            .where(col(BlockKeyCheck.created_at) < cutoff)
+            .order_by(col(BlockKeyCheck.created_at))
+            .limit(STALE_CHECKS_PER_BATCH)
+            .with_for_update(skip_locked=True)
+        )
+        checks += [(row.id, probabilistic.loaded_seen(row.keys)) for row in session.exec(stale)]
+        if not checks:
             session.rollback()  # only read: end the transaction
             return
+        failure: Exception | None = None
         for attempt in range(1, MISSED_PAIRS_ATTEMPTS + 1):
+            self.defaults_into(session)
             try:
-                merges = probabilistic.score_missed(session, pairs)
+                pairs = set().union(*(probabilistic.missed_pairs(session, seen) for _, seen in checks))
+                merges = probabilistic.score_missed(session, pairs) if pairs else []
                 announce_merges(session, merges, correlation_id=None)
                 for survivor_id in sorted({m.survivor_id for m in merges}):
                     survivor = session.get(Profile, survivor_id)
                     if survivor is not None and survivor.status == "active":
                         recompute(session, survivor)
+                ids = [check_id for check_id, _ in checks]
+                session.execute(sa.delete(BlockKeyCheck).where(col(BlockKeyCheck.id).in_(ids)))
                 session.commit()
                 if merges:
                     log.info("pairs a concurrent batch hid merged", extra={"merges": len(merges)})
                 return
             except sa.exc.IntegrityError as exc:
-                failure: Exception = exc
+                failure = exc
             except sa.exc.OperationalError as exc:
                 if not is_deadlock(exc):
                     raise
                 failure = exc
             session.rollback()
-            self.defaults_into(session)
             log.info("scoring missed pairs met a concurrent write", extra={"attempt": attempt})
-        log.warning("missed pairs left for their next change", extra={"error": describe_error(failure)})
+        log.warning(
+            "missed pairs left for a later batch",
+            extra={"error": describe_error(failure) if failure is not None else None},
+        )
 
     def defaults_into(self, session: Session) -> None:
         """The service's identity rules, for the tenants without their own (`identity_rules.rules_for`)."""

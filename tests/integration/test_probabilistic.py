@@ -13,9 +13,16 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from services.profile import identity, identity_rules, matching, probabilistic, unmerge
+from services.profile import identity, identity_rules, matching, probabilistic, profiles, unmerge
 from services.profile.consumer import workers as profile_workers
-from services.profile.models import MergeRecord, MergeSuggestion, Profile, ProfileIdentifier, ProfileOrder
+from services.profile.models import (
+    BlockKeyCheck,
+    MergeRecord,
+    MergeSuggestion,
+    Profile,
+    ProfileIdentifier,
+    ProfileOrder,
+)
 from services.profile.profiles import ProfileBatch
 from shared.consumer import ConsumerWorker
 from shared.errors import Conflict
@@ -241,6 +248,47 @@ def test_a_grey_zone_pair_is_suggested_and_a_person_decides(
             tenant_id=tenant, session=session, status="pending", after=None, limit=10
         )
         assert {s.id for s in again} <= pending_ids
+
+
+def test_keys_a_stopped_consumer_did_not_read_again_are_read_by_another_batch(
+    engine: Engine,
+    settings: ServiceSettings,
+    profile_records: ConsumerWorker,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As above, but the consumer stops between its commit and reading its keys again: its
+    `BlockKeyCheck` stays, and a later batch of another consumer reads it once it is stale."""
+    tenant = uuid4()
+    other_member = dict(profile_workers(engine, settings))["profile-records"]
+    assert isinstance(other_member, ConsumerWorker)
+    hooks = profile_records.hooks
+    assert isinstance(hooks, ProfileBatch)
+    finish = hooks.finish
+    typo: dict[str, Any] = {**MARIA, "name": "MARIA APARECIDA SOUSA"}
+
+    def finish_while_the_other_member_commits(session: Session) -> None:
+        finish(session)
+        monkeypatch.setattr(hooks, "finish", finish)
+        other_member.apply([order(tenant, "M-2", "shopee", email="cida85@example.com", **typo)])
+
+    monkeypatch.setattr(hooks, "finish", finish_while_the_other_member_commits)
+    monkeypatch.setattr(hooks, "after_commit", lambda session: None)  # it stops right after its commit
+    profile_records.apply(
+        [order(tenant, "M-1", email="maria.souza@example.com", phone="11987654321", **MARIA)]
+    )
+    assert len(active(engine, tenant)) == 2
+    with Session(engine) as session:
+        left = session.exec(select(BlockKeyCheck.id)).all()
+    assert left
+
+    # Another batch, of another tenant, a minute later (here: at once).
+    monkeypatch.setattr(profiles, "STALE_CHECK_S", 0.0)
+    monkeypatch.setattr(profiles, "STALE_CHECKS_PER_BATCH", 1000)
+    other_member.apply([order(uuid4(), "X-1", email="someone@example.com", name="Someone Else")])
+    [maria] = active(engine, tenant)
+    assert maria.orders_count == 2
+    with Session(engine) as session:
+        assert session.exec(select(BlockKeyCheck).where(col(BlockKeyCheck.id).in_(left))).all() == []
 
 
 def test_a_pending_suggestion_becomes_a_merge_when_new_data_makes_the_pair_sure(

@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-from uuid import UUID
+from uuid import UUID, uuid4
 
-from services.profile.probabilistic import _move_blocks
+from services.profile.probabilistic import _move_blocks, loaded_seen, stored_seen
 
 
 def ids(n: int) -> list[UUID]:
@@ -31,3 +31,16 @@ def test_other_blocks_are_left_alone() -> None:
     blocked = {(a, b)}
     _move_blocks(blocked, merged=c, survivor=d)
     assert blocked == {(a, b)}
+
+
+def test_the_keys_a_batch_saw_are_stored_and_loaded_as_they_were() -> None:
+    tenant, other_tenant = uuid4(), uuid4()
+    mine, theirs, also_mine = uuid4(), uuid4(), uuid4()
+    seen = {
+        "k1": (tenant, {mine}, {mine}),
+        "k2": (tenant, {mine, also_mine}, {mine, also_mine, theirs}),
+        "k3": (other_tenant, {theirs}, {theirs}),
+    }
+    stored = stored_seen(seen)
+    assert stored[str(tenant)]["k1"] == [[str(mine)], []]  # nobody else held it: nothing more to store
+    assert loaded_seen(stored) == seen
