@@ -83,16 +83,16 @@ def test_one_person_without_a_shared_identifier_merges_probabilistically(
     assert sorted(p.orders_count for p in active(engine, tenant)) == [1, 2]
 
 
-def test_look_alikes_new_in_two_concurrent_batches_merge_all_the_same(
+def maria_in_two_members_at_once(
     engine: Engine,
     settings: ServiceSettings,
     profile_records: ConsumerWorker,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Two members of a consumer group: while one batch's transaction, its second stage done, has not
-    committed yet, the other member applies and commits the same person's order from another marketplace.
-    Neither second stage could see the other's blocking keys; the pair is scored after the commit."""
-    tenant = uuid4()
+    tenant: UUID,
+) -> ConsumerWorker:
+    """Two members of a consumer group: while one batch's transaction (Maria's shop order), its second stage
+    done, has not committed yet, the other member applies and commits her Shopee order. Neither second
+    stage can see the other's blocking keys. Returns the other member."""
     other_member = dict(profile_workers(engine, settings))["profile-records"]
     assert isinstance(other_member, ConsumerWorker)
     hooks = profile_records.hooks
@@ -110,6 +110,18 @@ def test_look_alikes_new_in_two_concurrent_batches_merge_all_the_same(
     profile_records.apply(
         [order(tenant, "M-1", email="maria.souza@example.com", phone="11987654321", **MARIA)]
     )
+    return other_member
+
+
+def test_look_alikes_new_in_two_concurrent_batches_merge_all_the_same(
+    engine: Engine,
+    settings: ServiceSettings,
+    profile_records: ConsumerWorker,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The pair the two members' second stages could not see is scored after the commit."""
+    tenant = uuid4()
+    maria_in_two_members_at_once(engine, settings, profile_records, monkeypatch, tenant)
     [maria] = active(engine, tenant)
     assert maria.orders_count == 2
     with Session(engine) as session:
@@ -117,12 +129,38 @@ def test_look_alikes_new_in_two_concurrent_batches_merge_all_the_same(
         assert (record.method, record.survivor_id) == ("probabilistic", maria.id)
         assert record.score is not None
         assert record.score >= 0.95
-        assert sorted(
-            session.exec(select(ProfileOrder.profile_id).where(ProfileOrder.tenant_id == tenant))
-        ) == [
-            maria.id,
-            maria.id,
-        ]
+        stored = session.exec(select(ProfileOrder.profile_id).where(ProfileOrder.tenant_id == tenant))
+        assert sorted(stored) == [maria.id, maria.id]
+        # Read again, and deleted.
+        assert not [c for c in session.exec(select(BlockKeyCheck)) if str(maria.id) in str(c.keys)]
+
+
+def test_keys_a_stopped_consumer_did_not_read_again_are_read_by_another_batch(
+    engine: Engine,
+    settings: ServiceSettings,
+    profile_records: ConsumerWorker,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same, but the consumer stops between its commit and reading its keys again: its
+    `BlockKeyCheck` stays, and a later batch of another consumer reads it once it is stale."""
+    tenant = uuid4()
+    hooks = profile_records.hooks
+    assert hooks is not None
+    monkeypatch.setattr(hooks, "after_commit", lambda session: None)  # it stops right after its commit
+    other_member = maria_in_two_members_at_once(engine, settings, profile_records, monkeypatch, tenant)
+    assert len(active(engine, tenant)) == 2
+    with Session(engine) as session:
+        left = session.exec(select(BlockKeyCheck.id)).all()
+    assert left
+
+    # Another batch, of another tenant, a minute later (here: at once).
+    monkeypatch.setattr(profiles, "STALE_CHECK_S", 0.0)
+    monkeypatch.setattr(profiles, "STALE_CHECKS_PER_BATCH", 1000)
+    other_member.apply([order(uuid4(), "X-1", email="someone@example.com", name="Someone Else")])
+    [maria] = active(engine, tenant)
+    assert maria.orders_count == 2
+    with Session(engine) as session:
+        assert session.exec(select(BlockKeyCheck).where(col(BlockKeyCheck.id).in_(left))).all() == []
 
 
 def test_an_order_from_before_a_move_finds_its_person_whenever_it_arrives(
@@ -248,47 +286,6 @@ def test_a_grey_zone_pair_is_suggested_and_a_person_decides(
             tenant_id=tenant, session=session, status="pending", after=None, limit=10
         )
         assert {s.id for s in again} <= pending_ids
-
-
-def test_keys_a_stopped_consumer_did_not_read_again_are_read_by_another_batch(
-    engine: Engine,
-    settings: ServiceSettings,
-    profile_records: ConsumerWorker,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """As above, but the consumer stops between its commit and reading its keys again: its
-    `BlockKeyCheck` stays, and a later batch of another consumer reads it once it is stale."""
-    tenant = uuid4()
-    other_member = dict(profile_workers(engine, settings))["profile-records"]
-    assert isinstance(other_member, ConsumerWorker)
-    hooks = profile_records.hooks
-    assert isinstance(hooks, ProfileBatch)
-    finish = hooks.finish
-    typo: dict[str, Any] = {**MARIA, "name": "MARIA APARECIDA SOUSA"}
-
-    def finish_while_the_other_member_commits(session: Session) -> None:
-        finish(session)
-        monkeypatch.setattr(hooks, "finish", finish)
-        other_member.apply([order(tenant, "M-2", "shopee", email="cida85@example.com", **typo)])
-
-    monkeypatch.setattr(hooks, "finish", finish_while_the_other_member_commits)
-    monkeypatch.setattr(hooks, "after_commit", lambda session: None)  # it stops right after its commit
-    profile_records.apply(
-        [order(tenant, "M-1", email="maria.souza@example.com", phone="11987654321", **MARIA)]
-    )
-    assert len(active(engine, tenant)) == 2
-    with Session(engine) as session:
-        left = session.exec(select(BlockKeyCheck.id)).all()
-    assert left
-
-    # Another batch, of another tenant, a minute later (here: at once).
-    monkeypatch.setattr(profiles, "STALE_CHECK_S", 0.0)
-    monkeypatch.setattr(profiles, "STALE_CHECKS_PER_BATCH", 1000)
-    other_member.apply([order(uuid4(), "X-1", email="someone@example.com", name="Someone Else")])
-    [maria] = active(engine, tenant)
-    assert maria.orders_count == 2
-    with Session(engine) as session:
-        assert session.exec(select(BlockKeyCheck).where(col(BlockKeyCheck.id).in_(left))).all() == []
 
 
 def test_a_pending_suggestion_becomes_a_merge_when_new_data_makes_the_pair_sure(
