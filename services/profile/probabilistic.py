@@ -33,7 +33,7 @@ from services.profile.models import (
     ProfileIdentifier,
     SealedRow,
 )
-from shared.crypto import keyring
+from shared.crypto import keyring, open_text
 from shared.db import any_of, bulk_insert, table_of, utcnow, write_columns
 from shared.errors import Conflict, NotFound
 
@@ -69,9 +69,7 @@ class Candidate(SealedRow):
 
     @property
     def match_variants(self) -> str | None:
-        return (
-            keyring().open(self.tenant_id, self.match_variants_sealed) if self.match_variants_sealed else None
-        )
+        return open_text(self.tenant_id, self.match_variants_sealed)
 
 
 _PROFILES = table_of(Profile)
@@ -108,13 +106,11 @@ Fields = list[matching.MatchFields]
 def match_fields(profile: Profile | Candidate, identifiers: Iterable[identity.Identifier]) -> Fields:
     """What the score compares: the profile's name, birth date and address (and the other ones its records
     carried), the readable values of its identifiers and its contact phone."""
-    own = _own_fields(profile, identifiers)
     variants = orjson.loads(profile.match_variants) if profile.match_variants else []
-    return [
-        own,
-        *(
-            replace(
-                own,
+    return _with_persons_of(
+        [_own_fields(profile, identifiers)],
+        [
+            matching.MatchFields(
                 name=name,
                 birth_date=date.fromisoformat(birth) if birth else None,
                 zip=zip,
@@ -122,13 +118,14 @@ def match_fields(profile: Profile | Candidate, identifiers: Iterable[identity.Id
                 state=state,
             )
             for name, birth, zip, city, state in variants
-        ),
-    ]
+        ],
+    )
 
 
 def _with_persons_of(fields: Fields, other: Fields) -> Fields:
-    """`fields`, and the names, birth dates and addresses of `other` with `fields`' identifiers (a merge's
-    survivor, until it is recomputed)."""
+    """`fields`, and the names, birth dates and addresses of `other` they lack, each with the identifiers
+    and contact phone of `fields`' first (a profile's variants; a merge's survivor, until it is
+    recomputed)."""
     own = fields[0]
     found = {_person(f): f for f in fields}
     for f in other:
@@ -463,8 +460,8 @@ def _store_keys(
     session: Session, profiles: list[Profile], keys: dict[UUID, set[str]]
 ) -> set[tuple[UUID, str]]:
     """Store the profiles' blocking keys: delete those they no longer have and insert the new ones (most
-        of a changed profile's keys are the ones it had: a new order rarely brings a new name, CEP or phone).
-        Core statements, not ORM rows: thousands of keys per batch (inserted with COPY on PostgreSQL). Returns
+    of a changed profile's keys are the ones it had: a new order rarely brings a new name, CEP or phone).
+    Core statements, not ORM rows: thousands of keys per batch (inserted with COPY on PostgreSQL). Returns
     the keys inserted, with their profiles."""
     ids = [p.id for p in profiles]
     stored: dict[UUID, set[str]] = {pid: set() for pid in ids}

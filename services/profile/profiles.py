@@ -434,11 +434,9 @@ class ProfileBatch:
             try:
                 pairs = set().union(*(probabilistic.missed_pairs(session, seen) for _, seen in checks))
                 merges = probabilistic.score_missed(session, pairs) if pairs else []
-                announce_merges(session, merges, correlation_id=None)
-                for survivor_id in sorted({m.survivor_id for m in merges}):
-                    survivor = session.get(Profile, survivor_id)
-                    if survivor is not None and survivor.status == "active":
-                        recompute(session, survivor)
+                if merges:
+                    announce_merges(session, merges, correlation_id=None)
+                    self._recompute(session, dict.fromkeys(m.survivor_id for m in merges), {})
                 ids = [check_id for check_id, _ in checks]
                 session.execute(sa.delete(BlockKeyCheck).where(col(BlockKeyCheck.id).in_(ids)))
                 session.commit()
