@@ -37,7 +37,7 @@ import orjson
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from services.profile import profiles
+from services.profile import probabilistic, profiles
 from services.profile.models import (
     MergeBlock,
     MergeRecord,
@@ -492,6 +492,7 @@ def erase(session: Session, tenant_id: UUID, members: Sequence[Profile], *, mode
     erased["profile_block_key"] = _delete(
         session, sa.delete(ProfileBlockKey).where(col(ProfileBlockKey.profile_id).in_(ids))
     )
+    erased["block_key_check"] = probabilistic.forget_checks(session, tenant_id, ids)
     erased["audit_event"] = forget_reads(session, tenant_id, ids)
     erased["profile"] = _delete(session, sa.delete(Profile).where(col(Profile.id).in_(ids)))
     erased["outbox_message"] = purge_published(session)

@@ -14,7 +14,7 @@ After the batch commits, the keys it inserted are read again (`missed_pairs`; ke
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import date, datetime
 from typing import Any
@@ -26,6 +26,7 @@ from sqlmodel import Session, col, select
 
 from services.profile import identity, identity_rules, matching
 from services.profile.models import (
+    BlockKeyCheck,
     MergeRecord,
     MergeSuggestion,
     Profile,
@@ -318,6 +319,34 @@ def loaded_seen(stored: dict[str, Any]) -> SeenKeys:
             ours = {UUID(p) for p in mine}
             seen[key] = (UUID(tenant), ours, ours | {UUID(p) for p in others})
     return seen
+
+
+def forget_checks(session: Session, tenant_id: UUID, ids: Sequence[UUID]) -> int:
+    """Erasure: take these profiles out of every `BlockKeyCheck` still waiting to be read again (their
+    blocking keys' hashes and their ids); a key left with none of its batch's profiles goes, and a check
+    left with no key is deleted. Returns how many checks changed."""
+    gone, tenant = {str(i) for i in ids}, str(tenant_id)
+    changed = 0
+    query = select(BlockKeyCheck).where(sa.cast(col(BlockKeyCheck.keys), sa.Text).contains(tenant))
+    for check in session.exec(query.with_for_update()):
+        keys = check.keys.get(tenant)
+        if not keys or not any(gone.intersection(mine + others) for mine, others in keys.values()):
+            continue
+        kept = {
+            key: [[p for p in mine if p not in gone], [p for p in others if p not in gone]]
+            for key, (mine, others) in keys.items()
+            if set(mine) - gone
+        }
+        rest = {t: k for t, k in check.keys.items() if t != tenant}
+        if kept:
+            rest[tenant] = kept
+        if rest:
+            check.keys = rest
+            session.add(check)
+        else:
+            session.delete(check)
+        changed += 1
+    return changed
 
 
 def _holders(session: Session, keys: list[str]) -> dict[str, set[UUID]]:

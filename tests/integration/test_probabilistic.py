@@ -13,7 +13,15 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from services.profile import identity, identity_rules, matching, probabilistic, profiles, unmerge
+from services.profile import (
+    identity,
+    identity_rules,
+    matching,
+    privacy,
+    probabilistic,
+    profiles,
+    unmerge,
+)
 from services.profile.consumer import workers as profile_workers
 from services.profile.models import (
     BlockKeyCheck,
@@ -161,6 +169,37 @@ def test_keys_a_stopped_consumer_did_not_read_again_are_read_by_another_batch(
     assert maria.orders_count == 2
     with Session(engine) as session:
         assert session.exec(select(BlockKeyCheck).where(col(BlockKeyCheck.id).in_(left))).all() == []
+
+
+def test_an_erased_person_leaves_no_block_key_check(
+    engine: Engine,
+    settings: ServiceSettings,
+    profile_records: ConsumerWorker,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Erasure takes the person's profiles out of the checks still waiting to be read again (their keys'
+    hashes and ids), and leaves another tenant's check as it was."""
+    tenant, other_tenant = uuid4(), uuid4()
+    hooks = profile_records.hooks
+    assert hooks is not None
+    monkeypatch.setattr(hooks, "after_commit", lambda session: None)  # the checks stay
+    maria_in_two_members_at_once(engine, settings, profile_records, monkeypatch, tenant)
+    profile_records.apply([order(other_tenant, "X-1", email="maria.souza@example.com", **MARIA)])
+    mine = active(engine, tenant)
+    with Session(engine) as session:
+        before = {c.id: c.keys for c in session.exec(select(BlockKeyCheck))}
+        theirs = {i: k for i, k in before.items() if str(other_tenant) in k}
+        assert theirs
+        assert [i for i, k in before.items() if str(mine[0].id) in str(k)]
+
+        erased = privacy.erase(session, tenant, mine, mode="deletion")
+        session.commit()
+
+        assert erased["block_key_check"] >= 1
+        after = {c.id: c.keys for c in session.exec(select(BlockKeyCheck))}
+    assert not [k for k in after.values() if any(str(p.id) in str(k) for p in mine)]
+    assert not [k for k in after.values() if str(tenant) in k]
+    assert {i: after[i] for i in theirs} == theirs
 
 
 def test_an_order_from_before_a_move_finds_its_person_whenever_it_arrives(
