@@ -69,7 +69,10 @@ def generated_rows(orders: int, seed: int) -> list[dict[str, Any]]:
     return [orjson.loads(line) for line in orders_file(orders, seed).read_bytes().splitlines()[:orders]]
 
 
-DATABASE = f"{PG}/clientela_profile_bench"  # left as the last case made it (`bench.segmentation` reads it)
+DATABASE = f"{PG}/clientela_profile_bench"
+DEFERRING = (
+    "generated, 2 processes, deferring"  # left as the last case made it (`bench.segmentation` reads it)
+)
 
 
 class _Record(NamedTuple):
@@ -86,14 +89,14 @@ def _no_dead_letters() -> Any:
     raise RuntimeError("the benchmark's orders are all valid: none is dead-lettered")
 
 
-def _apply(raws: list[bytes], start: Any) -> tuple[float, float, dict[str, int]]:
+def _apply(raws: list[bytes], start: Any, defer: bool = False) -> tuple[float, float, dict[str, int]]:
     """One consumer process of the group: its events through the records consumer's `handle`, as the
     service's poll loop calls it (a batch that meets a concurrent write of the other process is applied
     again; one that still deadlocks is delivered again, as after the service's reconnect), from when
     `start` is set; wall and CPU seconds, and what the consumer logged, counted."""
     engine = make_engine(DATABASE)
     try:
-        settings = ProfileSettings(database_url=DATABASE, topic_prefix="bench.")
+        settings = ProfileSettings(database_url=DATABASE, topic_prefix="bench.", consumer_defer_busy=defer)
         worker = dict(workers(engine, settings))["profile-records"]
         assert isinstance(worker, ConsumerWorker)
         batch, topic = settings.consumer_max_poll_records, ORDERS.full("bench.")
@@ -138,9 +141,11 @@ def run_case(
     rows: list[dict[str, Any]],
     processes: int = 1,
     groups: dict[str, set[tuple[str, ...]]] | None = None,
+    defer: bool = False,
 ) -> dict[str, Any]:
     """Apply the rows' orders in `processes` consumer processes on a fresh database; the case's numbers.
-    `groups`, when given, gets the case's `order_groups` under its name."""
+    `groups`, when given, gets the case's `order_groups` under its name. `defer`: the processes run with
+    `consumer_defer_busy`."""
     engine = migrated_database(DATABASE, "profile")
     try:
         settings = ProfileSettings(database_url=DATABASE, topic_prefix="bench.")
@@ -153,7 +158,7 @@ def run_case(
             context = multiprocessing.get_context("spawn")
             with context.Manager() as manager, context.Pool(processes) as pool:
                 start = manager.Event()
-                pending = [pool.apply_async(_apply, (share, start)) for share in shares]
+                pending = [pool.apply_async(_apply, (share, start, defer)) for share in shares]
                 time.sleep(2)  # every process started, its engine and consumer made
                 start.set()
                 began = time.perf_counter()
@@ -200,10 +205,12 @@ def main() -> None:
     cases = [
         run_case("generated", generated, groups=groups),
         run_case("generated, 2 processes", generated, processes=2, groups=groups),
+        run_case(DEFERRING, generated, processes=2, groups=groups, defer=True),
         run_case("olist-extract", olist),  # last: `bench.segmentation` reads the database it leaves
     ]
     # The profiles two processes made that one consumer did not make of the same orders.
-    cases[1]["unlike_one_process"] = len(groups["generated, 2 processes"] - groups["generated"])
+    for case in cases[1:3]:
+        case["unlike_one_process"] = len(groups[case["case"]] - groups["generated"])
     results = report.publish(
         "profiles",
         cases,
@@ -218,8 +225,8 @@ def main() -> None:
             ("profiles unlike one consumer's", lambda c: c.get("unlike_one_process", "—")),
         ],
         note="The two processes' CPU is their sum; *profiles unlike one consumer's*: the two processes' "
-        "profiles that do not hold the same orders as one of the single consumer's. "
-        "Target: ≥ 10,000 orders/s.",
+        "profiles that do not hold the same orders as one of the single consumer's; *deferring*: with "
+        "`CLIENTELA_CONSUMER_DEFER_BUSY=true` (experimental). Target: ≥ 10,000 orders/s.",
         command=None if args.orders == 100_000 else f"uv run python -m bench.profiles --orders {args.orders}",
         section="## Profiles (`make bench-profiles`)\n\nOrders applied through the profile service's records "
         "consumer in batches as large as a Kafka poll delivers them (5,000 by default), on a fresh "

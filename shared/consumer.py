@@ -14,9 +14,10 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Protocol
+from uuid import UUID
 
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import (
@@ -101,7 +102,12 @@ class BatchHooks(Protocol):
     """Per-transaction work around the handlers: load what the whole batch needs in a few queries
     (`prepare`), and do once per batch what would otherwise be done per event (`finish`)."""
 
-    def prepare(self, session: Session, events: list[tuple[Envelope, Event]]) -> None: ...
+    def prepare(
+        self, session: Session, events: list[tuple[Envelope, Event]], *, may_defer: bool = False
+    ) -> Collection[UUID] | None:
+        """Load what the batch needs. With `may_defer`, it may name events (their ids) to leave for a
+        transaction of their own after this one commits (another member of the group is writing their
+        records now): the consumer applies those then, with `may_defer` false (waiting for them)."""
 
     def finish(self, session: Session) -> None: ...
 
@@ -188,11 +194,18 @@ class ConsumerWorker:
         self._lag_labels: set[tuple[str, str, str, str]] = set()
 
     # -- processing ------------------------------------------------------------------------------
-    def apply(self, values: Sequence[bytes], topics: Sequence[str] | None = None) -> int:
+    def apply(
+        self, values: Sequence[bytes], topics: Sequence[str] | None = None, *, may_defer: bool | None = None
+    ) -> int:
         """Apply raw messages in one transaction; return how many were new (not already processed).
-        `topics`: each message's topic, for the metrics (counted once the transaction committed)."""
+        `topics`: each message's topic, for the metrics (counted once the transaction committed). With
+        `may_defer` (by default `consumer_defer_busy`), those the batch hooks defer (`BatchHooks.prepare`)
+        are applied in a transaction of their own after it."""
+        if may_defer is None:
+            may_defer = self.settings.consumer_defer_busy
         envelopes = [Envelope.from_bytes(v) for v in values]
         outcomes: list[str] = []
+        later: Collection[UUID] = ()
         with collector_paused(), Session(self.engine) as session:
             ids = {e.event_id for e in envelopes}
             done = set(
@@ -214,8 +227,12 @@ class ConsumerWorker:
                 done.add(envelope.event_id)
                 fresh.append((envelope, decode(envelope)))
             if self.hooks is not None:
-                self.hooks.prepare(session, [(e, ev) for e, ev in fresh if ev is not None])
+                events = [(e, ev) for e, ev in fresh if ev is not None]
+                named = self.hooks.prepare(session, events, may_defer=may_defer)
+                later = (named or ()) if may_defer else ()  # never deferred twice
             for envelope, event in fresh:
+                if envelope.event_id in later:
+                    continue
                 handler = self.handlers.get(type(event)) if event is not None else None
                 if handler is not None:
                     event_token = event_id_var.set(str(envelope.event_id))
@@ -238,8 +255,26 @@ class ConsumerWorker:
         applied = len(processed)
         self.applied_total += applied
         service = self.settings.service_name
-        for topic, outcome in zip(topics or ["unknown"] * len(outcomes), outcomes, strict=True):
+        labels = topics or ["unknown"] * len(outcomes)
+        counted = [
+            (topic, outcome)
+            for topic, outcome, envelope in zip(labels, outcomes, envelopes, strict=True)
+            if outcome != "applied" or envelope.event_id not in later
+        ]
+        for topic, outcome in counted:
             EVENTS_CONSUMED.labels(service, self.name, topic, outcome).inc()
+        if later:
+            rest = [
+                i
+                for i, (envelope, outcome) in enumerate(zip(envelopes, outcomes, strict=True))
+                if outcome == "applied" and envelope.event_id in later
+            ]
+            log.info("events another member is writing applied after the batch", extra={"events": len(rest)})
+            applied += self.apply(
+                [values[i] for i in rest],
+                [labels[i] for i in rest],
+                may_defer=False,
+            )
         return applied
 
     def _after_commit(self, session: Session, hooks: BatchHooks) -> None:

@@ -99,6 +99,14 @@ class ServiceSettings(BaseSettings):
         description="Records a consumer takes from Kafka at most per poll and applies in one transaction "
         "(a backlog goes faster in bigger batches; one poll's work is redone if it fails).",
     )
+    consumer_defer_busy: bool = Field(
+        False,
+        validation_alias=_common("consumer_defer_busy"),
+        description="Experimental (profile consumer): a batch leaves the events of profiles another member "
+        "of the group is writing for a transaction after its own, and scores look-alikes another member "
+        "holds after its commit, instead of waiting for them. Two members then run side by side (bench/"
+        "README.md, *Profiles*); the probabilistic stage's merges may then depend on the interleaving.",
+    )
     api_key_cache_seconds: float = Field(
         5,
         ge=0,

@@ -23,7 +23,9 @@ indexes too.
 
 from __future__ import annotations
 
+import hashlib
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from uuid import UUID
@@ -133,26 +135,110 @@ class Graph:
         # Profiles in no merge block (no unmerge split them): their merges need not look for blocks.
         self.unblocked: set[UUID] = set()
 
-    def preload(self, session: Session, wanted: dict[UUID, set[Identifier]]) -> list[UUID]:
-        """Load the owners of these identifiers and every identifier of those owners; return the owners."""
-        owners: set[UUID] = set()
-        for tenant_id, identifiers in wanted.items():
-            found = _chunked_owners(session, tenant_id, sorted(identifiers))
-            for identifier in identifiers:
-                self.owner[(tenant_id, *identifier)] = found.get(identifier)
-            owners.update(found.values())
-        if owners:
-            # Plain rows: most are only read, and a batch reads thousands.
+    def preload(
+        self, session: Session, wanted: dict[UUID, set[Identifier]], *, may_defer: bool = False
+    ) -> set[tuple[UUID, str, str]]:
+        """Load the owners of these identifiers, locked, and every identifier of those owners. Identifiers
+        nobody owns yet are locked too (PostgreSQL: a transaction lock per identifier, `_key_locks`), so
+        two members of a consumer group never both create a profile for one new identifier (one would fail
+        at its commit and apply its whole batch again).
+
+        Without `may_defer` the batch takes all those locks at once, waiting until it can
+        (`lock_all_at_once`). With it, it takes the free ones and returns the identifiers another
+        transaction is writing now (their owner or their lock is held, or somebody stored them since they
+        were read): the events that carry them wait for a later transaction (`ProfileBatch.prepare`), and
+        the graph forgets them."""
+        keys = {
+            (tenant_id, *identifier)
+            for tenant_id, identifiers in wanted.items()
+            for identifier in identifiers
+        }
+        found = _owners_of(session, keys)
+        self.owner.update((key, found.get(key)) for key in keys)
+        postgres = session.get_bind().dialect.name == "postgresql"
+        locked: dict[UUID, Profile] = {}
+        claimed: set[tuple[UUID, str, str]] = set()  # new identifiers whose lock the batch holds
+        busy: set[tuple[UUID, str, str]] = set()
+        for _ in range(PRELOAD_ROUNDS):
+            live = keys - busy
+            owners = {owner for key in live if (owner := self.owner[key]) is not None} - set(locked)
+            new = {key for key in live if self.owner[key] is None} - claimed
+            if may_defer and postgres:
+                query = _in_id_order(session, list(owners)).with_for_update(skip_locked=True)
+                got = list(session.exec(query)) if owners else []
+                held = _try_key_locks(session, new)
+                taken = owners - {p.id for p in got}
+                busy |= held | {key for key in live if self.owner[key] in taken}
+            else:
+                got = lock_all_at_once(session, list(owners), keys=_key_locks(new)) if owners or new else []
+                held = set()
+            locked.update((p.id, p) for p in got)
+            claimed |= new - held
+            # Read again, once locked: between the first read and the lock another transaction may have
+            # merged an owner away, or stored a new identifier. An owner the batch holds cannot change.
+            now = _owners_of(session, keys - busy)
+            moved = {key for key in keys - busy if now.get(key) != self.owner[key]}
+            if not moved:
+                break
+            for key in moved:
+                self.owner[key] = now.get(key)  # and the new owners are locked in the next round
+        else:
+            busy |= moved  # still moving: left for later (with `may_defer`)
+        self.profiles.update(locked)
+        for key in busy:
+            del self.owner[key]
+        free = set(locked)
+        if free:
+            # Plain rows, read once locked: most are only read, and a batch reads thousands.
             for tenant_id, kind, value, profile_id, seen_at in session.execute(
-                _SEEN.where(any_of(session, col(ProfileIdentifier.profile_id), owners))
+                _SEEN.where(any_of(session, col(ProfileIdentifier.profile_id), free))
             ):
                 self.of_profile.setdefault(profile_id, []).append((kind, value))
                 self.owner[(tenant_id, kind, value)] = profile_id
                 self.rows[(tenant_id, kind, value)] = Seen(value, seen_at)
-            for profile in lock_all_at_once(session, list(owners)):
-                self.profiles[profile.id] = profile
-            self.unblocked = owners - {pid for pair in blocks_of(session, owners) for pid in pair}
-        return list(owners)
+            self.unblocked = free - {pid for pair in blocks_of(session, free) for pid in pair}
+        return busy
+
+
+def _key_lock(key: tuple[UUID, str, str]) -> int:
+    """The transaction lock of an identifier nobody owns yet: a 64-bit hash of it (PostgreSQL advisory lock;
+    a collision only makes two batches wait for each other)."""
+    tenant_id, kind, value = key
+    digest = hashlib.blake2b(f"{tenant_id}|identifier|{kind}|{value}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, signed=True)
+
+
+def _key_locks(keys: set[tuple[UUID, str, str]]) -> list[int]:
+    return sorted({_key_lock(key) for key in keys})
+
+
+def _try_key_locks(session: Session, keys: set[tuple[UUID, str, str]]) -> set[tuple[UUID, str, str]]:
+    """Take the free ones of these identifiers' locks, without waiting; return those another transaction
+    holds."""
+    if not keys:
+        return set()
+    by_lock: dict[int, list[tuple[UUID, str, str]]] = {}
+    for key in keys:
+        by_lock.setdefault(_key_lock(key), []).append(key)
+    held = session.execute(_TRY_KEY_LOCKS, {"keys": sorted(by_lock)}).scalars()
+    return {key for lock in held for key in by_lock[lock]}
+
+
+_TRY_KEY_LOCKS = sa.text(
+    "SELECT k FROM unnest(CAST(:keys AS bigint[])) AS k WHERE NOT pg_try_advisory_xact_lock(k)"
+)
+
+
+def _owners_of(session: Session, keys: set[tuple[UUID, str, str]]) -> dict[tuple[UUID, str, str], UUID]:
+    """The owners some of these identifiers have now."""
+    by_tenant: dict[UUID, list[Identifier]] = {}
+    for tenant_id, kind, value in keys:
+        by_tenant.setdefault(tenant_id, []).append((kind, value))
+    return {
+        (tenant_id, *identifier): owner
+        for tenant_id, identifiers in by_tenant.items()
+        for identifier, owner in _chunked_owners(session, tenant_id, sorted(identifiers)).items()
+    }
 
 
 def blocks_of(session: Session, profile_ids: set[UUID]) -> set[tuple[UUID, UUID]]:
@@ -272,34 +358,46 @@ def _in_id_order(session: Session, profile_ids: list[UUID]) -> SelectOfScalar[Pr
     return select(Profile).where(any_of(session, col(Profile.id), profile_ids)).order_by(col(Profile.id))
 
 
+# How often a batch reads its identifiers' owners again after locking them, when another transaction moved
+# some in between (`Graph.preload`).
+PRELOAD_ROUNDS = 5
 # How long a batch tries to take its owners' locks all at once before it waits for them as other writers do.
 ALL_AT_ONCE_S = 60.0
 
 
-def lock_all_at_once(session: Session, profile_ids: list[UUID]) -> list[Profile]:
+def lock_all_at_once(session: Session, profile_ids: list[UUID], keys: Sequence[int] = ()) -> list[Profile]:
     """`lock_profiles` for a consumer batch's owners: all of them, or none while another transaction holds
     one (`NOWAIT` under a savepoint, tried again after a pause). Waiting for the rest while holding the first
     ones is what made two consumers of one group deadlock: the other batch's probabilistic stage went on to
     write survivors this one had just locked, then each waited for the other (PostgreSQL's log, 2026-12-01).
-    After `ALL_AT_ONCE_S` it waits for them as `lock_profiles` does."""
-    if session.get_bind().dialect.name != "postgresql" or not profile_ids:
+    After `ALL_AT_ONCE_S` it waits for them as `lock_profiles` does. `keys`: transaction locks (advisory,
+    `_key_lock`) taken with them, the same way."""
+    if session.get_bind().dialect.name != "postgresql" or not (profile_ids or keys):
         return lock_profiles(session, profile_ids)
     query = _in_id_order(session, profile_ids).with_for_update(nowait=True)
     deadline, pause = time.monotonic() + ALL_AT_ONCE_S, 0.02
     while time.monotonic() < deadline:
         savepoint = session.begin_nested()
         try:
-            locked = list(session.exec(query).all())
+            locked = list(session.exec(query).all()) if profile_ids else []
+            free = not keys or session.execute(_TRY_KEY_LOCKS, {"keys": list(keys)}).first() is None
         except sa.exc.OperationalError as exc:
             if not is_lock_unavailable(exc):
                 raise
+            free = False
+        if not free:
             savepoint.rollback()  # and with it the locks this attempt took
             time.sleep(pause)
             pause = min(pause * 2, 0.5)
             continue
         savepoint.commit()
         return locked
+    if keys:
+        session.execute(_KEY_LOCKS, {"keys": list(keys)})
     return lock_profiles(session, profile_ids)
+
+
+_KEY_LOCKS = sa.text("SELECT pg_advisory_xact_lock(k) FROM unnest(CAST(:keys AS bigint[])) AS k ORDER BY k")
 
 
 def is_blocked(session: Session, a: UUID, b: UUID) -> bool:

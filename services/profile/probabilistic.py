@@ -78,12 +78,23 @@ _CANDIDATES = sa.select(*(_PROFILES.c[f.name] for f in fields(Candidate)))
 
 
 def _loaded(
-    session: Session, known: dict[UUID, Profile | Candidate], profile: Profile | Candidate
-) -> Profile:
-    """The profile as an ORM object (a merge changes it), kept in `known` so later pairs see the change."""
+    session: Session,
+    known: dict[UUID, Profile | Candidate],
+    profile: Profile | Candidate,
+    busy: set[UUID] | None = None,
+) -> Profile | None:
+    """The profile as an ORM object (a merge changes it), kept in `known` so later pairs see the change.
+    With `busy`: locked, or None (and in `busy`) while another transaction holds it."""
     if isinstance(profile, Profile):
         return profile
-    loaded = session.get(Profile, profile.id)
+    if busy is None:
+        loaded = session.get(Profile, profile.id)
+    else:
+        query = select(Profile).where(col(Profile.id) == profile.id).with_for_update(skip_locked=True)
+        loaded = session.exec(query).first()
+        if loaded is None:
+            busy.add(profile.id)
+            return None
     if loaded is None:  # pragma: no cover - read in this transaction a moment ago
         raise NotFound("No profile with this id.")
     known[profile.id] = loaded
@@ -239,6 +250,8 @@ def fingerprint(profile: Profile, identifiers: Iterable[identity.Identifier]) ->
 _COMPARED = frozenset({"document", "email", "phone"})  # what `match_fields` reads
 
 
+# Set in a consumer batch's session info when it may defer what other transactions hold (`second_stage`).
+NO_WAITING = "clientela.no_waiting"
 # Per blocking key a consumer batch's second stage inserted: the tenant, the batch's profiles that inserted
 # it, and every holder the stage saw (`second_stage`'s `seen`, read again by `missed_pairs` after commit).
 SeenKeys = dict[str, tuple[UUID, set[UUID], set[UUID]]]
@@ -294,9 +307,23 @@ def second_stage(
                 pairs.update(_pairs_with(profile.id, found))
     if not pairs:
         return []
-    return _merge_or_suggest(
-        session, pairs, {p.id: p for p in profiles}, identifiers, readable, fields, weights
+    # In a batch that may defer (`consumer_defer_busy`: NO_WAITING in the session's info), the candidates
+    # another transaction holds (another member of the group is changing them now) are not waited for,
+    # holding this batch's profiles: their pairs are scored after the batch commits, as the keys' holders it
+    # did not see (`missed_pairs`).
+    waits = session.info.get(NO_WAITING, False) and session.get_bind().dialect.name == "postgresql"
+    busy: set[UUID] | None = set() if waits else None
+    merges = _merge_or_suggest(
+        session, pairs, {p.id: p for p in profiles}, identifiers, readable, fields, weights, busy
     )
+    if busy and seen is not None:
+        # Each of the batch's profiles that waits is paired again with every holder of its keys.
+        for profile in profiles:
+            if profile.id in busy:
+                for key in keys[profile.id]:
+                    tenant_id, mine, _ = seen.get(key, (profile.tenant_id, set(), set()))
+                    seen[key] = (tenant_id, mine | {profile.id}, set())
+    return merges
 
 
 def stored_seen(seen: SeenKeys) -> dict[str, Any]:
@@ -412,9 +439,12 @@ def _merge_or_suggest(
     readable: dict[UUID, list[identity.Identifier]],
     fields: dict[UUID, Fields],
     weights: matching.Weights,
+    busy: set[UUID] | None = None,
 ) -> list[MergeRecord]:
     """Score the pairs, the profiles in `known` read already (with their identifiers, readable values and
-    fields) and the others read here as candidates; merge or suggest."""
+    fields) and the others read here as candidates; merge or suggest. With `busy`, a candidate a merge
+    would change is locked first, without waiting: one another transaction holds is left out of its
+    merges (and put in `busy`)."""
     others = sorted({pid for pair in pairs for pid in pair} - set(known))
     for start in range(0, len(others), 1000):
         for row in session.execute(
@@ -440,9 +470,9 @@ def _merge_or_suggest(
                 for pair in pairs
                 if _eligible(session, pair, known, identifiers, suggested, blocked)
             }
-            _load_likely_merges(session, scored, known)
+            _load_likely_merges(session, scored, known, busy)
             merges += _score_pairs(
-                session, scored, known, identifiers, readable, fields, suggested, blocked, weights
+                session, scored, known, identifiers, readable, fields, suggested, blocked, weights, busy
             )
             # A pair one of whose profiles a merge took in is now a pair with the survivor, which has the
             # names and addresses of both: scored in another round.
@@ -550,6 +580,7 @@ def _score_pairs(
     suggested: dict[tuple[UUID, UUID], MergeSuggestion],
     blocked: set[tuple[UUID, UUID]],
     weights: matching.Weights,
+    busy: set[UUID] | None = None,
 ) -> list[MergeRecord]:
     """Decide each pair, merge or suggest: best score first, so that a profile that looks like two others
     that cannot both take it in (two documents, the merge limit) joins the likelier one, whatever the
@@ -570,11 +601,21 @@ def _score_pairs(
             else scored[(a_id, b_id)]
         )
         decision = matching.decide(match, rules.merge_threshold, rules.suggest_threshold)
+        both: list[Profile] = []
+        if decision == "merge":
+            if busy is None or not {a_id, b_id} & busy:
+                loaded = (_loaded(session, known, a, busy), _loaded(session, known, b, busy))
+                both = [p for p in loaded if p is not None and p.status == "active"]
+            if len(both) < 2:
+                # Another transaction holds one of them (or merged it away since it was read): both wait,
+                # with every pair they are in, to be scored again once this batch commits (`second_stage`).
+                if busy is not None:
+                    busy.update((a_id, b_id))
+                continue
         if suggestion is not None:
             _rescored(session, suggestion, match, decision)
-        if decision == "merge":
-            a, b = _loaded(session, known, a), _loaded(session, known, b)
-            survivor, merged = sorted((a, b), key=lambda p: (p.created_at, p.id))
+        if both:
+            survivor, merged = sorted(both, key=lambda p: (p.created_at, p.id))
             merges.append(
                 identity.merge(
                     session,
@@ -614,10 +655,12 @@ def _load_likely_merges(
     session: Session,
     scored: dict[tuple[UUID, UUID], matching.Match],
     known: dict[UUID, Profile | Candidate],
+    busy: set[UUID] | None = None,
 ) -> None:
     """Load as `Profile`s, a thousand to a query, the candidates of the pairs that score a merge as they
     stand: a merge changes them, and `_loaded` would read them one by one. (An earlier merge may change a
-    pair's answer in `_score_pairs`: any other is loaded there.)"""
+    pair's answer in `_score_pairs`: any other is loaded there.) With `busy`, locked without waiting: those
+    another transaction holds go in `busy`."""
     wanted: set[UUID] = set()
     for (a_id, b_id), match in scored.items():
         a, b = known.get(a_id), known.get(b_id)
@@ -626,12 +669,13 @@ def _load_likely_merges(
         rules = identity_rules.rules_for(session, a.tenant_id)
         if matching.decide(match, rules.merge_threshold, rules.suggest_threshold) == "merge":
             wanted.update(p.id for p in (a, b) if isinstance(p, Candidate))
-    ids = sorted(wanted)
+    ids = sorted(wanted - (busy or set()))
     for start in range(0, len(ids), 1000):
-        for profile in session.exec(
-            select(Profile).where(any_of(session, col(Profile.id), ids[start : start + 1000]))
-        ):
+        query = select(Profile).where(any_of(session, col(Profile.id), ids[start : start + 1000]))
+        for profile in session.exec(query if busy is None else query.with_for_update(skip_locked=True)):
             known[profile.id] = profile
+    if busy is not None:
+        busy.update(pid for pid in ids if not isinstance(known[pid], Profile))
 
 
 def _move_blocks(blocked: set[tuple[UUID, UUID]], merged: UUID, survivor: UUID) -> None:

@@ -299,6 +299,36 @@ def _store_record(
     recompute(session, profile, correlation_id=envelope.correlation_id)
 
 
+def _linked_to(
+    busy: set[tuple[UUID, str, str]],
+    carried: list[tuple[UUID, list[tuple[UUID, str, str]], UUID]],
+    owner: dict[tuple[UUID, str, str], UUID | None],
+) -> set[UUID]:
+    """The events (ids) that carry one of the `busy` identifiers, and every event linked to one of them
+    through an identifier, its owner or the same order or record: one person's events stay together."""
+    parent: dict[object, object] = {}
+
+    def root(node: object) -> object:
+        path = []
+        while (up := parent.setdefault(node, node)) != node:
+            path.append(node)
+            node = up
+        for step in path:
+            parent[step] = node
+        return node
+
+    for event_id, identifiers, record in carried:
+        links: list[object] = [*identifiers, record]
+        links += [found for i in identifiers if (found := owner.get(i)) is not None]
+        mine = root(event_id)
+        for node in links:
+            other = root(node)
+            if other != mine:
+                parent[other] = mine
+    waiting = {root(key) for key in busy}
+    return {event_id for event_id, _, _ in carried if root(event_id) in waiting}
+
+
 def announce_merges(session: Session, merges: list[MergeRecord], *, correlation_id: str | None) -> None:
     for record in merges:
         add_event(
@@ -350,21 +380,34 @@ class ProfileBatch:
             merge_threshold=merge_threshold, suggest_threshold=suggest_threshold
         )
 
-    def prepare(self, session: Session, events: list[tuple[Envelope, Event]]) -> None:
+    def prepare(
+        self, session: Session, events: list[tuple[Envelope, Event]], *, may_defer: bool = False
+    ) -> set[UUID]:
+        """Load the graph and the stored orders and records the events touch. With `may_defer`, returns
+        the events (ids) another transaction's records are in the way of (`identity.Graph.preload`):
+        those, and every event of the batch linked to them by an identifier, an owner or a record, are
+        left for a transaction after this one."""
         graph = identity.Graph()
         wanted: dict[UUID, set[identity.Identifier]] = {}
+        carried: list[tuple[UUID, list[tuple[UUID, str, str]], UUID]] = []
+        for envelope, event in events:
+            if isinstance(event, OrderIngested | CustomerRecorded | BehaviourRecorded):
+                tenant_id = envelope.tenant_id
+                blinded = identity.blind(tenant_id, identifiers_for(event), graph.blinded)
+                wanted.setdefault(tenant_id, set()).update(blinded)
+                key = event.order_id if isinstance(event, OrderIngested) else event.record_id
+                carried.append((envelope.event_id, [(tenant_id, *i) for i in blinded], key))
+        busy = graph.preload(session, wanted, may_defer=may_defer)
+        deferred = _linked_to(busy, carried, graph.owner) if busy and may_defer else set()
         order_ids: list[UUID] = []
         record_ids: list[UUID] = []
         for envelope, event in events:
-            if isinstance(event, OrderIngested | CustomerRecorded | BehaviourRecorded):
-                wanted.setdefault(envelope.tenant_id, set()).update(
-                    identity.blind(envelope.tenant_id, identifiers_for(event), graph.blinded)
-                )
+            if envelope.event_id in deferred:
+                continue
             if isinstance(event, OrderIngested):
                 order_ids.append(event.order_id)
             elif isinstance(event, CustomerRecorded | BehaviourRecorded):
                 record_ids.append(event.record_id)
-        graph.preload(session, wanted)
         orders = _load_stored(session, ProfileOrder, order_ids)
         graph.keep.extend(stored for stored in orders.values() if stored is not None)
         session.info.update(
@@ -374,7 +417,9 @@ class ProfileBatch:
             dirty={},
             identity_defaults=self.defaults,
         )
+        session.info[probabilistic.NO_WAITING] = may_defer
         copy_new_rows(session, Profile, ProfileIdentifier, ProfileOrder, ProfileRecord)
+        return deferred
 
     def finish(self, session: Session) -> None:
         dirty: dict[UUID, str | None] = session.info.pop("dirty", {})
@@ -405,6 +450,7 @@ class ProfileBatch:
         finally:
             session.info.pop("identity_rules", None)  # a rule change applies from the next batch
             session.info.pop("identity_defaults", None)
+            session.info.pop(probabilistic.NO_WAITING, None)
 
     def after_commit(self, session: Session) -> None:
         """Score the pairs the batch's second stage could not see (`probabilistic.missed_pairs`: another

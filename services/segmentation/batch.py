@@ -274,7 +274,10 @@ def current(session: Session) -> Batch | None:
 class ProfilesBatch:
     """Batch hooks of the profiles consumer (`shared.consumer.BatchHooks`)."""
 
-    def prepare(self, session: Session, events: list[tuple[Envelope, Event]]) -> None:
+    def prepare(
+        self, session: Session, events: list[tuple[Envelope, Event]], *, may_defer: bool = False
+    ) -> None:
+        """Never defers: one member owns each profile's partition."""
         batch = Batch()
         updated = [(e, ev) for e, ev in events if isinstance(ev, ProfileUpdated | ProfileUpdatedV2)]
         merged = [(e, ev) for e, ev in events if isinstance(ev, ProfilesMerged)]

@@ -19,14 +19,16 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from services.profile import identity
-from services.profile.models import MergeRecord, Profile, ProfileIdentifier, ProfileRecord
+from services.profile.consumer import workers as profile_workers
+from services.profile.models import MergeRecord, Profile, ProfileIdentifier, ProfileOrder, ProfileRecord
+from services.profile.profiles import ProfileBatch
 from shared.consumer import ConsumerWorker
 from shared.events import CustomerRecorded, Envelope, OrderIngested, ProfileUpdatedV2, decode
 from shared.infra import OutboxMessage
 from shared.outbox import open_body
 from shared.records import CustomerRecord, Order
 from shared.settings import ServiceSettings
-from tests.support import SettingsFactory, order_body
+from tests.support import SettingsFactory, eventually, order_body
 
 pytestmark = pytest.mark.integration
 TENANT = uuid4()
@@ -131,6 +133,144 @@ def test_a_batch_takes_its_owners_locks_all_at_once_or_waits_holding_none(
     assert not batch.is_alive()
     assert free >= 8
     assert sorted(p.orders_count for p in active(engine)) == [2, 2]
+
+
+def orders_of(engine: Engine, kind: str, value: str) -> int:
+    with Session(engine) as session:
+        found = session.get(Profile, owner(engine, kind, value))
+        assert found is not None
+        return found.orders_count
+
+
+def test_a_batch_leaves_the_events_of_a_profile_another_transaction_holds_for_after_its_commit(
+    engine: Engine, profile_records: ConsumerWorker
+) -> None:
+    """With `consumer_defer_busy`: another member of the group is changing Bia's profile, so the batch
+    applies Ana's and Carla's orders and commits without waiting for it, then applies Bia's once the other
+    transaction is done."""
+    profile_records.apply([order("D-1", email="ana@example.com"), order("D-2", email="bia@example.com")])
+    lock = sa.text("SELECT id FROM profile WHERE id = :id FOR UPDATE")
+    with engine.connect() as holder:
+        holder.execute(lock, {"id": owner(engine, "email", "bia@example.com")})
+        batch = threading.Thread(
+            target=profile_records.apply,
+            kwargs={"may_defer": True},
+            args=(
+                [
+                    order("D-3", email="ana@example.com"),
+                    order("D-4", email="bia@example.com"),
+                    # Linked to Bia's order by her CPF: one person's events stay together.
+                    order("D-5", email="bia.work@example.com", document="529.982.247-25"),
+                    order("D-6", email="bia@example.com", document="529.982.247-25"),
+                    order("D-7", email="carla@example.com"),
+                ],
+            ),
+        )
+        batch.start()
+
+        def committed_but_bia() -> None:
+            assert orders_of(engine, "email", "ana@example.com") == 2
+            assert orders_of(engine, "email", "carla@example.com") == 1
+
+        eventually(committed_but_bia, timeout=10)
+        assert batch.is_alive()
+        assert orders_of(engine, "email", "bia@example.com") == 1
+        with Session(engine) as session:
+            ((_, work),) = identity.blind(TENANT, [("email", "bia.work@example.com")])
+            assert session.get(ProfileIdentifier, (TENANT, "email", work)) is None
+        holder.rollback()
+    batch.join(timeout=30)
+    assert not batch.is_alive()
+    assert orders_of(engine, "email", "bia@example.com") == 4
+    assert owner(engine, "email", "bia.work@example.com") == owner(engine, "email", "bia@example.com")
+    assert sorted(p.orders_count for p in active(engine)) == [1, 2, 4]  # Carla, Ana, Bia
+
+
+def test_a_batch_that_waited_reads_the_owners_again_a_merge_moved_meanwhile(
+    engine: Engine, profile_records: ConsumerWorker
+) -> None:
+    """The batch reads who owns Fia's e-mail (her Shopee profile), then waits for that profile's lock while
+    another member merges it into her older one. Once it has the lock, it reads the owners again: her order
+    goes to the survivor, not to the merged profile."""
+    profile_records.apply([order("F-1", email="fia@example.com")])
+    profile_records.apply([order("F-2", source="shopee", external_id="fia-s", email="fia.s@example.com")])
+    older, newer = (p.id for p in active(engine))
+    with engine.connect() as holder:
+        holder.execute(sa.text("SELECT id FROM profile WHERE id = :id FOR UPDATE"), {"id": newer})
+        batch = threading.Thread(
+            target=profile_records.apply, args=([order("F-3", email="fia.s@example.com")],)
+        )
+        batch.start()
+        time.sleep(1.0)  # it has read the owners and waits for the lock
+        assert batch.is_alive()
+        # The other member merges the Shopee profile into the older one (as `identity.merge` leaves them).
+        holder.execute(
+            sa.text("UPDATE profile_identifier SET profile_id = :older WHERE profile_id = :newer"),
+            {"older": older, "newer": newer},
+        )
+        holder.execute(
+            sa.text("UPDATE profile_order SET profile_id = :older WHERE profile_id = :newer"),
+            {"older": older, "newer": newer},
+        )
+        holder.execute(
+            sa.text("UPDATE profile SET status = 'merged', merged_into = :older WHERE id = :newer"),
+            {"older": older, "newer": newer},
+        )
+        holder.commit()
+    batch.join(timeout=30)
+    assert not batch.is_alive()
+    with Session(engine) as session:
+        placed = session.exec(select(ProfileOrder.profile_id).where(ProfileOrder.tenant_id == TENANT)).all()
+    assert set(placed) == {older}
+    assert owner(engine, "email", "fia.s@example.com") == older
+
+
+@pytest.mark.parametrize("defer", [False, True])
+def test_a_new_identifier_another_member_is_storing_waits_for_it(
+    engine: Engine,
+    settings: ServiceSettings,
+    profile_records: ConsumerWorker,
+    monkeypatch: pytest.MonkeyPatch,
+    defer: bool,
+) -> None:
+    """Two members of the group see Dora's new e-mail at once. The second waits for the first to commit
+    (with `consumer_defer_busy`, only Dora's order waits: the rest of its batch commits at once) and puts
+    her order in the profile the first made: not a second profile, and no batch failing at its commit to be
+    applied again whole."""
+    other_member = dict(profile_workers(engine, settings))["profile-records"]
+    assert isinstance(other_member, ConsumerWorker)
+    hooks = other_member.hooks
+    assert isinstance(hooks, ProfileBatch)
+    finish, storing, go_on = hooks.finish, threading.Event(), threading.Event()
+
+    def finish_and_wait(session: Session) -> None:
+        finish(session)
+        storing.set()
+        assert go_on.wait(30)
+
+    monkeypatch.setattr(hooks, "finish", finish_and_wait)
+    first = threading.Thread(target=other_member.apply, args=([order("N-1", email="dora@example.com")],))
+    first.start()
+    assert storing.wait(30)  # Dora's profile made, not committed
+    second = threading.Thread(
+        target=profile_records.apply,
+        kwargs={"may_defer": defer},
+        args=([order("N-2", email="dora@example.com"), order("N-3", email="eva@example.com")],),
+    )
+    second.start()
+    if defer:
+        eventually(lambda: orders_of(engine, "email", "eva@example.com") == 1, timeout=10)
+    else:
+        time.sleep(1.0)
+        assert len(active(engine)) == 0  # nothing committed: the batch waits, holding no lock
+    assert second.is_alive()  # Dora's order waits
+    go_on.set()
+    first.join(timeout=30)
+    second.join(timeout=30)
+    assert not first.is_alive()
+    assert not second.is_alive()
+    assert orders_of(engine, "email", "dora@example.com") == 2
+    assert sorted(p.orders_count for p in active(engine)) == [1, 2]
 
 
 def test_merges_within_one_poll_move_what_each_merged_profile_held(

@@ -5,6 +5,7 @@ apart when they are a family.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -89,6 +90,42 @@ def test_one_person_without_a_shared_identifier_merges_probabilistically(
         session.commit()
     profile_records.apply([order(tenant, "M-3", "shopee", email="cida85@example.com", **typo)])
     assert sorted(p.orders_count for p in active(engine, tenant)) == [1, 2]
+
+
+def test_a_look_alike_another_transaction_holds_is_scored_once_the_batch_commits(
+    engine: Engine, profile_records: ConsumerWorker
+) -> None:
+    """With `consumer_defer_busy`: another member of the group is changing Maria's profile, so the batch
+    does not wait for it holding its own profiles (two batches doing so wait for each other: a deadlock).
+    It commits, then scores the pair in a transaction of its own, once Maria's profile is free."""
+    tenant = uuid4()
+    profile_records.apply(
+        [order(tenant, "M-1", email="maria.souza@example.com", phone="11987654321", **MARIA)]
+    )
+    [maria] = active(engine, tenant)
+    typo: dict[str, Any] = {**MARIA, "name": "MARIA APARECIDA SOUSA"}
+    with engine.connect() as holder:
+        holder.execute(sa.text("SELECT id FROM profile WHERE id = :id FOR UPDATE"), {"id": maria.id})
+        batch = threading.Thread(
+            target=profile_records.apply,
+            kwargs={"may_defer": True},
+            args=([order(tenant, "M-2", "shopee", email="cida85@example.com", **typo)],),
+        )
+        batch.start()
+
+        def committed() -> None:
+            assert len(active(engine, tenant)) == 2
+
+        eventually(committed, timeout=10)
+        assert batch.is_alive()  # scoring the pair waits for Maria's profile, holding nothing else
+        holder.rollback()
+    batch.join(timeout=30)
+    assert not batch.is_alive()
+    [one] = active(engine, tenant)
+    assert (one.id, one.orders_count) == (maria.id, 2)
+    with Session(engine) as session:
+        [record] = session.exec(select(MergeRecord).where(MergeRecord.tenant_id == tenant)).all()
+        assert record.method == "probabilistic"
 
 
 def maria_in_two_members_at_once(
