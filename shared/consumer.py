@@ -256,13 +256,9 @@ class ConsumerWorker:
         self.applied_total += applied
         service = self.settings.service_name
         labels = topics or ["unknown"] * len(outcomes)
-        counted = [
-            (topic, outcome)
-            for topic, outcome, envelope in zip(labels, outcomes, envelopes, strict=True)
-            if outcome != "applied" or envelope.event_id not in later
-        ]
-        for topic, outcome in counted:
-            EVENTS_CONSUMED.labels(service, self.name, topic, outcome).inc()
+        for topic, outcome, envelope in zip(labels, outcomes, envelopes, strict=True):
+            if outcome != "applied" or envelope.event_id not in later:  # a deferred one: counted when applied
+                EVENTS_CONSUMED.labels(service, self.name, topic, outcome).inc()
         if later:
             rest = [
                 i

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import time
 import zlib
 from collections.abc import AsyncIterator, Callable, Collection, Iterable
@@ -176,6 +177,34 @@ def is_lock_unavailable(exc: BaseException | None) -> TypeGuard[sa_exc.Operation
     """A `NOWAIT` lock met a row another transaction holds (SQLAlchemy's wrapping of psycopg's): the
     statement failed at once instead of waiting."""
     return isinstance(exc, sa_exc.OperationalError) and isinstance(exc.orig, psycopg.errors.LockNotAvailable)
+
+
+def lock_key(*parts: object) -> int:
+    """A PostgreSQL transaction (advisory) lock for what these parts name: a 64-bit hash of them (a
+    collision only makes two transactions wait for each other)."""
+    digest = hashlib.blake2b("|".join(str(p) for p in parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, signed=True)
+
+
+_TRY_XACT_LOCKS = sa.text(
+    "SELECT k FROM unnest(CAST(:keys AS bigint[])) AS k WHERE NOT pg_try_advisory_xact_lock(k)"
+)
+_XACT_LOCKS = sa.text("SELECT pg_advisory_xact_lock(k) FROM unnest(CAST(:keys AS bigint[])) AS k ORDER BY k")
+
+
+def try_xact_locks(session: OrmSession, keys: Collection[int]) -> set[int]:
+    """Take these transaction locks (`lock_key`) where they are free, without waiting; return those another
+    transaction holds. A savepoint rolled back lets go of those it took."""
+    if not keys:
+        return set()
+    return set(session.execute(_TRY_XACT_LOCKS, {"keys": sorted(set(keys))}).scalars())
+
+
+def xact_locks(session: OrmSession, keys: Collection[int]) -> None:
+    """Take these transaction locks, waiting for each, in one sorted order (two transactions taking some of
+    the same never deadlock on them)."""
+    if keys:
+        session.execute(_XACT_LOCKS, {"keys": sorted(set(keys))})
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:

@@ -37,7 +37,7 @@ from sqlmodel import Session
 from services.ingest import quality, suppression
 from services.ingest.models import InboundRecord
 from shared.crypto import BINARY, keyring
-from shared.db import bulk_insert, is_deadlock, table_of, utcnow
+from shared.db import bulk_insert, is_deadlock, lock_key, table_of, try_xact_locks, utcnow, xact_locks
 from shared.errors import field_errors
 from shared.events import BehaviourRecorded, CustomerRecorded, Event, OrderIngested
 from shared.outbox import insert_rows, outbox_row
@@ -340,18 +340,8 @@ def _try_lock_keys(
     return the keys another transaction holds."""
     if not keys or session.get_bind().dialect.name != "postgresql":
         return set()
-    by_hash = {_lock_hash(tenant_id, kind, key): key for key in keys}
-    held = session.execute(
-        sa.text("SELECT k FROM unnest(CAST(:keys AS bigint[])) AS k WHERE NOT pg_try_advisory_xact_lock(k)"),
-        {"keys": sorted(by_hash)},
-    ).scalars()
-    return {by_hash[k] for k in held}
-
-
-def _lock_hash(tenant_id: UUID, kind: str, key: tuple[str, str]) -> int:
-    source, external_id = key
-    digest_ = hashlib.blake2b(f"{tenant_id}|{kind}|{source}|{external_id}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest_, signed=True)
+    by_hash = {lock_key(tenant_id, kind, *key): key for key in keys}
+    return {by_hash[k] for k in try_xact_locks(session, by_hash)}
 
 
 def _lock_keys(session: Session, tenant_id: UUID, kind: str, keys: set[tuple[str, str]]) -> None:
@@ -359,13 +349,8 @@ def _lock_keys(session: Session, tenant_id: UUID, kind: str, keys: set[tuple[str
     lock per key (a 64-bit hash of it), in one sorted order (no deadlocks), before reading them. Two
     batches carrying versions of the same order never both insert it, and batches with different records
     never wait for each other. SQLite has a single writer anyway."""
-    if not keys or session.get_bind().dialect.name != "postgresql":
-        return
-    hashes = sorted({_lock_hash(tenant_id, kind, key) for key in keys})
-    session.execute(
-        sa.text("SELECT pg_advisory_xact_lock(k) FROM unnest(CAST(:keys AS bigint[])) AS k ORDER BY k"),
-        {"keys": hashes},
-    )
+    if keys and session.get_bind().dialect.name == "postgresql":
+        xact_locks(session, {lock_key(tenant_id, kind, *key) for key in keys})
 
 
 _INBOUND = table_of(InboundRecord)

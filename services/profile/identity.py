@@ -23,9 +23,8 @@ indexes too.
 
 from __future__ import annotations
 
-import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from uuid import UUID
@@ -47,7 +46,17 @@ from services.profile.models import (
 )
 from shared import identifiers as shared_identifiers
 from shared.crypto import keyring
-from shared.db import add_new, any_of, is_lock_unavailable, new_row, table_of, utcnow
+from shared.db import (
+    add_new,
+    any_of,
+    is_lock_unavailable,
+    lock_key,
+    new_row,
+    table_of,
+    try_xact_locks,
+    utcnow,
+    xact_locks,
+)
 from shared.records import Customer, CustomerRef
 
 Identifier = tuple[str, str]  # (kind, normalised value)
@@ -201,32 +210,22 @@ class Graph:
 
 
 def _key_lock(key: tuple[UUID, str, str]) -> int:
-    """The transaction lock of an identifier nobody owns yet: a 64-bit hash of it (PostgreSQL advisory lock;
-    a collision only makes two batches wait for each other)."""
+    """The transaction lock of an identifier nobody owns yet (`shared.db.lock_key`)."""
     tenant_id, kind, value = key
-    digest = hashlib.blake2b(f"{tenant_id}|identifier|{kind}|{value}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, signed=True)
+    return lock_key(tenant_id, "identifier", kind, value)
 
 
-def _key_locks(keys: set[tuple[UUID, str, str]]) -> list[int]:
-    return sorted({_key_lock(key) for key in keys})
+def _key_locks(keys: set[tuple[UUID, str, str]]) -> set[int]:
+    return {_key_lock(key) for key in keys}
 
 
 def _try_key_locks(session: Session, keys: set[tuple[UUID, str, str]]) -> set[tuple[UUID, str, str]]:
     """Take the free ones of these identifiers' locks, without waiting; return those another transaction
     holds."""
-    if not keys:
-        return set()
     by_lock: dict[int, list[tuple[UUID, str, str]]] = {}
     for key in keys:
         by_lock.setdefault(_key_lock(key), []).append(key)
-    held = session.execute(_TRY_KEY_LOCKS, {"keys": sorted(by_lock)}).scalars()
-    return {key for lock in held for key in by_lock[lock]}
-
-
-_TRY_KEY_LOCKS = sa.text(
-    "SELECT k FROM unnest(CAST(:keys AS bigint[])) AS k WHERE NOT pg_try_advisory_xact_lock(k)"
-)
+    return {key for lock in try_xact_locks(session, by_lock) for key in by_lock[lock]}
 
 
 def _owners_of(session: Session, keys: set[tuple[UUID, str, str]]) -> dict[tuple[UUID, str, str], UUID]:
@@ -365,13 +364,13 @@ PRELOAD_ROUNDS = 5
 ALL_AT_ONCE_S = 60.0
 
 
-def lock_all_at_once(session: Session, profile_ids: list[UUID], keys: Sequence[int] = ()) -> list[Profile]:
+def lock_all_at_once(session: Session, profile_ids: list[UUID], keys: Collection[int] = ()) -> list[Profile]:
     """`lock_profiles` for a consumer batch's owners: all of them, or none while another transaction holds
     one (`NOWAIT` under a savepoint, tried again after a pause). Waiting for the rest while holding the first
     ones is what made two consumers of one group deadlock: the other batch's probabilistic stage went on to
     write survivors this one had just locked, then each waited for the other (PostgreSQL's log, 2026-12-01).
-    After `ALL_AT_ONCE_S` it waits for them as `lock_profiles` does. `keys`: transaction locks (advisory,
-    `_key_lock`) taken with them, the same way."""
+    After `ALL_AT_ONCE_S` it waits for them as `lock_profiles` does. `keys`: transaction locks
+    (`shared.db.lock_key`) taken with them, the same way."""
     if session.get_bind().dialect.name != "postgresql" or not (profile_ids or keys):
         return lock_profiles(session, profile_ids)
     query = _in_id_order(session, profile_ids).with_for_update(nowait=True)
@@ -380,7 +379,7 @@ def lock_all_at_once(session: Session, profile_ids: list[UUID], keys: Sequence[i
         savepoint = session.begin_nested()
         try:
             locked = list(session.exec(query).all()) if profile_ids else []
-            free = not keys or session.execute(_TRY_KEY_LOCKS, {"keys": list(keys)}).first() is None
+            free = not try_xact_locks(session, keys)
         except sa.exc.OperationalError as exc:
             if not is_lock_unavailable(exc):
                 raise
@@ -392,12 +391,8 @@ def lock_all_at_once(session: Session, profile_ids: list[UUID], keys: Sequence[i
             continue
         savepoint.commit()
         return locked
-    if keys:
-        session.execute(_KEY_LOCKS, {"keys": list(keys)})
+    xact_locks(session, keys)
     return lock_profiles(session, profile_ids)
-
-
-_KEY_LOCKS = sa.text("SELECT pg_advisory_xact_lock(k) FROM unnest(CAST(:keys AS bigint[])) AS k ORDER BY k")
 
 
 def is_blocked(session: Session, a: UUID, b: UUID) -> bool:

@@ -311,8 +311,8 @@ def second_stage(
     # another transaction holds (another member of the group is changing them now) are not waited for,
     # holding this batch's profiles: their pairs are scored after the batch commits, as the keys' holders it
     # did not see (`missed_pairs`).
-    waits = session.info.get(NO_WAITING, False) and session.get_bind().dialect.name == "postgresql"
-    busy: set[UUID] | None = set() if waits else None
+    no_waiting = session.info.get(NO_WAITING, False) and session.get_bind().dialect.name == "postgresql"
+    busy: set[UUID] | None = set() if no_waiting else None
     merges = _merge_or_suggest(
         session, pairs, {p.id: p for p in profiles}, identifiers, readable, fields, weights, busy
     )
