@@ -436,17 +436,11 @@ class ProfileBatch:
             if dirty:
                 profiles = self._recompute(session, dirty, loaded)
                 seen: probabilistic.SeenKeys = {}
-                merges = probabilistic.second_stage(
-                    session, [profiles[pid] for pid in sorted(profiles)], seen=seen
-                )
+                self._second_stage(session, profiles, dirty, seen=seen)
                 if seen:  # kept with the batch: read again after it commits, by this consumer or another
                     check = BlockKeyCheck(keys=probabilistic.stored_seen(seen))
                     session.add(check)
                     session.info[_SEEN_KEYS] = (check.id, seen)
-                if merges:
-                    announce_merges(session, merges, correlation_id=None)
-                    survivors = {m.survivor_id: dirty.get(m.survivor_id) for m in merges}
-                    self._recompute(session, survivors, profiles)
         finally:
             session.info.pop("identity_rules", None)  # a rule change applies from the next batch
             session.info.pop("identity_defaults", None)
@@ -482,7 +476,8 @@ class ProfileBatch:
                 merges = probabilistic.score_missed(session, pairs) if pairs else []
                 if merges:
                     announce_merges(session, merges, correlation_id=None)
-                    self._recompute(session, dict.fromkeys(m.survivor_id for m in merges), {})
+                    survivors = dict.fromkeys(m.survivor_id for m in merges)
+                    merges += self._second_stage(session, self._recompute(session, survivors, {}), survivors)
                 ids = [check_id for check_id, _ in checks]
                 session.execute(sa.delete(BlockKeyCheck).where(col(BlockKeyCheck.id).in_(ids)))
                 session.commit()
@@ -506,6 +501,33 @@ class ProfileBatch:
         """The service's identity rules, for the tenants without their own (`identity_rules.rules_for`)."""
         session.info["identity_defaults"] = self.defaults
         session.info.pop("identity_rules", None)
+
+    def _second_stage(
+        self,
+        session: Session,
+        profiles: dict[UUID, Profile],
+        dirty: dict[UUID, str | None],
+        *,
+        seen: probabilistic.SeenKeys | None = None,
+    ) -> list[MergeRecord]:
+        """The probabilistic stage on these recomputed profiles; then again on the survivors of its merges,
+        recomputed, until it merges no more: a survivor holds the names and addresses of the profiles it
+        took in, and its blocking keys must hold them too, or a later look-alike of a profile it took in
+        would not find it (and the profiles would depend on where a poll's batch ends). Returns the
+        merges."""
+        made: list[MergeRecord] = []
+        while profiles:
+            merges = probabilistic.second_stage(
+                session, [profiles[pid] for pid in sorted(profiles)], seen=seen
+            )
+            if not merges:
+                break
+            announce_merges(session, merges, correlation_id=None)
+            made += merges
+            survivors = {m.survivor_id: dirty.get(m.survivor_id) for m in merges}
+            recomputed = self._recompute(session, survivors, profiles)
+            profiles = {pid: recomputed[pid] for pid in survivors if pid in recomputed}
+        return made
 
     @staticmethod
     def _recompute(

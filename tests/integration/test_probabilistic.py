@@ -619,3 +619,37 @@ def test_a_merge_of_many_moved_at_once_unmerges_like_one_moved_alone(
         assert owners == {oldest.id: 1, middle.id: 2, youngest.id: 0}
         assert session.get(Profile, middle.id).status == "active"  # type: ignore[union-attr]
         assert session.get(Profile, youngest.id).merged_into == middle.id  # type: ignore[union-attr]
+
+
+def test_a_survivor_of_a_probabilistic_merge_is_found_by_the_look_alikes_of_the_profile_it_took_in(
+    engine: Engine, profile_records: ConsumerWorker
+) -> None:
+    """Ana's shop order (Mirassol), then her Amazon order from Rio (her name without the accent, her phone):
+    the two merge. Then her Mercado Livre order from the same Rio address, a typo in her name: it looks like
+    the Amazon profile only, which is now the shop profile's. It finds the survivor whether the three come in
+    one batch or one by one (the survivor's blocking keys hold the Amazon address once it took it in)."""
+    shop: dict[str, Any] = {
+        "name": "Ana Laura da Conceição",
+        "email": "ana.conceicao@example.com",
+        "phone": "5511994452835",
+        "address": {"zip": "15130-036", "city": "Mirassol", "state": "SP"},
+    }
+    rio = {"zip": "20735-058", "city": "Rio de Janeiro", "state": "RJ"}
+    amazon = {"name": "Ana Laura da Conceicao", "phone": "(11) 99445-2835", "address": rio}
+    mercado_livre = {"name": "Ana Lara da Conceição", "document": "87352003320", "address": rio}
+    outcomes = []
+    for batches in ((0, 0, 0), (0, 1, 2)):
+        tenant = uuid4()
+        raws = [
+            order(tenant, "A-1", "site", **shop),
+            order(tenant, "A-2", "amazon", external_id="a1", **amazon),
+            order(tenant, "A-3", "mercadolivre", external_id="m1", **mercado_livre),
+        ]
+        for batch in sorted(set(batches)):
+            profile_records.apply([raw for raw, b in zip(raws, batches, strict=True) if b == batch])
+        with Session(engine) as session:
+            methods = sorted(
+                r.method for r in session.exec(select(MergeRecord).where(MergeRecord.tenant_id == tenant))
+            )
+        outcomes.append(([p.orders_count for p in active(engine, tenant)], methods))
+    assert outcomes[0] == outcomes[1] == ([3], ["probabilistic", "probabilistic"]), outcomes
