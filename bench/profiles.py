@@ -7,10 +7,12 @@ PostgreSQL database. Kafka itself is left out, to measure the profile side: iden
 orders, traits and the outbox. Writes bench/results/profiles.json and the
 table in bench/README.md.
 
-The generated orders are applied twice: by one consumer (one process), and by two consumer processes of one
-group, each applying the orders of the partitions a consumer group would assign it (the orders topic's 12
-partitions by the events' Kafka keys, six each), both at once on the same database: what the machine's two
-cores give. The two must make the same profiles as the one (the case's `profiles` and `merges`).
+The generated orders are applied three times: by one consumer (one process); by two consumer processes
+of one group, each applying the orders of the partitions a consumer group would assign it (the orders
+topic's 12 partitions by the events' Kafka keys, six each), both at once on the same database: what the
+machine's two cores give; then by two such processes that wait for the profiles the other is writing
+(`CLIENTELA_CONSUMER_DEFER_BUSY=false`) instead of leaving their events for after their commit. The two
+must make the same profiles as the one (the cases' *profiles unlike one consumer's*).
 """
 
 from __future__ import annotations
@@ -70,9 +72,8 @@ def generated_rows(orders: int, seed: int) -> list[dict[str, Any]]:
 
 
 DATABASE = f"{PG}/clientela_profile_bench"
-DEFERRING = (
-    "generated, 2 processes, deferring"  # left as the last case made it (`bench.segmentation` reads it)
-)
+# Two processes that wait for the profiles the other is writing (`consumer_defer_busy` false).
+WAITING = "generated, 2 processes, waiting"
 
 
 class _Record(NamedTuple):
@@ -89,14 +90,16 @@ def _no_dead_letters() -> Any:
     raise RuntimeError("the benchmark's orders are all valid: none is dead-lettered")
 
 
-def _apply(raws: list[bytes], start: Any, defer: bool = False) -> tuple[float, float, dict[str, int]]:
+def _apply(raws: list[bytes], start: Any, defer: bool | None = None) -> tuple[float, float, dict[str, int]]:
     """One consumer process of the group: its events through the records consumer's `handle`, as the
     service's poll loop calls it (a batch that meets a concurrent write of the other process is applied
     again; one that still deadlocks is delivered again, as after the service's reconnect), from when
     `start` is set; wall and CPU seconds, and what the consumer logged, counted."""
     engine = make_engine(DATABASE)
     try:
-        settings = ProfileSettings(database_url=DATABASE, topic_prefix="bench.", consumer_defer_busy=defer)
+        settings = ProfileSettings(database_url=DATABASE, topic_prefix="bench.")
+        if defer is not None:
+            settings = settings.model_copy(update={"consumer_defer_busy": defer})
         worker = dict(workers(engine, settings))["profile-records"]
         assert isinstance(worker, ConsumerWorker)
         batch, topic = settings.consumer_max_poll_records, ORDERS.full("bench.")
@@ -141,11 +144,11 @@ def run_case(
     rows: list[dict[str, Any]],
     processes: int = 1,
     groups: dict[str, set[tuple[str, ...]]] | None = None,
-    defer: bool = False,
+    defer: bool | None = None,
 ) -> dict[str, Any]:
     """Apply the rows' orders in `processes` consumer processes on a fresh database; the case's numbers.
-    `groups`, when given, gets the case's `order_groups` under its name. `defer`: the processes run with
-    `consumer_defer_busy`."""
+    `groups`, when given, gets the case's `order_groups` under its name. `defer`: the processes'
+    `consumer_defer_busy` (by default the service's)."""
     engine = migrated_database(DATABASE, "profile")
     try:
         settings = ProfileSettings(database_url=DATABASE, topic_prefix="bench.")
@@ -205,7 +208,7 @@ def main() -> None:
     cases = [
         run_case("generated", generated, groups=groups),
         run_case("generated, 2 processes", generated, processes=2, groups=groups),
-        run_case(DEFERRING, generated, processes=2, groups=groups, defer=True),
+        run_case(WAITING, generated, processes=2, groups=groups, defer=False),
         run_case("olist-extract", olist),  # last: `bench.segmentation` reads the database it leaves
     ]
     # The profiles two processes made that one consumer did not make of the same orders.
@@ -225,8 +228,9 @@ def main() -> None:
             ("profiles unlike one consumer's", lambda c: c.get("unlike_one_process", "—")),
         ],
         note="The two processes' CPU is their sum; *profiles unlike one consumer's*: the two processes' "
-        "profiles that do not hold the same orders as one of the single consumer's; *deferring*: with "
-        "`CLIENTELA_CONSUMER_DEFER_BUSY=true` (experimental). Target: ≥ 10,000 orders/s.",
+        "profiles that do not hold the same orders as one of the single consumer's; *waiting*: with "
+        "`CLIENTELA_CONSUMER_DEFER_BUSY=false` (a batch waits for the profiles the other process is "
+        "writing instead of applying their events after its commit). Target: ≥ 10,000 orders/s.",
         command=None if args.orders == 100_000 else f"uv run python -m bench.profiles --orders {args.orders}",
         section="## Profiles (`make bench-profiles`)\n\nOrders applied through the profile service's records "
         "consumer in batches as large as a Kafka poll delivers them (5,000 by default), on a fresh "

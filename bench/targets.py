@@ -50,6 +50,15 @@ TARGETS = [
     ),
     Target(
         4,
+        "Profile consumer, two processes (2 cores): orders/s, 100,000 generated",
+        "profiles",
+        _is(case="generated, 2 processes"),
+        "orders_per_s",
+        10_000,
+        True,
+    ),
+    Target(
+        4,
         "Identity resolution: pairwise F1, against Splink's",
         "identity",
         _is(case="clientela"),

@@ -100,12 +100,12 @@ class ServiceSettings(BaseSettings):
         "(a backlog goes faster in bigger batches; one poll's work is redone if it fails).",
     )
     consumer_defer_busy: bool = Field(
-        False,
+        True,
         validation_alias=_common("consumer_defer_busy"),
-        description="Experimental (profile consumer): a batch leaves the events of profiles another member "
-        "of the group is writing for a transaction after its own, and scores look-alikes another member "
-        "holds after its commit, instead of waiting for them. Two members then run side by side (bench/"
-        "README.md, *Profiles*); the probabilistic stage's merges may then depend on the interleaving.",
+        description="Profile consumer: a batch leaves the events of profiles another member of the group is "
+        "writing for a transaction after its own, and scores look-alikes another member holds after its "
+        "commit, instead of waiting for them, so that two members run side by side (bench/README.md, "
+        "*Profiles*). `false`: a batch waits for them, holding its own.",
     )
     api_key_cache_seconds: float = Field(
         5,

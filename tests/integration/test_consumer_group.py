@@ -111,9 +111,13 @@ def outcome(engine: Engine, tenant: uuid.UUID) -> set[tuple[Any, ...]]:
     return found
 
 
+@pytest.mark.parametrize("defer_busy", [True, False], ids=["deferring", "waiting"])
 def test_three_consumers_in_a_group_give_the_profiles_of_one(
-    engine: Engine, settings: ServiceSettings, producer: KafkaProducer, tmp_path: Path
+    engine: Engine, settings: ServiceSettings, producer: KafkaProducer, tmp_path: Path, defer_busy: bool
 ) -> None:
+    """Both ways a member meets the profiles another member is writing (`consumer_defer_busy`): leaving
+    their events for a transaction after its own (the default), or waiting for them."""
+    settings = settings.model_copy(update={"consumer_defer_busy": defer_busy})
     generate(800, 21, tmp_path, olist_dir=OLIST)
     data = records(tmp_path)
     alone, group = uuid.uuid4(), uuid.uuid4()
