@@ -171,7 +171,7 @@ def put_consents(
 
 @router.post("/profiles/{profile_id}/unmerge", responses=problem_responses(401, 404, 409, 422))
 def unmerge_profile(
-    profile_id: UUID, body: UnmergeRequest, tenant_id: TenantDep, session: SessionDep
+    profile_id: UUID, body: UnmergeRequest, request: Request, tenant_id: TenantDep, session: SessionDep
 ) -> UnmergeResult:
     """Undo a wrong merge: the merged profile comes back; both are recomputed and kept apart."""
     profile = profiles.get_profile(profile_id, tenant_id=tenant_id, session=session)
@@ -180,7 +180,9 @@ def unmerge_profile(
     if body.identifier is not None:
         identifier = profiles.normalised_identifier(body.identifier.kind, body.identifier.value)
     record = unmerge.find_merge(session, owner, merge_id=body.merge_id, identifier=identifier)
-    done = unmerge.unmerge(session, record, correlation_id=request_id_var.get())
+    done = unmerge.unmerge(
+        session, record, correlation_id=request_id_var.get(), defaults=_service_rules(request)
+    )
     session.commit()
     return UnmergeResult(
         merge_id=done.record.id,
@@ -210,11 +212,15 @@ def list_suggestions(
 @router.post(
     "/merge-suggestions/{suggestion_id}/accept", responses=problem_responses(401, 404, 409), tags=["identity"]
 )
-def accept_suggestion(suggestion_id: UUID, tenant_id: TenantDep, session: SessionDep) -> MergeRead:
+def accept_suggestion(
+    suggestion_id: UUID, request: Request, tenant_id: TenantDep, session: SessionDep
+) -> MergeRead:
     """They are one person: merge the two profiles (recorded as a manual merge with the score)."""
     suggestion = probabilistic.get_suggestion(suggestion_id, tenant_id=tenant_id, session=session)
     record = probabilistic.accept(session, suggestion)
-    profiles.after_manual_merge(session, record, correlation_id=request_id_var.get())
+    profiles.after_manual_merge(
+        session, record, correlation_id=request_id_var.get(), defaults=_service_rules(request)
+    )
     session.commit()
     return MergeRead.of(record)
 
@@ -254,3 +260,12 @@ def refresh_traits(tenant_id: TenantDep, session: SessionDep) -> TraitsRefreshRe
 def get_refresh(refresh_id: UUID, tenant_id: TenantDep, session: SessionDep) -> TraitsRefreshRead:
     """A traits refresh's progress and, once done, the fitted model."""
     return TraitsRefreshRead.of(refresh.get(refresh_id, tenant_id=tenant_id, session=session))
+
+
+def _service_rules(request: Request) -> IdentityRules:
+    """The service's identity rules (its thresholds), for the tenants without their own: what the
+    probabilistic stage applies when a merge or an unmerge here puts profiles through it again."""
+    settings = request.app.state.settings
+    return IdentityRules(
+        merge_threshold=settings.match_merge_threshold, suggest_threshold=settings.match_suggest_threshold
+    )

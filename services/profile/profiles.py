@@ -436,7 +436,7 @@ class ProfileBatch:
             if dirty:
                 profiles = self._recompute(session, dirty, loaded)
                 seen: probabilistic.SeenKeys = {}
-                self._second_stage(session, profiles, dirty, seen=seen)
+                match_rounds(session, profiles, dirty, seen=seen)
                 if seen:  # kept with the batch: read again after it commits, by this consumer or another
                     check = BlockKeyCheck(keys=probabilistic.stored_seen(seen))
                     session.add(check)
@@ -477,7 +477,7 @@ class ProfileBatch:
                 if merges:
                     announce_merges(session, merges, correlation_id=None)
                     survivors = dict.fromkeys(m.survivor_id for m in merges)
-                    merges += self._second_stage(session, self._recompute(session, survivors, {}), survivors)
+                    merges += match_rounds(session, self._recompute(session, survivors, {}), survivors)
                 ids = [check_id for check_id, _ in checks]
                 session.execute(sa.delete(BlockKeyCheck).where(col(BlockKeyCheck.id).in_(ids)))
                 session.commit()
@@ -501,33 +501,6 @@ class ProfileBatch:
         """The service's identity rules, for the tenants without their own (`identity_rules.rules_for`)."""
         session.info["identity_defaults"] = self.defaults
         session.info.pop("identity_rules", None)
-
-    def _second_stage(
-        self,
-        session: Session,
-        profiles: dict[UUID, Profile],
-        dirty: dict[UUID, str | None],
-        *,
-        seen: probabilistic.SeenKeys | None = None,
-    ) -> list[MergeRecord]:
-        """The probabilistic stage on these recomputed profiles; then again on the survivors of its merges,
-        recomputed, until it merges no more: a survivor holds the names and addresses of the profiles it
-        took in, and its blocking keys must hold them too, or a later look-alike of a profile it took in
-        would not find it (and the profiles would depend on where a poll's batch ends). Returns the
-        merges."""
-        made: list[MergeRecord] = []
-        while profiles:
-            merges = probabilistic.second_stage(
-                session, [profiles[pid] for pid in sorted(profiles)], seen=seen
-            )
-            if not merges:
-                break
-            announce_merges(session, merges, correlation_id=None)
-            made += merges
-            survivors = {m.survivor_id: dirty.get(m.survivor_id) for m in merges}
-            recomputed = self._recompute(session, survivors, profiles)
-            profiles = {pid: recomputed[pid] for pid in survivors if pid in recomputed}
-        return made
 
     @staticmethod
     def _recompute(
@@ -557,12 +530,69 @@ class ProfileBatch:
         return profiles
 
 
-def after_manual_merge(session: Session, record: MergeRecord, *, correlation_id: str | None) -> None:
-    """Announce a merge made outside the consumer (an accepted suggestion) and recompute the survivor."""
+def match_rounds(
+    session: Session,
+    profiles: dict[UUID, Profile],
+    dirty: dict[UUID, str | None],
+    *,
+    seen: probabilistic.SeenKeys | None = None,
+    correlation_id: str | None = None,
+) -> list[MergeRecord]:
+    """The probabilistic stage on these recomputed profiles; then again on the survivors of its merges,
+    recomputed, until it merges no more: a survivor holds the names and addresses of the profiles it took
+    in, and its blocking keys must hold them too, or a later look-alike of a profile it took in would not
+    find it (and the profiles would depend on where a poll's batch ends). `dirty`: each profile's
+    correlation id; `correlation_id`: the merges' announcements'. Returns the merges."""
+    made: list[MergeRecord] = []
+    while profiles:
+        merges = probabilistic.second_stage(session, [profiles[pid] for pid in sorted(profiles)], seen=seen)
+        if not merges:
+            break
+        announce_merges(session, merges, correlation_id=correlation_id)
+        made += merges
+        survivors = {m.survivor_id: dirty.get(m.survivor_id) for m in merges}
+        recomputed = ProfileBatch._recompute(session, survivors, profiles)
+        profiles = {pid: recomputed[pid] for pid in survivors if pid in recomputed}
+    return made
+
+
+def match_again(
+    session: Session,
+    changed: Sequence[Profile],
+    *,
+    defaults: identity_rules.IdentityRules | None = None,
+    correlation_id: str | None = None,
+) -> list[MergeRecord]:
+    """Outside the consumer (an accepted suggestion, an unmerge): these recomputed profiles through the
+    probabilistic stage as a consumer batch puts them (`match_rounds`), scored and keyed again even where
+    their data is what it was before a merge (an unmerged profile's keys went with its merge). `defaults`:
+    the service's rules, for tenants without their own."""
+    for profile in changed:
+        profile.match_fingerprint = None
+    if defaults is not None:
+        session.info["identity_defaults"] = defaults
+    try:
+        dirty: dict[UUID, str | None] = {p.id: correlation_id for p in changed}
+        return match_rounds(session, {p.id: p for p in changed}, dirty, correlation_id=correlation_id)
+    finally:
+        session.info.pop("identity_defaults", None)
+        session.info.pop("identity_rules", None)
+
+
+def after_manual_merge(
+    session: Session,
+    record: MergeRecord,
+    *,
+    correlation_id: str | None,
+    defaults: identity_rules.IdentityRules | None = None,
+) -> None:
+    """Announce a merge made outside the consumer (an accepted suggestion), recompute the survivor and put
+    it through the probabilistic stage again (`match_again`): it now holds the other profile's data."""
     announce_merges(session, [record], correlation_id=correlation_id)
     survivor = session.get(Profile, record.survivor_id)
     if survivor is not None:
         recompute(session, survivor, correlation_id=correlation_id)
+        match_again(session, [survivor], defaults=defaults, correlation_id=correlation_id)
 
 
 def recompute(session: Session, profile: Profile, *, correlation_id: str | None = None) -> None:

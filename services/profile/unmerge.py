@@ -27,9 +27,9 @@ from uuid import UUID
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from services.profile import identity
+from services.profile import identity, identity_rules
 from services.profile.models import MergeRecord, Profile, ProfileIdentifier, ProfileOrder, ProfileRecord
-from services.profile.profiles import load_history, profile_key, recompute_full
+from services.profile.profiles import load_history, match_again, profile_key, recompute_full
 from shared.db import utcnow
 from shared.errors import Conflict, NotFound
 from shared.events import ProfilesUnmerged
@@ -78,8 +78,15 @@ def find_merge(
     return max(candidates, key=lambda r: r.created_at)
 
 
-def unmerge(session: Session, record: MergeRecord, *, correlation_id: str | None = None) -> Unmerged:
-    """Split merge `record` (see the module docstring); the caller commits."""
+def unmerge(
+    session: Session,
+    record: MergeRecord,
+    *,
+    correlation_id: str | None = None,
+    defaults: identity_rules.IdentityRules | None = None,
+) -> Unmerged:
+    """Split merge `record` (see the module docstring); the caller commits. `defaults`: the service's
+    identity rules (`profiles.match_again`)."""
     restored = session.get(Profile, record.merged_id)
     if restored is None or restored.merged_into is None:
         raise Conflict("This merge is not in force.")
@@ -134,6 +141,9 @@ def unmerge(session: Session, record: MergeRecord, *, correlation_id: str | None
         orders, records = history[profile.id]
         profile.email = _contact_email(session, profile, orders, records)
         recompute_full(session, profile, orders, records, correlation_id=correlation_id)
+    # Both are matched again: the restored profile's blocking keys went with the merge, and the survivor's
+    # still hold the restored one's data. The pair itself is blocked (`add_block` above).
+    match_again(session, [owner, restored], defaults=defaults, correlation_id=correlation_id)
     return Unmerged(record=record, survivor=owner, restored=restored)
 
 

@@ -653,3 +653,56 @@ def test_a_survivor_of_a_probabilistic_merge_is_found_by_the_look_alikes_of_the_
             )
         outcomes.append(([p.orders_count for p in active(engine, tenant)], methods))
     assert outcomes[0] == outcomes[1] == ([3], ["probabilistic", "probabilistic"]), outcomes
+
+
+def test_the_survivor_of_an_accepted_suggestion_is_found_by_the_look_alikes_of_the_profile_it_took_in(
+    engine: Engine, profile_records: ConsumerWorker
+) -> None:
+    """Ana's shop profile (Mirassol) and an Amazon profile from Rio that may be hers (the grey zone): a
+    person accepts the suggestion. Her Mercado Livre order from the same Rio address then finds the survivor
+    (its blocking keys now hold the Amazon address) and merges."""
+    tenant = uuid4()
+    rio = {"zip": "20735-058", "city": "Rio de Janeiro", "state": "RJ"}
+    shop: dict[str, Any] = {
+        "name": "Ana Laura da Conceição",
+        "email": "ana.conceicao@example.com",
+        "birth_date": "1990-05-04",
+        "address": {"zip": "15130-036", "city": "Mirassol", "state": "SP"},
+    }
+    profile_records.apply([order(tenant, "A-1", "site", **shop)])
+    amazon = {"name": "Ana L Conceicao", "birth_date": "1990-05-04", "address": rio}
+    profile_records.apply([order(tenant, "A-2", "amazon", external_id="a1", **amazon)])
+    with Session(engine) as session:
+        [pending] = probabilistic.list_suggestions(
+            tenant_id=tenant, session=session, status="pending", after=None, limit=10
+        )
+        record = probabilistic.accept(session, pending)
+        profiles.after_manual_merge(session, record, correlation_id=None)
+        session.commit()
+        survivor_id = record.survivor_id
+    mercado_livre = {"name": "Ana Lara da Conceição", "document": "87352003320", "address": rio}
+    profile_records.apply([order(tenant, "A-3", "mercadolivre", external_id="m1", **mercado_livre)])
+    [ana] = active(engine, tenant)
+    assert (ana.id, ana.orders_count) == (survivor_id, 3)
+
+
+def test_an_unmerged_profile_is_found_again_by_its_look_alikes(
+    engine: Engine, profile_records: ConsumerWorker
+) -> None:
+    """A probabilistic merge took Cida's profile into Maria's (its blocking keys went with it); a person
+    undoes it. Cida's next order, from Amazon with her own name and address and nothing that identifies
+    her, joins Cida's profile (the same data), not Maria's."""
+    tenant = uuid4()
+    profile_records.apply(
+        [order(tenant, "M-1", email="maria.souza@example.com", phone="11987654321", **MARIA)]
+    )
+    cida: dict[str, Any] = {**MARIA, "name": "MARIA APARECIDA SOUSA"}
+    profile_records.apply([order(tenant, "M-2", "shopee", email="cida85@example.com", **cida)])
+    with Session(engine) as session:
+        [record] = session.exec(select(MergeRecord).where(MergeRecord.tenant_id == tenant)).all()
+        unmerge.unmerge(session, record)
+        session.commit()
+        maria, restored = record.survivor_id, record.merged_id
+    profile_records.apply([order(tenant, "M-3", "amazon", external_id="a9", **cida)])
+    counts = {p.id: p.orders_count for p in active(engine, tenant)}
+    assert counts == {maria: 1, restored: 2}
