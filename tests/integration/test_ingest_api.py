@@ -433,7 +433,9 @@ def test_single_posts_arriving_together_share_a_transaction_and_each_gets_its_ow
     bodies += [bad, order_body("G-0", "g0@example.com", "10.00")]  # G-0 twice
     responses = post_together(stack, key, bodies)
 
-    assert len(sizes) == 2  # those that came first, then all the others together
+    # Those that came first, then all the others together; or all in the first, when every post arrived
+    # before it began (seen once on a busy machine: sizes [20]).
+    assert len(sizes) <= 2
     assert sum(sizes) == 20
     codes = [r.status_code for r in responses]
     assert codes[1:18] == [202] * 17
