@@ -181,7 +181,10 @@ def unmerge_profile(
         identifier = profiles.normalised_identifier(body.identifier.kind, body.identifier.value)
     record = unmerge.find_merge(session, owner, merge_id=body.merge_id, identifier=identifier)
     done = unmerge.unmerge(
-        session, record, correlation_id=request_id_var.get(), defaults=_service_rules(request)
+        session,
+        record,
+        correlation_id=request_id_var.get(),
+        defaults=identity_rules.service_defaults(request.app.state.settings),
     )
     session.commit()
     return UnmergeResult(
@@ -219,7 +222,10 @@ def accept_suggestion(
     suggestion = probabilistic.get_suggestion(suggestion_id, tenant_id=tenant_id, session=session)
     record = probabilistic.accept(session, suggestion)
     profiles.after_manual_merge(
-        session, record, correlation_id=request_id_var.get(), defaults=_service_rules(request)
+        session,
+        record,
+        correlation_id=request_id_var.get(),
+        defaults=identity_rules.service_defaults(request.app.state.settings),
     )
     session.commit()
     return MergeRead.of(record)
@@ -260,12 +266,3 @@ def refresh_traits(tenant_id: TenantDep, session: SessionDep) -> TraitsRefreshRe
 def get_refresh(refresh_id: UUID, tenant_id: TenantDep, session: SessionDep) -> TraitsRefreshRead:
     """A traits refresh's progress and, once done, the fitted model."""
     return TraitsRefreshRead.of(refresh.get(refresh_id, tenant_id=tenant_id, session=session))
-
-
-def _service_rules(request: Request) -> IdentityRules:
-    """The service's identity rules (its thresholds), for the tenants without their own: what the
-    probabilistic stage applies when a merge or an unmerge here puts profiles through it again."""
-    settings = request.app.state.settings
-    return IdentityRules(
-        merge_threshold=settings.match_merge_threshold, suggest_threshold=settings.match_suggest_threshold
-    )

@@ -10,6 +10,7 @@ from datetime import timedelta
 
 from sqlalchemy.engine import Engine
 
+from services.profile import identity_rules
 from services.profile.privacy import apply_erasure_confirmed, apply_report_part
 from services.profile.profiles import ProfileBatch, apply_behaviour, apply_customer_record, apply_order
 from services.profile.refresh import TraitsRefresher
@@ -57,12 +58,7 @@ def workers(engine: Engine, settings: ServiceSettings) -> Sequence[tuple[str, Wo
                     },
                 ),
             },
-            hooks={
-                "records": ProfileBatch(
-                    merge_threshold=getattr(settings, "match_merge_threshold", 0.95),
-                    suggest_threshold=getattr(settings, "match_suggest_threshold", 0.6),
-                )
-            },
+            hooks={"records": ProfileBatch(identity_rules.service_defaults(settings))},
         ),
     ]
 

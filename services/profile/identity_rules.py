@@ -127,6 +127,15 @@ DEFAULT = IdentityRules()
 DEFAULT_LIMITS = dict(DEFAULT.limits)
 
 
+def service_defaults(settings: object) -> IdentityRules:
+    """The service's rules, for the tenants without their own: its thresholds (`PROFILE_MATCH_*`). Any
+    service settings are taken; those without the profile service's thresholds give `DEFAULT`'s."""
+    return IdentityRules(
+        merge_threshold=getattr(settings, "match_merge_threshold", DEFAULT.merge_threshold),
+        suggest_threshold=getattr(settings, "match_suggest_threshold", DEFAULT.suggest_threshold),
+    )
+
+
 def rules_for(session: Session, tenant_id: UUID) -> IdentityRules:
     """The tenant's rules, or the service's defaults (`session.info["identity_defaults"]`, set by the
     consumer from its settings); cached for the transaction, so a consumer batch reads them once."""

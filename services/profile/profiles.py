@@ -374,11 +374,9 @@ class ProfileBatch:
     touch are loaded in a few queries, and each touched profile is recomputed (and announced) once per
     batch instead of once per event; then the probabilistic stage looks at the changed profiles."""
 
-    def __init__(self, *, merge_threshold: float = 0.95, suggest_threshold: float = 0.6) -> None:
-        # The service's defaults, for tenants without their own rules.
-        self.defaults = identity_rules.IdentityRules(
-            merge_threshold=merge_threshold, suggest_threshold=suggest_threshold
-        )
+    def __init__(self, defaults: identity_rules.IdentityRules = identity_rules.DEFAULT) -> None:
+        # The service's rules, for tenants without their own (`identity_rules.service_defaults`).
+        self.defaults = defaults
 
     def prepare(
         self, session: Session, events: list[tuple[Envelope, Event]], *, may_defer: bool = False
@@ -474,10 +472,7 @@ class ProfileBatch:
             try:
                 pairs = set().union(*(probabilistic.missed_pairs(session, seen) for _, seen in checks))
                 merges = probabilistic.score_missed(session, pairs) if pairs else []
-                if merges:
-                    announce_merges(session, merges, correlation_id=None)
-                    survivors = dict.fromkeys(m.survivor_id for m in merges)
-                    merges += match_rounds(session, self._recompute(session, survivors, {}), survivors)
+                merges = take_in(session, merges, {}, {})
                 ids = [check_id for check_id, _ in checks]
                 session.execute(sa.delete(BlockKeyCheck).where(col(BlockKeyCheck.id).in_(ids)))
                 session.commit()
@@ -543,16 +538,32 @@ def match_rounds(
     in, and its blocking keys must hold them too, or a later look-alike of a profile it took in would not
     find it (and the profiles would depend on where a poll's batch ends). `dirty`: each profile's
     correlation id; `correlation_id`: the merges' announcements'. Returns the merges."""
+    merges = probabilistic.second_stage(session, [profiles[pid] for pid in sorted(profiles)], seen=seen)
+    return take_in(session, merges, profiles, dirty, seen=seen, correlation_id=correlation_id)
+
+
+def take_in(
+    session: Session,
+    merges: list[MergeRecord],
+    loaded: dict[UUID, Profile],
+    dirty: dict[UUID, str | None],
+    *,
+    seen: probabilistic.SeenKeys | None = None,
+    correlation_id: str | None = None,
+) -> list[MergeRecord]:
+    """After the probabilistic stage's `merges`: announce them, recompute their survivors (those `loaded`
+    already are not read again) and put those through the stage again, until it merges no more (see
+    `match_rounds`). Returns every merge, these first."""
     made: list[MergeRecord] = []
-    while profiles:
-        merges = probabilistic.second_stage(session, [profiles[pid] for pid in sorted(profiles)], seen=seen)
-        if not merges:
-            break
+    known = dict(loaded)
+    while merges:
         announce_merges(session, merges, correlation_id=correlation_id)
         made += merges
         survivors = {m.survivor_id: dirty.get(m.survivor_id) for m in merges}
-        recomputed = ProfileBatch._recompute(session, survivors, profiles)
-        profiles = {pid: recomputed[pid] for pid in survivors if pid in recomputed}
+        known.update(ProfileBatch._recompute(session, survivors, known))
+        merges = probabilistic.second_stage(
+            session, [known[pid] for pid in sorted(survivors) if pid in known], seen=seen
+        )
     return made
 
 
@@ -575,8 +586,9 @@ def match_again(
         dirty: dict[UUID, str | None] = {p.id: correlation_id for p in changed}
         return match_rounds(session, {p.id: p for p in changed}, dirty, correlation_id=correlation_id)
     finally:
-        session.info.pop("identity_defaults", None)
-        session.info.pop("identity_rules", None)
+        if defaults is not None:
+            session.info.pop("identity_defaults", None)
+            session.info.pop("identity_rules", None)  # the tenants' rules it cached with these defaults
 
 
 def after_manual_merge(
