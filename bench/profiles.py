@@ -13,6 +13,9 @@ topic's 12 partitions by the events' Kafka keys, six each), both at once on the 
 machine's two cores give; then by two such processes that wait for the profiles the other is writing
 (`CLIENTELA_CONSUMER_DEFER_BUSY=false`) instead of leaving their events for after their commit. The two
 must make the same profiles as the one (the cases' *profiles unlike one consumer's*).
+
+First it measures the consumer's *floor* on the first 30,000 of the orders (`bench.profile_floor`): what an
+order costs at the least, whatever the design; kept in the JSON as `floor`.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from typing import Any, NamedTuple
 import orjson
 import sqlalchemy as sa
 
-from bench import report
+from bench import profile_floor, report
 from bench.ingest import CACHE, OLIST_SUBSET, PG, migrated_database, orders_file
 from services.ingest import importers
 from services.ingest.intake import _order_key
@@ -204,6 +207,8 @@ def main() -> None:
     names = {role: OLIST_SUBSET / f"{stem}.csv.gz" for role, stem in importers.OLIST_FILES.items()}
     with tempfile.TemporaryDirectory() as tmp:
         olist = [row for _, row in importers.read_olist(names, Path(tmp))]
+    # What an order costs at the least (`bench.profile_floor`), on the first 30,000 of the same orders.
+    floor = profile_floor.measure(events(generated[:30_000], uuid.uuid4())[0])
     groups: dict[str, set[tuple[str, ...]]] = {}
     cases = [
         run_case("generated", generated, groups=groups),
@@ -230,8 +235,13 @@ def main() -> None:
         note="The two processes' CPU is their sum; *profiles unlike one consumer's*: the two processes' "
         "profiles that do not hold the same orders as one of the single consumer's; *waiting*: with "
         "`CLIENTELA_CONSUMER_DEFER_BUSY=false` (a batch waits for the profiles the other process is "
-        "writing instead of applying their events after its commit). Target: ≥ 10,000 orders/s.",
+        "writing instead of applying their events after its commit). *Floor* (`bench.profile_floor`: only "
+        "the steps no design can skip, each alone, PostgreSQL's CPU included): "
+        f"{floor['total_µs_per_order']:,} µs an order, {floor['orders_per_s_per_core']:,} orders/s a core; "
+        f"one consumer spent {cases[0]['consumer_cpu_seconds'] * 1e6 / cases[0]['orders']:,.0f} µs of its "
+        "own CPU an order. Target: ≥ 10,000 orders/s.",
         command=None if args.orders == 100_000 else f"uv run python -m bench.profiles --orders {args.orders}",
+        extra={"floor": floor},
         section="## Profiles (`make bench-profiles`)\n\nOrders applied through the profile service's records "
         "consumer in batches as large as a Kafka poll delivers them (5,000 by default), on a fresh "
         "PostgreSQL database (Kafka left out): identity resolution, stored orders, traits, outbox.",

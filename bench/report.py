@@ -28,9 +28,11 @@ def publish(
     note: str,
     section: str,
     command: str | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write the results and refresh the README table between `<!-- name:start -->` and `:end -->`
-    (a new section is appended the first time). Returns the results."""
+    (a new section is appended the first time). `extra`: more of the benchmark's findings, kept in its
+    JSON after the cases. Returns the results."""
     results = {
         "benchmark": name,
         "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -38,6 +40,7 @@ def publish(
         "reference_seconds": reference_seconds(),
         "command": command or f"make bench-{name}",
         "cases": cases,
+        **(extra or {}),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
