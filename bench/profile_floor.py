@@ -15,7 +15,7 @@ process with the collector as the consumer has it (frozen and paused):
   PostgreSQL's (its backend process's, from `/proc`) together as *look up and store*: the owners of the
   poll's identifiers looked up in one query (`identity._owners_of`, what any design must ask), the new
   identifiers, the orders, one profile row per person (inserted the first time, updated once per poll
-  after: a person here is the holder of an order's first identifier, with no resolution) and the outbox
+  after: a person here is the holder of an order's strongest identifier, with no resolution) and the outbox
   rows, written with `COPY` and one `UPDATE` (each order once: its first version).
 
 No merges, no traits but two counters, no probabilistic stage and no reading of profiles back; and, as in
@@ -155,7 +155,8 @@ def measure(raws: list[bytes], database: str = DATABASE) -> dict[str, Any]:
                 for env, ev in pairs
             ],
         )
-        # A person: the holder of an order's first identifier (no resolution); an identifier's first order.
+        # A person: the holder of an order's strongest identifier (no resolution); each identifier's first
+        # order.
         persons: dict[tuple[Any, ...], uuid.UUID] = {}
         person_of: list[uuid.UUID] = []
         first_seen: dict[tuple[uuid.UUID, str, str], tuple[int, str]] = {}
@@ -292,7 +293,7 @@ def main() -> None:
     from bench import report
     from bench.profiles import events, generated_rows
 
-    raws = events(generated_rows(30_000, 1), uuid.uuid4())[0]
+    raws = events(generated_rows(100_000, 1)[:30_000], uuid.uuid4())[0]  # as `make bench-profiles`
     found = {
         "measured_at": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "reference_seconds": report.reference_seconds(),
