@@ -31,8 +31,9 @@ import os
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlmodel import Session
@@ -66,56 +67,53 @@ def _timed(spent: dict[str, float], step: str, work: Callable[[], T]) -> T:
     return result
 
 
+@dataclass(frozen=True)
+class _Held:
+    """What `profiles.segmentable_traits` reads of a profile, for one that holds just one order."""
+
+    orders_count: int
+    total_spent_minor: int
+    first_order_at: datetime
+    last_order_at: datetime
+    purchases: dict[str, Any]
+    predicted: dict[str, Any] = field(default_factory=dict)
+    behaviour: dict[str, Any] = field(default_factory=dict)
+    consents: dict[str, Any] = field(default_factory=dict)
+    birth_date: None = None
+    gender: None = None
+    city: None = None
+    state: None = None
+    zip: None = None
+
+
 def _announcement(event: OrderIngested) -> dict[str, Any]:
-    """A `profile.updated` payload in JSON form for a profile holding just this order."""
+    """A `profile.updated` payload in JSON form (the service's `segmentable_traits`) for a profile holding
+    just this order."""
     order = event.order
-    total = str(order.total)
-    return {
-        "profile_id": str(uuid.uuid4()),
-        "profile_version": 1,
-        "changed": ["orders_count", "total_spent"],
-        "orders_count": 1,
-        "total_spent": total,
-        "average_order_value": total,
-        "first_order_at": order.placed_at.isoformat(),
-        "last_order_at": order.placed_at.isoformat(),
-        "sources": [order.source],
-        "categories": sorted({i.category for i in order.items if i.category})[:5],
-        "products": sorted({i.sku for i in order.items})[:5],
-        "preferred_payment_method": order.payments[0].method.value if order.payments else None,
-        "birth_date": None,
-        "gender": None,
-        "city": None,
-        "state": None,
-        "zip": None,
-        "consents": {},
-        "rfm_group": None,
-        "rfm_r": None,
-        "rfm_f": None,
-        "rfm_m": None,
-        "clv_12m": None,
-        "churn_probability": None,
-        "next_order_at": None,
-        "last_seen_at": None,
-        "viewed_categories": {},
-        "viewed_products": {},
-        "cart_abandoned_at": None,
-    }
+    held = _Held(
+        orders_count=1,
+        total_spent_minor=to_minor(order.total),
+        first_order_at=order.placed_at,
+        last_order_at=order.placed_at,
+        purchases={
+            "by_source": {order.source: {"orders": 1}},
+            "top_categories": sorted({i.category for i in order.items if i.category})[:5],
+            "top_products": sorted({i.sku for i in order.items})[:5],
+            "preferred_payment_method": order.payments[0].method.value if order.payments else None,
+        },
+    )
+    traits = profiles.segmentable_traits(cast(Profile, held))
+    return {**traits, "profile_id": str(uuid.uuid4()), "profile_version": 1, "changed": sorted(traits)}
 
 
 def _order_row(envelope: Envelope, event: OrderIngested, sealed: dict[str, Any], ids: Any) -> dict[str, Any]:
-    order = event.order
     return {
         "order_id": event.order_id,
         "tenant_id": envelope.tenant_id,
         "profile_id": uuid.uuid4(),
-        "source": order.source,
+        "source": event.order.source,
         "order_version": event.order_version,
-        "status": order.status.value,
-        "total_minor": to_minor(order.total),
-        "placed_at": order.placed_at,
-        "items": [{"sku": i.sku, "category": i.category, "quantity": i.quantity} for i in order.items],
-        "payments": [{"method": p.method.value, "installments": p.installments} for p in order.payments],
+        **profiles.order_facts(event.order),
         "identifiers": [[kind, value] for kind, value in ids],
         "customer": sealed,
         "recorded_at": utcnow(),

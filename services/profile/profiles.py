@@ -61,6 +61,7 @@ from shared.records import (
     Customer,
     CustomerRecord,
     CustomerRef,
+    Order,
     average_order_value,
     from_minor,
     to_minor,
@@ -93,11 +94,7 @@ def apply_order(session: Session, envelope: Envelope, event: OrderIngested) -> N
     latest = {
         "profile_id": profile.id,
         "order_version": event.order_version,
-        "status": order.status.value,
-        "total_minor": to_minor(order.total),
-        "placed_at": order.placed_at,
-        "items": [{"sku": i.sku, "category": i.category, "quantity": i.quantity} for i in order.items],
-        "payments": [{"method": p.method.value, "installments": p.installments} for p in order.payments],
+        **order_facts(order),
         "identifiers": [
             [kind, value] for kind, value in identity.blind_in(session, envelope.tenant_id, identifiers)
         ],
@@ -124,6 +121,17 @@ def apply_order(session: Session, envelope: Envelope, event: OrderIngested) -> N
         previous = session.get(Profile, previous_profile_id)
         if previous is not None:
             recompute(session, previous, correlation_id=envelope.correlation_id)
+
+
+def order_facts(order: Order) -> dict[str, Any]:
+    """What a stored order (`ProfileOrder`) keeps of the order for the traits, as its columns."""
+    return {
+        "status": order.status.value,
+        "total_minor": to_minor(order.total),
+        "placed_at": order.placed_at,
+        "items": [{"sku": i.sku, "category": i.category, "quantity": i.quantity} for i in order.items],
+        "payments": [{"method": p.method.value, "installments": p.installments} for p in order.payments],
+    }
 
 
 def _check_record_tenant(session: Session, envelope: Envelope, record_id: UUID) -> None:

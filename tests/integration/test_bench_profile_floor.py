@@ -5,6 +5,7 @@ per record."""
 from __future__ import annotations
 
 import uuid
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -14,6 +15,8 @@ from bench import profile_floor
 from bench.ingest import PG
 from bench.profiles import events
 from shared.db import make_engine
+from shared.events import Envelope, ProfileUpdatedV2, decode
+from shared.outbox import open_body
 
 DATABASE = f"{PG}/clientela_test_profile_floor"
 
@@ -66,6 +69,7 @@ def test_every_step_is_timed_and_each_row_stored_once(monkeypatch: pytest.Monkey
                 sa.text("SELECT count(*), count(DISTINCT order_id) FROM profile_order")
             ).one()
             announced = conn.execute(sa.text("SELECT count(*) FROM outbox_message")).scalar_one()
+            body = conn.execute(sa.text("SELECT body FROM outbox_message LIMIT 1")).scalar_one()
             held = conn.execute(sa.text("SELECT count(*), sum(orders_count) FROM profile")).one()
             owners = conn.execute(
                 sa.text("SELECT count(DISTINCT profile_id) FROM profile_identifier")
@@ -74,5 +78,8 @@ def test_every_step_is_timed_and_each_row_stored_once(monkeypatch: pytest.Monkey
         engine.dispose()
     assert tuple(orders) == (300, 300)
     assert announced == 350
+    event = decode(Envelope.from_bytes(open_body(body)))  # what the segmentation consumer would read
+    assert isinstance(event, ProfileUpdatedV2)
+    assert (event.orders_count, event.total_spent, event.sources) == (1, Decimal("10.00"), ["mercadolivre"])
     assert tuple(held) == (40, 300)
     assert owners == 40
