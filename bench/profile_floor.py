@@ -27,18 +27,17 @@ from __future__ import annotations
 
 import gc
 import json
-import os
-import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlmodel import Session
 
-from bench.ingest import PG, migrated_database
+from bench import report
+from bench.ingest import PG, cpu_seconds, migrated_database
+from bench.stack import cpu_of
 from services.profile import identity, profiles
 from services.profile.models import Profile, ProfileIdentifier, ProfileOrder, seal_snapshot
 from shared.crypto import keyring
@@ -50,21 +49,6 @@ from shared.records import to_minor
 
 DATABASE = f"{PG}/clientela_profile_floor"
 POLL = 5_000
-T = TypeVar("T")
-
-
-def _cpu_of(pid: int) -> float:
-    """A process's user + system CPU seconds (Linux `/proc`)."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _timed(spent: dict[str, float], step: str, work: Callable[[], T]) -> T:
-    started = time.process_time()
-    result = work()
-    spent[step] = time.process_time() - started
-    return result
 
 
 @dataclass(frozen=True)
@@ -106,11 +90,13 @@ def _announcement(event: OrderIngested) -> dict[str, Any]:
     return {**traits, "profile_id": str(uuid.uuid4()), "profile_version": 1, "changed": sorted(traits)}
 
 
-def _order_row(envelope: Envelope, event: OrderIngested, sealed: dict[str, Any], ids: Any) -> dict[str, Any]:
+def _order_row(
+    envelope: Envelope, event: OrderIngested, profile_id: uuid.UUID, sealed: dict[str, Any], ids: Any
+) -> dict[str, Any]:
     return {
         "order_id": event.order_id,
         "tenant_id": envelope.tenant_id,
-        "profile_id": uuid.uuid4(),
+        "profile_id": profile_id,
         "source": event.order.source,
         "order_version": event.order_version,
         **profiles.order_facts(event.order),
@@ -129,30 +115,26 @@ def measure(raws: list[bytes], database: str = DATABASE) -> dict[str, Any]:
     gc.disable()
     try:
         spent: dict[str, float] = {}
-        envelopes = _timed(spent, "receive", lambda: [Envelope.from_bytes(r) for r in raws])
-        events = _timed(spent, "validate", lambda: [decode(e) for e in envelopes])
+        with cpu_of(spent, "receive"):
+            envelopes = [Envelope.from_bytes(r) for r in raws]
+        with cpu_of(spent, "validate"):
+            events = [decode(e) for e in envelopes]
         pairs = [
             (env, ev) for env, ev in zip(envelopes, events, strict=True) if isinstance(ev, OrderIngested)
         ]
-        readable = [profiles.identifiers_for(ev) for _, ev in pairs]
-        blinded = _timed(
-            spent,
-            "identifiers",
-            lambda: [
+        with cpu_of(spent, "identifiers"):
+            readable = [profiles.identifiers_for(ev) for _, ev in pairs]
+            blinded = [
                 identity.blind(env.tenant_id, ids) for (env, _), ids in zip(pairs, readable, strict=True)
-            ],
-        )
-        sealed = _timed(
-            spent,
-            "seal",
-            lambda: [
+            ]
+        with cpu_of(spent, "seal"):
+            sealed = [
                 seal_snapshot(
                     env.tenant_id,
                     profiles.snapshot(ev.order.customer, ev.order.consents, at=ev.order.placed_at),
                 )
                 for env, ev in pairs
-            ],
-        )
+            ]
         # A person: the holder of an order's strongest identifier (no resolution); each identifier's first
         # order.
         persons: dict[tuple[Any, ...], uuid.UUID] = {}
@@ -163,10 +145,8 @@ def measure(raws: list[bytes], database: str = DATABASE) -> dict[str, Any]:
             person_of.append(persons.setdefault(key, uuid.uuid4()))
             for (kind, value), (_, clear) in zip(ids, readable[i], strict=True):
                 first_seen.setdefault((env.tenant_id, kind, value), (i, clear))
-        identifier_rows = _timed(
-            spent,
-            "seal identifiers",
-            lambda: {
+        with cpu_of(spent, "seal identifiers"):
+            identifier_rows = {
                 key: {
                     "tenant_id": key[0],
                     "kind": key[1],
@@ -177,27 +157,23 @@ def measure(raws: list[bytes], database: str = DATABASE) -> dict[str, Any]:
                     "created_at": utcnow(),
                 }
                 for key, (i, clear) in first_seen.items()
-            },
-        )
-        outbox = _timed(
-            spent,
-            "announce",
-            lambda: [
+            }
+        with cpu_of(spent, "announce"):
+            outbox = [
                 outbox_row(
                     ProfileUpdatedV2, _announcement(ev), tenant_id=env.tenant_id, key=f"{env.tenant_id}:{i}"
                 )
                 for i, (env, ev) in enumerate(pairs)
-            ],
-        )
+            ]
         engine = migrated_database(database, "profile")
         try:
             with Session(engine) as session:
                 backend = session.connection().execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
                 session.commit()
-                server_started, started = _cpu_of(backend), time.process_time()
-                stored = _store(session, pairs, blinded, sealed, person_of, identifier_rows, outbox)
-                spent["look up and store"] = time.process_time() - started
-                spent["look up and store, PostgreSQL"] = _cpu_of(backend) - server_started
+                server_started = cpu_seconds([backend])
+                with cpu_of(spent, "look up and store"):
+                    stored = _store(session, pairs, blinded, sealed, person_of, identifier_rows, outbox)
+                spent["look up and store, PostgreSQL"] = cpu_seconds([backend]) - server_started
         finally:
             engine.dispose()
     finally:
@@ -268,7 +244,11 @@ def _store(
             tenant_id, count, spent = added.get(person_of[i], (pairs[i][0].tenant_id, 0, 0))
             added[person_of[i]] = (tenant_id, count + 1, spent + to_minor(pairs[i][1].order.total))
         bulk_insert(session, ProfileIdentifier, new_identifiers)
-        bulk_insert(session, ProfileOrder, [_order_row(*pairs[i], sealed[i], blinded[i]) for i in firsts])
+        bulk_insert(
+            session,
+            ProfileOrder,
+            [_order_row(*pairs[i], person_of[i], sealed[i], blinded[i]) for i in firsts],
+        )
         touched = [pid for pid in added if pid in made]
         fresh = [pid for pid in added if pid not in made]
         made.update(fresh)
@@ -288,8 +268,7 @@ def _store(
 
 
 def main() -> None:
-    from bench import report
-    from bench.profiles import events, generated_rows
+    from bench.profiles import events, generated_rows  # it runs this module: imported here
 
     raws = events(generated_rows(100_000, 1)[:30_000], uuid.uuid4())[0]  # as `make bench-profiles`
     found = {

@@ -71,6 +71,13 @@ def test_every_step_is_timed_and_each_row_stored_once(monkeypatch: pytest.Monkey
             announced = conn.execute(sa.text("SELECT count(*) FROM outbox_message")).scalar_one()
             body = conn.execute(sa.text("SELECT body FROM outbox_message LIMIT 1")).scalar_one()
             held = conn.execute(sa.text("SELECT count(*), sum(orders_count) FROM profile")).one()
+            # Each profile counts the orders whose rows name it.
+            miscounted = conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM profile p WHERE p.orders_count <>"
+                    " (SELECT count(*) FROM profile_order o WHERE o.profile_id = p.id)"
+                )
+            ).scalar_one()
             owners = conn.execute(
                 sa.text("SELECT count(DISTINCT profile_id) FROM profile_identifier")
             ).scalar_one()
@@ -82,4 +89,5 @@ def test_every_step_is_timed_and_each_row_stored_once(monkeypatch: pytest.Monkey
     assert isinstance(event, ProfileUpdatedV2)
     assert (event.orders_count, event.total_spent, event.sources) == (1, Decimal("10.00"), ["mercadolivre"])
     assert tuple(held) == (40, 300)
+    assert miscounted == 0
     assert owners == 40
